@@ -1,0 +1,688 @@
+//! Anthropic Messages as Bedrock takes it (InvokeModel with `anthropic_version`): request
+//! decoder and encoder, response decoder and encoder.
+
+use crate::error::GatewayError;
+use crate::fields::{
+    as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
+    string_or_list, type_name, Object,
+};
+use crate::ir::{
+    ChatRequest, ChatResponse, ImageSource, Message, Part, Reasoning, ResponseFormat, Role,
+    StopReason, Tool, ToolChoice, Usage,
+};
+use serde_json::{json, Map, Value};
+
+/// The `anthropic_version` Bedrock requires.
+pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
+/// Name of the tool the gateway adds to force structured output; never shown to clients.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "unigate_structured_output";
+
+/// Decodes a Bedrock-Claude (Anthropic Messages) request body into the IR.
+pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
+    let model = req_str(obj, "model", "model")?.to_string();
+    opt_str(obj, "anthropic_version", "anthropic_version")?;
+    let raw_messages = opt_array(obj, "messages", "messages")?
+        .ok_or_else(|| GatewayError::invalid("messages", "Missing required parameter: `messages`."))?;
+    if raw_messages.is_empty() {
+        return Err(GatewayError::invalid(
+            "messages",
+            "`messages` must contain at least one message.",
+        ));
+    }
+    let mut req = ChatRequest {
+        model,
+        ..ChatRequest::default()
+    };
+    match get(obj, "system") {
+        None => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) => req.system.push(Part::text(s.clone())),
+        Some(Value::Array(blocks)) => {
+            for (i, b) in blocks.iter().enumerate() {
+                let path = format!("system[{i}]");
+                req.system.push(decode_block(b, &path)?);
+            }
+        }
+        Some(v) => {
+            return Err(GatewayError::invalid(
+                "system",
+                format!(
+                    "Invalid type for `system`: expected a string or an array of text blocks, got {}.",
+                    type_name(v)
+                ),
+            ))
+        }
+    }
+    for (i, raw) in raw_messages.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        let m = as_object(raw, &path)?;
+        let role = match req_str(m, "role", &format!("{path}.role"))? {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(GatewayError::invalid(
+                    format!("{path}.role"),
+                    format!("Invalid role `{other}`; expected user or assistant."),
+                ))
+            }
+        };
+        let cpath = format!("{path}.content");
+        let content = match get(m, "content") {
+            Some(Value::String(s)) => vec![Part::text(s.clone())],
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .enumerate()
+                .map(|(j, b)| decode_block(b, &format!("{cpath}[{j}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                return Err(GatewayError::invalid(
+                    cpath,
+                    "Missing required parameter: `content`.",
+                ))
+            }
+            Some(v) => {
+                return Err(GatewayError::invalid(
+                    cpath.clone(),
+                    format!(
+                        "Invalid type for `{cpath}`: expected a string or an array of content blocks, got {}.",
+                        type_name(v)
+                    ),
+                ))
+            }
+        };
+        match req.messages.last_mut() {
+            Some(last) if last.role == role => last.content.extend(content),
+            _ => req.messages.push(Message { role, content }),
+        }
+    }
+    req.max_tokens = opt_u32(obj, "max_tokens", "max_tokens", 1)?;
+    req.temperature = opt_f64(obj, "temperature", "temperature", 0.0, 1.0)?;
+    req.top_p = opt_f64(obj, "top_p", "top_p", 0.0, 1.0)?;
+    req.top_k = opt_u32(obj, "top_k", "top_k", 0)?;
+    req.stop = string_or_list(obj, "stop_sequences", "stop_sequences")?;
+    req.stream = opt_bool(obj, "stream", "stream")?.unwrap_or(false);
+    if let Some(items) = opt_array(obj, "tools", "tools")? {
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("tools[{i}]");
+            let t = as_object(item, &path)?;
+            req.tools.push(Tool {
+                name: req_str(t, "name", &format!("{path}.name"))?.to_string(),
+                description: opt_str(t, "description", &format!("{path}.description"))?
+                    .map(str::to_string),
+                parameters: get(t, "input_schema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                strict: None,
+            });
+        }
+    }
+    if let Some(tc) = opt_object(obj, "tool_choice", "tool_choice")? {
+        req.tool_choice = Some(match req_str(tc, "type", "tool_choice.type")? {
+            "auto" => ToolChoice::Auto,
+            "any" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            "tool" => ToolChoice::Function(req_str(tc, "name", "tool_choice.name")?.to_string()),
+            other => {
+                return Err(GatewayError::invalid(
+                    "tool_choice.type",
+                    format!("Invalid `tool_choice.type` `{other}`; expected auto, any, none or tool."),
+                ))
+            }
+        });
+        if opt_bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")?
+            == Some(true)
+        {
+            req.parallel_tool_calls = Some(false);
+        }
+    }
+    if let Some(thinking) = opt_object(obj, "thinking", "thinking")? {
+        req.reasoning = match opt_str(thinking, "type", "thinking.type")? {
+            Some("enabled") => Some(Reasoning::Budget(
+                opt_u32(thinking, "budget_tokens", "thinking.budget_tokens", 1)?.unwrap_or(1024),
+            )),
+            _ => Some(Reasoning::Disabled),
+        };
+    }
+    if let Some(meta) = opt_object(obj, "metadata", "metadata")? {
+        req.user = opt_str(meta, "user_id", "metadata.user_id")?.map(str::to_string);
+    }
+    Ok(req)
+}
+
+fn decode_block(raw: &Value, path: &str) -> Result<Part, GatewayError> {
+    let b = as_object(raw, path)?;
+    let kind = req_str(b, "type", &format!("{path}.type"))?;
+    let cache = b.get("cache_control").is_some();
+    match kind {
+        "text" => Ok(Part::Text {
+            text: opt_str(b, "text", &format!("{path}.text"))?
+                .unwrap_or_default()
+                .to_string(),
+            cache,
+        }),
+        "image" => {
+            let spath = format!("{path}.source");
+            let src = opt_object(b, "source", &spath)?.ok_or_else(|| {
+                GatewayError::invalid(spath.clone(), "Missing required parameter: `source`.")
+            })?;
+            match req_str(src, "type", &format!("{spath}.type"))? {
+                "base64" => Ok(Part::Image(ImageSource::Base64 {
+                    media_type: req_str(src, "media_type", &format!("{spath}.media_type"))?
+                        .to_string(),
+                    data: req_str(src, "data", &format!("{spath}.data"))?.to_string(),
+                })),
+                "url" => Ok(Part::Image(ImageSource::Url(
+                    req_str(src, "url", &format!("{spath}.url"))?.to_string(),
+                ))),
+                other => Err(GatewayError::invalid(
+                    format!("{spath}.type"),
+                    format!("Unsupported image source type `{other}`; expected base64 or url."),
+                )),
+            }
+        }
+        "document" => {
+            let spath = format!("{path}.source");
+            let src = opt_object(b, "source", &spath)?.ok_or_else(|| {
+                GatewayError::invalid(spath.clone(), "Missing required parameter: `source`.")
+            })?;
+            let media_type = opt_str(src, "media_type", &format!("{spath}.media_type"))?
+                .unwrap_or("application/pdf")
+                .to_string();
+            let data = match opt_str(src, "type", &format!("{spath}.type"))? {
+                Some("text") => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .encode(req_str(src, "data", &format!("{spath}.data"))?)
+                }
+                _ => req_str(src, "data", &format!("{spath}.data"))?.to_string(),
+            };
+            Ok(Part::Document {
+                media_type,
+                name: opt_str(b, "title", &format!("{path}.title"))?
+                    .unwrap_or("document")
+                    .to_string(),
+                data,
+            })
+        }
+        "tool_use" => Ok(Part::ToolCall {
+            id: req_str(b, "id", &format!("{path}.id"))?.to_string(),
+            name: req_str(b, "name", &format!("{path}.name"))?.to_string(),
+            arguments: serde_json::to_string(get(b, "input").unwrap_or(&json!({})))
+                .unwrap_or_else(|_| "{}".to_string()),
+        }),
+        "tool_result" => {
+            let id = req_str(b, "tool_use_id", &format!("{path}.tool_use_id"))?.to_string();
+            let cpath = format!("{path}.content");
+            let content = match get(b, "content") {
+                None => Vec::new(),
+                Some(Value::String(s)) => vec![Part::text(s.clone())],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| decode_block(v, &format!("{cpath}[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(v) => {
+                    return Err(GatewayError::invalid(
+                        cpath.clone(),
+                        format!(
+                            "Invalid type for `{cpath}`: expected a string or an array, got {}.",
+                            type_name(v)
+                        ),
+                    ))
+                }
+            };
+            Ok(Part::ToolResult {
+                id,
+                content,
+                is_error: opt_bool(b, "is_error", &format!("{path}.is_error"))?.unwrap_or(false),
+            })
+        }
+        "thinking" => Ok(Part::Reasoning {
+            text: opt_str(b, "thinking", &format!("{path}.thinking"))?
+                .unwrap_or_default()
+                .to_string(),
+            signature: opt_str(b, "signature", &format!("{path}.signature"))?.map(str::to_string),
+        }),
+        "redacted_thinking" => Ok(Part::RedactedReasoning {
+            data: req_str(b, "data", &format!("{path}.data"))?.to_string(),
+        }),
+        other => Err(GatewayError::invalid(
+            format!("{path}.type"),
+            format!("Unsupported content block type `{other}`."),
+        )),
+    }
+}
+
+/// Options for encoding an Anthropic request that do not come from the client.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    /// `max_tokens` to send when the client gave none (Anthropic requires it).
+    pub default_max_tokens: u32,
+}
+
+/// Thinking budget for an OpenAI `reasoning_effort`.
+pub fn effort_budget(effort: &str) -> u32 {
+    match effort {
+        "high" => 4096,
+        "medium" => 2048,
+        _ => 1024,
+    }
+}
+
+/// Encodes the IR as a Bedrock InvokeModel body for an Anthropic Claude model.
+pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, GatewayError> {
+    let mut out = Map::new();
+    out.insert("anthropic_version".into(), json!(BEDROCK_ANTHROPIC_VERSION));
+    let mut max_tokens = req.max_tokens.unwrap_or(opts.default_max_tokens);
+
+    let budget = match &req.reasoning {
+        Some(Reasoning::Effort(e)) => Some(effort_budget(e)),
+        Some(Reasoning::Budget(b)) => Some(*b),
+        _ => None,
+    };
+    if let Some(b) = budget {
+        // The budget must stay below max_tokens; grow max_tokens rather than starve the answer.
+        if max_tokens <= b {
+            max_tokens = b.saturating_add(req.max_tokens.unwrap_or(opts.default_max_tokens));
+        }
+        out.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": b}),
+        );
+    }
+    out.insert("max_tokens".into(), json!(max_tokens));
+
+    if !req.system.is_empty() {
+        let any_cache = req
+            .system
+            .iter()
+            .any(|p| matches!(p, Part::Text { cache: true, .. }));
+        if any_cache {
+            let blocks: Vec<Value> = req
+                .system
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text { text, cache } => Some(text_block(text, *cache)),
+                    _ => None,
+                })
+                .collect();
+            out.insert("system".into(), Value::Array(blocks));
+        } else {
+            out.insert("system".into(), json!(req.system_text()));
+        }
+    }
+
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, msg) in req.messages.iter().enumerate() {
+        let mut blocks = Vec::with_capacity(msg.content.len());
+        // Bedrock wants tool results before any other content in a user turn.
+        let (results, others): (Vec<&Part>, Vec<&Part>) = msg
+            .content
+            .iter()
+            .partition(|p| matches!(p, Part::ToolResult { .. }));
+        for (j, part) in results.into_iter().chain(others).enumerate() {
+            if let Some(b) = encode_block(part, &format!("messages[{i}].content[{j}]"))? {
+                blocks.push(b);
+            }
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        let role = match msg.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        messages.push(json!({"role": role, "content": blocks}));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+
+    if let Some(t) = req.temperature {
+        if t > 1.0 {
+            return Err(GatewayError::invalid(
+                "temperature",
+                format!("`temperature` must be between 0 and 1 for Claude models, got {t}."),
+            ));
+        }
+        if budget.is_none() {
+            out.insert("temperature".into(), json!(t));
+        }
+    }
+    if let Some(p) = req.top_p {
+        if budget.is_none() {
+            out.insert("top_p".into(), json!(p));
+        }
+    }
+    if let Some(k) = req.top_k {
+        if budget.is_none() {
+            out.insert("top_k".into(), json!(k));
+        }
+    }
+    let stops: Vec<&String> = req.stop.iter().filter(|s| !s.trim().is_empty()).collect();
+    if !stops.is_empty() {
+        out.insert("stop_sequences".into(), json!(stops));
+    }
+
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(t.name));
+            if let Some(d) = &t.description {
+                o.insert("description".into(), json!(d));
+            }
+            o.insert("input_schema".into(), t.parameters.clone());
+            Value::Object(o)
+        })
+        .collect();
+    let mut tool_choice = match &req.tool_choice {
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::None) => Some(json!({"type": "none"})),
+        Some(ToolChoice::Function(name)) => Some(json!({"type": "tool", "name": name})),
+        None => None,
+    };
+    if let Some(rf) = &req.response_format {
+        if budget.is_some() {
+            return Err(GatewayError::invalid(
+                "response_format",
+                "`response_format` cannot be combined with reasoning on Claude models (a forced tool call is not allowed with extended thinking).",
+            ));
+        }
+        let schema = match rf {
+            ResponseFormat::JsonObject => json!({"type": "object"}),
+            ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
+        };
+        tools.push(json!({
+            "name": STRUCTURED_OUTPUT_TOOL,
+            "description": "Answer with the final response as the input of this tool.",
+            "input_schema": schema,
+        }));
+        tool_choice = Some(json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL}));
+    }
+    if !tools.is_empty() {
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(mut tc) = tool_choice {
+            if req.parallel_tool_calls == Some(false) {
+                if let Some(o) = tc.as_object_mut() {
+                    if o.get("type") != Some(&json!("none")) {
+                        o.insert("disable_parallel_tool_use".into(), json!(true));
+                    }
+                }
+            }
+            out.insert("tool_choice".into(), tc);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+fn text_block(text: &str, cache: bool) -> Value {
+    if cache {
+        json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}})
+    } else {
+        json!({"type": "text", "text": text})
+    }
+}
+
+fn encode_block(part: &Part, path: &str) -> Result<Option<Value>, GatewayError> {
+    Ok(Some(match part {
+        Part::Text { text, cache } => {
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text_block(text, *cache)
+        }
+        Part::Image(ImageSource::Base64 { media_type, data }) => json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }),
+        Part::Image(ImageSource::Url(_)) => {
+            return Err(remote_image_error(path));
+        }
+        Part::Document {
+            media_type,
+            name,
+            data,
+        } => json!({
+            "type": "document",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+            "title": name,
+        }),
+        Part::ToolCall {
+            id,
+            name,
+            arguments,
+        } => json!({
+            "type": "tool_use",
+            "id": id,
+            "name": name,
+            "input": parse_arguments(arguments, path)?,
+        }),
+        Part::ToolResult {
+            id,
+            content,
+            is_error,
+        } => {
+            let mut inner = Vec::new();
+            for (i, p) in content.iter().enumerate() {
+                if let Some(b) = encode_block(p, &format!("{path}.content[{i}]"))? {
+                    inner.push(b);
+                }
+            }
+            let mut o = Map::new();
+            o.insert("type".into(), json!("tool_result"));
+            o.insert("tool_use_id".into(), json!(id));
+            o.insert("content".into(), Value::Array(inner));
+            if *is_error {
+                o.insert("is_error".into(), json!(true));
+            }
+            Value::Object(o)
+        }
+        Part::Reasoning { text, signature } => match signature {
+            Some(sig) => json!({"type": "thinking", "thinking": text, "signature": sig}),
+            // Claude rejects unsigned thinking blocks in history; the text adds nothing.
+            None => return Ok(None),
+        },
+        Part::RedactedReasoning { data } => json!({"type": "redacted_thinking", "data": data}),
+    }))
+}
+
+/// The 400 for a remote image URL sent to Bedrock.
+pub fn remote_image_error(path: &str) -> GatewayError {
+    GatewayError::invalid(
+        format!("{path}.image_url.url"),
+        "Remote image URLs are not supported for Bedrock models; send the image inline as a base64 data URL (data:image/png;base64,...). The gateway does not fetch URLs on the data plane.",
+    )
+    .with_code("unsupported_image_url")
+}
+
+/// Parses OpenAI tool-call arguments (JSON text) into the object Bedrock wants.
+pub fn parse_arguments(arguments: &str, path: &str) -> Result<Value, GatewayError> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(GatewayError::invalid(
+            format!("{path}.function.arguments"),
+            "Tool-call `arguments` must be a JSON object.",
+        )),
+        Err(e) => Err(GatewayError::invalid(
+            format!("{path}.function.arguments"),
+            format!("Tool-call `arguments` is not valid JSON: {e}."),
+        )),
+    }
+}
+
+/// Maps an Anthropic `stop_reason` to the IR.
+pub fn parse_stop_reason(reason: &str) -> StopReason {
+    match reason {
+        "max_tokens" => StopReason::MaxTokens,
+        "stop_sequence" => StopReason::StopSequence,
+        "tool_use" => StopReason::ToolUse,
+        "refusal" => StopReason::Refusal,
+        "model_context_window_exceeded" => StopReason::ContextWindowExceeded,
+        "pause_turn" => StopReason::PauseTurn,
+        "guardrail_intervened" | "content_filtered" => StopReason::ContentFilter,
+        _ => StopReason::EndTurn,
+    }
+}
+
+/// Maps an IR stop reason to Anthropic's `stop_reason`.
+pub fn stop_reason_str(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn => "end_turn",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::ToolUse => "tool_use",
+        StopReason::ContentFilter | StopReason::Refusal => "refusal",
+        StopReason::ContextWindowExceeded => "model_context_window_exceeded",
+        StopReason::PauseTurn => "pause_turn",
+    }
+}
+
+/// Parses an Anthropic `usage` object (input excludes cache reads and writes).
+pub fn parse_usage(v: &Value) -> Usage {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cache_read = n("cache_read_input_tokens");
+    let cache_write = n("cache_creation_input_tokens");
+    Usage {
+        prompt_tokens: n("input_tokens")
+            .saturating_add(cache_read)
+            .saturating_add(cache_write),
+        completion_tokens: n("output_tokens"),
+        cache_read_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        reasoning_tokens: None,
+    }
+}
+
+/// The Anthropic `usage` object for IR usage.
+pub fn usage_value(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.uncached_prompt_tokens(),
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+        "output_tokens": u.completion_tokens,
+    })
+}
+
+/// Decodes an Anthropic Messages response body into the IR. `structured` says whether the
+/// gateway forced the structured-output tool (its input becomes the text answer).
+pub fn decode_response(obj: &Object, structured: bool) -> Result<ChatResponse, GatewayError> {
+    let blocks = match obj.get("content") {
+        Some(Value::Array(b)) => b,
+        _ => {
+            return Err(GatewayError::bad_gateway(
+                "Bedrock returned a Claude response without `content`.",
+            ))
+        }
+    };
+    let mut content = Vec::with_capacity(blocks.len());
+    let mut forced_output = false;
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = b.get("text").and_then(Value::as_str).unwrap_or_default();
+                content.push(Part::text(t));
+            }
+            Some("tool_use") => {
+                let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                let arguments = serde_json::to_string(&input).unwrap_or_else(|_| "{}".into());
+                if structured && name == STRUCTURED_OUTPUT_TOOL {
+                    forced_output = true;
+                    content.push(Part::text(arguments));
+                } else {
+                    content.push(Part::ToolCall {
+                        id: b
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        name: name.to_string(),
+                        arguments,
+                    });
+                }
+            }
+            Some("thinking") => content.push(Part::Reasoning {
+                text: b
+                    .get("thinking")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                signature: b
+                    .get("signature")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            }),
+            Some("redacted_thinking") => content.push(Part::RedactedReasoning {
+                data: b
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
+            _ => {}
+        }
+    }
+    let mut stop_reason = obj
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .map(parse_stop_reason)
+        .unwrap_or_default();
+    if forced_output && stop_reason == StopReason::ToolUse {
+        stop_reason = StopReason::EndTurn;
+    }
+    Ok(ChatResponse {
+        id: obj.get("id").and_then(Value::as_str).map(str::to_string),
+        content,
+        stop_reason,
+        stop_sequence: obj
+            .get("stop_sequence")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        usage: obj.get("usage").map(parse_usage).unwrap_or_default(),
+    })
+}
+
+/// Encodes an IR response as an Anthropic Messages response (`target_format=bedrock_claude`).
+pub fn encode_response(resp: &ChatResponse, id: &str, model: &str) -> Value {
+    let mut blocks = Vec::with_capacity(resp.content.len());
+    for part in &resp.content {
+        match part {
+            Part::Text { text, .. } => blocks.push(json!({"type": "text", "text": text})),
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => {
+                let input = serde_json::from_str::<Value>(arguments)
+                    .ok()
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+            }
+            Part::Reasoning { text, signature } => blocks.push(json!({
+                "type": "thinking",
+                "thinking": text,
+                "signature": signature.clone().unwrap_or_default(),
+            })),
+            Part::RedactedReasoning { data } => {
+                blocks.push(json!({"type": "redacted_thinking", "data": data}))
+            }
+            _ => {}
+        }
+    }
+    json!({
+        "id": resp.id.clone().unwrap_or_else(|| id.to_string()),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": blocks,
+        "stop_reason": stop_reason_str(resp.stop_reason),
+        "stop_sequence": resp.stop_sequence,
+        "usage": usage_value(&resp.usage),
+    })
+}

@@ -1,0 +1,290 @@
+//! The intermediate representation every format decodes into and encodes out of.
+//!
+//! Requests, responses and stream events each have one canonical shape here, so N input
+//! formats and M upstream APIs need N + M codecs instead of N × M translators.
+
+use serde_json::{Map, Value};
+
+/// Who wrote a conversation turn. System and developer text lives in [`ChatRequest::system`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The end user (tool results travel in user turns, as Bedrock requires).
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One piece of message content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Plain text; `cache` marks an Anthropic `cache_control` / Converse `cachePoint` after it.
+    Text {
+        /// The text.
+        text: String,
+        /// Whether a prompt-cache breakpoint follows this block.
+        cache: bool,
+    },
+    /// An image, inline or by URL.
+    Image(ImageSource),
+    /// An inline document (PDF and friends).
+    Document {
+        /// MIME type, e.g. `application/pdf`.
+        media_type: String,
+        /// File name shown to the model.
+        name: String,
+        /// Base64 data.
+        data: String,
+    },
+    /// A tool call made by the assistant.
+    ToolCall {
+        /// Call id; clients echo it back in the tool result.
+        id: String,
+        /// Function name.
+        name: String,
+        /// Arguments as JSON text (OpenAI sends a string; Bedrock wants an object).
+        arguments: String,
+    },
+    /// The result of a tool call, sent by the user side.
+    ToolResult {
+        /// The call id this answers.
+        id: String,
+        /// Result content: text and images.
+        content: Vec<Part>,
+        /// Whether the tool reported an error.
+        is_error: bool,
+    },
+    /// Model reasoning ("thinking") with its signature for multi-turn replay.
+    Reasoning {
+        /// The reasoning text.
+        text: String,
+        /// Opaque signature from the provider.
+        signature: Option<String>,
+    },
+    /// Redacted reasoning: opaque data that must be replayed unchanged.
+    RedactedReasoning {
+        /// Opaque provider data.
+        data: String,
+    },
+}
+
+impl Part {
+    /// A text part without a cache breakpoint.
+    pub fn text(text: impl Into<String>) -> Part {
+        Part::Text {
+            text: text.into(),
+            cache: false,
+        }
+    }
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// Inline base64 data.
+    Base64 {
+        /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+        media_type: String,
+        /// Base64 data without the `data:` prefix.
+        data: String,
+    },
+    /// A remote `http(s)` URL (only OpenAI upstreams fetch these).
+    Url(String),
+}
+
+/// One conversation turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Who wrote it.
+    pub role: Role,
+    /// Its content, in order.
+    pub content: Vec<Part>,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    /// Function name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    pub parameters: Value,
+    /// OpenAI `strict` flag.
+    pub strict: Option<bool>,
+}
+
+/// How the model must use tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// The model must not call tools.
+    None,
+    /// The model must call some tool.
+    Required,
+    /// The model must call this tool.
+    Function(String),
+}
+
+/// Requested reasoning effort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reasoning {
+    /// OpenAI `reasoning_effort` (`minimal`, `low`, `medium`, `high`).
+    Effort(String),
+    /// Anthropic-style explicit thinking budget in tokens.
+    Budget(u32),
+    /// Thinking explicitly disabled.
+    Disabled,
+}
+
+/// Requested output structure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// Schema name.
+        name: String,
+        /// The JSON Schema.
+        schema: Value,
+        /// OpenAI `strict` flag.
+        strict: Option<bool>,
+    },
+}
+
+/// A chat request in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatRequest {
+    /// The model id exactly as the client sent it (aliases not yet resolved).
+    pub model: String,
+    /// System and developer instructions, in order.
+    pub system: Vec<Part>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Maximum tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Top-k sampling (Anthropic and some Bedrock families).
+    pub top_k: Option<u32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Whether the client wants a stream.
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// Tools the model may call.
+    pub tools: Vec<Tool>,
+    /// Tool policy.
+    pub tool_choice: Option<ToolChoice>,
+    /// OpenAI `parallel_tool_calls`.
+    pub parallel_tool_calls: Option<bool>,
+    /// Reasoning request.
+    pub reasoning: Option<Reasoning>,
+    /// Structured-output request.
+    pub response_format: Option<ResponseFormat>,
+    /// End-user identifier.
+    pub user: Option<String>,
+    /// Number of choices requested (only 1 is supported by Bedrock).
+    pub n: Option<u32>,
+    /// OpenAI fields with no Bedrock counterpart, kept for OpenAI upstreams.
+    pub openai_extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// System and developer text joined by blank lines.
+    pub fn system_text(&self) -> String {
+        let texts: Vec<&str> = self
+            .system
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        texts.join("\n\n")
+    }
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopReason {
+    /// Natural end of turn.
+    #[default]
+    EndTurn,
+    /// A stop sequence matched.
+    StopSequence,
+    /// The token limit was reached.
+    MaxTokens,
+    /// The model called tools.
+    ToolUse,
+    /// Output was filtered (guardrail, content filter).
+    ContentFilter,
+    /// The model refused.
+    Refusal,
+    /// The context window was exceeded.
+    ContextWindowExceeded,
+    /// A long-running turn was paused (Anthropic server tools).
+    PauseTurn,
+}
+
+/// Token accounting in OpenAI terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// All prompt tokens, including cache reads and writes.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+    /// Prompt tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
+    /// Reasoning tokens, when the provider reports them.
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt plus completion.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// Prompt tokens that were neither read from nor written to the cache (Anthropic's
+    /// `input_tokens`).
+    pub fn uncached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+            .saturating_sub(self.cache_read_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
+}
+
+/// A complete (non-streamed) answer in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatResponse {
+    /// Provider message id, if it sent one.
+    pub id: Option<String>,
+    /// Generated content: text, tool calls and reasoning, in order.
+    pub content: Vec<Part>,
+    /// Why generation stopped.
+    pub stop_reason: StopReason,
+    /// Which stop sequence matched, when known.
+    pub stop_sequence: Option<String>,
+    /// Token usage.
+    pub usage: Usage,
+}
+
+impl ChatResponse {
+    /// All text parts concatenated (providers may split text across blocks).
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.content {
+            if let Part::Text { text, .. } = part {
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
