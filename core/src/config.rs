@@ -31,6 +31,8 @@ pub struct PluginConfig {
     pub api_keys: Vec<String>,
     /// Environment variable holding comma-separated client API keys.
     pub api_keys_env: String,
+    /// Accept requests without a key (only for meshes that authenticate before Envoy).
+    pub allow_unauthenticated: bool,
     /// Largest accepted request body; larger ones get 413.
     pub max_request_bytes: u64,
     /// Longest an upstream may stay silent (enforced by the Envoy route; reported in errors).
@@ -76,6 +78,7 @@ impl Default for PluginConfig {
         PluginConfig {
             api_keys: Vec::new(),
             api_keys_env: "API_KEY".into(),
+            allow_unauthenticated: false,
             max_request_bytes: 32 * 1024 * 1024,
             upstream_timeout_seconds: 600,
             default_max_tokens: 4096,
@@ -309,6 +312,30 @@ impl Gateway {
     /// Whether a client key is accepted (constant time per configured key).
     pub fn key_allowed(&self, presented: &str) -> bool {
         crate::auth::key_matches(&self.key_digests, presented)
+    }
+
+    /// Checks a request's credentials (`authorization` / `x-api-key` header values).
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        x_api_key: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        if self.config.allow_unauthenticated {
+            return Ok(());
+        }
+        if self.key_digests.is_empty() {
+            return Err(GatewayError::unauthorized(format!(
+                "This gateway has no client API keys configured; set {} on the gateway.",
+                self.config.api_keys_env
+            )));
+        }
+        match crate::auth::presented_key(authorization, x_api_key) {
+            None => Err(GatewayError::unauthorized(
+                "Missing API key: send `Authorization: Bearer <key>`.",
+            )),
+            Some(k) if self.key_allowed(k) => Ok(()),
+            Some(_) => Err(GatewayError::unauthorized("Incorrect API key provided.")),
+        }
     }
 
     /// The OpenAI upstream or the 503 that explains how to configure it.

@@ -1,0 +1,199 @@
+//! Which endpoint a request is for, and the answers the filter gives locally
+//! (health and the model catalog).
+
+use crate::catalog::Catalog;
+use crate::config::Gateway;
+use crate::error::GatewayError;
+use crate::response::ClientResponse;
+use serde_json::json;
+
+/// An endpoint of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /health` (no key needed).
+    Health,
+    /// `GET /v1/chat/completions/health` (no key needed).
+    ChatHealth,
+    /// `GET /v1/models`.
+    Models,
+    /// `GET /v1/models/{id}` (id percent-decoded).
+    Model(String),
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `/v1/files…`, served by the sidecar.
+    Files,
+    /// A known path with the wrong method.
+    WrongMethod,
+    /// Anything else.
+    Unknown,
+}
+
+impl Endpoint {
+    /// Whether the endpoint needs a client API key.
+    pub fn needs_auth(&self) -> bool {
+        !matches!(self, Endpoint::Health | Endpoint::ChatHealth)
+    }
+
+    /// Short name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Health => "health",
+            Endpoint::ChatHealth => "chat_health",
+            Endpoint::Models => "models",
+            Endpoint::Model(_) => "model",
+            Endpoint::Chat => "chat",
+            Endpoint::Files => "files",
+            Endpoint::WrongMethod => "wrong_method",
+            Endpoint::Unknown => "unknown",
+        }
+    }
+}
+
+/// Splits `:path` into path and query.
+pub fn split_path(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    }
+}
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or_default();
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Classifies a request by method and path (without query).
+pub fn classify(method: &str, path: &str) -> Endpoint {
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let get = method == "GET" || method == "HEAD";
+    match path {
+        "/health" | "/healthz" => {
+            if get {
+                Endpoint::Health
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        "/v1/chat/completions/health" => {
+            if get {
+                Endpoint::ChatHealth
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        "/v1/models" => {
+            if get {
+                Endpoint::Models
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        "/v1/chat/completions" => {
+            if method == "POST" {
+                Endpoint::Chat
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        p if p == "/v1/files" || p.starts_with("/v1/files/") => Endpoint::Files,
+        p => match p.strip_prefix("/v1/models/") {
+            Some(id) if !id.is_empty() => {
+                if get {
+                    Endpoint::Model(percent_decode(id))
+                } else {
+                    Endpoint::WrongMethod
+                }
+            }
+            _ => Endpoint::Unknown,
+        },
+    }
+}
+
+fn json_response(status: u16, body: serde_json::Value) -> ClientResponse {
+    ClientResponse {
+        status,
+        headers: vec![("content-type", "application/json".to_string())],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// `GET /health`: the gateway is up; also says which providers are configured.
+pub fn health(gw: &Gateway, chat: bool) -> ClientResponse {
+    let mut body = json!({
+        "status": "ok",
+        "providers": {
+            "openai": {"configured": gw.openai.is_some()},
+            "bedrock": {
+                "configured": gw.bedrock.is_some(),
+                "region": gw.bedrock.as_ref().map(|b| b.region.clone()),
+            },
+        },
+    });
+    if chat {
+        if let Some(o) = body.as_object_mut() {
+            o.insert("service".into(), json!("chat_completions"));
+        }
+    }
+    json_response(200, body)
+}
+
+/// `GET /v1/models`.
+pub fn models(gw: &Gateway) -> ClientResponse {
+    json_response(200, gw.catalog.list_value())
+}
+
+/// `GET /v1/models/{id}`: the catalog entry, or a routed model not listed in the catalog.
+pub fn model(gw: &Gateway, id: &str) -> Result<ClientResponse, GatewayError> {
+    match gw.catalog.get(id) {
+        Some(entry) => Ok(json_response(200, Catalog::model_value(entry))),
+        None => Err(GatewayError::model_not_found(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify("GET", "/health"), Endpoint::Health);
+        assert_eq!(classify("GET", "/v1/chat/completions/health"), Endpoint::ChatHealth);
+        assert_eq!(classify("GET", "/v1/models/"), Endpoint::Models);
+        assert_eq!(
+            classify("GET", "/v1/models/anthropic.claude-3-haiku-20240307-v1%3A0"),
+            Endpoint::Model("anthropic.claude-3-haiku-20240307-v1:0".into())
+        );
+        assert_eq!(classify("POST", "/v1/chat/completions"), Endpoint::Chat);
+        assert_eq!(classify("GET", "/v1/chat/completions"), Endpoint::WrongMethod);
+        assert_eq!(classify("POST", "/v1/files"), Endpoint::Files);
+        assert_eq!(classify("GET", "/v1/files/file-1/content"), Endpoint::Files);
+        assert_eq!(classify("GET", "/v2/other"), Endpoint::Unknown);
+        assert!(!Endpoint::Health.needs_auth() && Endpoint::Models.needs_auth());
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%3Ab%2fc%zz"), "a:b/c%zz");
+        assert_eq!(split_path("/v1/x?a=1"), ("/v1/x", Some("a=1")));
+    }
+}

@@ -1,0 +1,413 @@
+//! The one adapter between the filter and Envoy's proxy-wasm host.
+//!
+//! The SDK's hostcall wrappers panic on any status they did not expect (a trap that takes the
+//! worker's VM down), so every call the filter makes goes through here instead and comes back
+//! as a `Result`. Only `dispatch_http_call` stays with the SDK, because its dispatcher must
+//! learn the callout token to route the answer back to the right context.
+#![allow(unsafe_code)]
+// TODO(metrics): remove once metrics and filter state use every call.
+#![allow(dead_code)]
+
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status, StreamType};
+use std::ptr::{null, null_mut};
+use unigate_core::header_map;
+
+/// A host call that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError {
+    /// Which call.
+    pub call: &'static str,
+    /// The status the host returned.
+    pub status: Status,
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "host call {} failed: {:?}", self.call, self.status)
+    }
+}
+
+/// Result of a host call.
+pub type HostResult<T> = Result<T, HostError>;
+
+fn check(call: &'static str, status: Status) -> HostResult<()> {
+    match status {
+        Status::Ok => Ok(()),
+        status => Err(HostError { call, status }),
+    }
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: LogLevel, message_data: *const u8, message_size: usize) -> Status;
+    fn proxy_get_log_level(return_level: *mut LogLevel) -> Status;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
+    fn proxy_get_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> Status;
+    fn proxy_set_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> Status;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> Status;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> Status;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> Status;
+    fn proxy_continue_stream(stream_type: StreamType) -> Status;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> Status;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> Status;
+    fn proxy_define_metric(
+        metric_type: MetricType,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> Status;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> Status;
+}
+
+/// Takes ownership of a host-allocated buffer.
+///
+/// # Safety
+/// `data` must be null or a pointer the host allocated through this module's allocator
+/// (proxy_on_memory_allocate) with exactly `size` bytes.
+unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        None
+    } else {
+        Some(Vec::from_raw_parts(data, size, size))
+    }
+}
+
+/// Writes a log line at `level`. Failures are ignored: there is nowhere left to report them.
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live &str.
+    let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+}
+
+/// The host's current log level (Info if it cannot be read).
+pub fn log_level() -> LogLevel {
+    let mut level = LogLevel::Info;
+    // SAFETY: the host writes one LogLevel through the pointer.
+    match unsafe { proxy_get_log_level(&mut level) } {
+        Status::Ok => level,
+        _ => LogLevel::Info,
+    }
+}
+
+/// Sets the root context's tick period.
+pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
+    // SAFETY: plain value call.
+    check("set_tick_period", unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// Reads `max_size` bytes from `start` of a buffer; an absent buffer is empty.
+pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResult<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host fills data/size with a buffer allocated by our allocator.
+    let status = unsafe { proxy_get_buffer_bytes(buffer, start, max_size, &mut data, &mut size) };
+    match status {
+        // SAFETY: see `take`.
+        Status::Ok => Ok(unsafe { take(data, size) }.unwrap_or_default()),
+        Status::NotFound | Status::Empty => Ok(Vec::new()),
+        status => Err(HostError {
+            call: "get_buffer",
+            status,
+        }),
+    }
+}
+
+/// Replaces `size` bytes at `start` of a buffer with `value` (`(0, len, new)` replaces all).
+pub fn set_buffer(buffer: BufferType, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live slice.
+    check("set_buffer", unsafe {
+        proxy_set_buffer_bytes(buffer, start, size, value.as_ptr(), value.len())
+    })
+}
+
+/// All pairs of a header map.
+pub fn get_headers(map: MapType) -> HostResult<Vec<(String, Vec<u8>)>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host fills data/size with a buffer allocated by our allocator.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    match status {
+        Status::Ok => {
+            // SAFETY: see `take`.
+            let bytes = unsafe { take(data, size) }.unwrap_or_default();
+            header_map::deserialize(&bytes).ok_or(HostError {
+                call: "get_headers",
+                status: Status::ParseFailure,
+            })
+        }
+        Status::NotFound => Ok(Vec::new()),
+        status => Err(HostError {
+            call: "get_headers",
+            status,
+        }),
+    }
+}
+
+/// One header value as bytes (the first, if repeated).
+pub fn get_header_bytes(map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointer/len describe `name`; the host fills data/size.
+    let status = unsafe {
+        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    match status {
+        // SAFETY: see `take`.
+        Status::Ok => Ok(unsafe { take(data, size) }),
+        Status::NotFound => Ok(None),
+        status => Err(HostError {
+            call: "get_header",
+            status,
+        }),
+    }
+}
+
+/// One header value as text (lossy for invalid UTF-8; never a panic).
+pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
+    Ok(get_header_bytes(map, name)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Sets (replaces) a header.
+pub fn set_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live strings.
+    check("set_header", unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Removes a header (absent is fine).
+pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live string.
+    match unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) } {
+        Status::Ok | Status::NotFound => Ok(()),
+        status => Err(HostError {
+            call: "remove_header",
+            status,
+        }),
+    }
+}
+
+fn property_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, p) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// Reads a host property such as `["response", "code_details"]`.
+pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let p = property_path(path);
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointer/len describe `p`; the host fills data/size.
+    let status = unsafe { proxy_get_property(p.as_ptr(), p.len(), &mut data, &mut size) };
+    match status {
+        // SAFETY: see `take`.
+        Status::Ok => Ok(unsafe { take(data, size) }),
+        Status::NotFound | Status::SerializationFailure => Ok(None),
+        status => Err(HostError {
+            call: "get_property",
+            status,
+        }),
+    }
+}
+
+/// Sets a host property (filter state), e.g. `["unigate", "model"]`.
+pub fn set_property(path: &[&str], value: &[u8]) -> HostResult<()> {
+    let p = property_path(path);
+    // SAFETY: pointers and lengths describe live buffers.
+    check("set_property", unsafe {
+        proxy_set_property(p.as_ptr(), p.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Reads shared data (process-wide, shared by every worker VM with our vm_id) and its CAS.
+pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
+    let mut data = null_mut();
+    let mut size = 0;
+    let mut cas = 0;
+    // SAFETY: pointer/len describe `key`; the host fills data/size/cas.
+    let status = unsafe {
+        proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+    };
+    match status {
+        // SAFETY: see `take`.
+        Status::Ok => Ok((unsafe { take(data, size) }, cas)),
+        Status::NotFound => Ok((None, 0)),
+        status => Err(HostError {
+            call: "get_shared_data",
+            status,
+        }),
+    }
+}
+
+/// Writes shared data; `cas` 0 writes unconditionally, otherwise a stale CAS fails with
+/// `CasMismatch`.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    check("set_shared_data", unsafe {
+        proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+    })
+}
+
+/// Resumes a request paused in a header or body callback.
+pub fn resume_request() -> HostResult<()> {
+    // SAFETY: plain value call.
+    check("resume_request", unsafe {
+        proxy_continue_stream(StreamType::HttpRequest)
+    })
+}
+
+/// Resumes a response paused in a header or body callback.
+pub fn resume_response() -> HostResult<()> {
+    // SAFETY: plain value call.
+    check("resume_response", unsafe {
+        proxy_continue_stream(StreamType::HttpResponse)
+    })
+}
+
+/// Sends a local reply. Envoy runs it after the current callback returns.
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+    let pairs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    let map = header_map::serialize(&pairs);
+    let details = b"unigate";
+    // SAFETY: pointers and lengths describe live buffers.
+    check("send_response", unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}
+
+/// Calls a host foreign function such as `clear_route_cache`.
+pub fn call_foreign(name: &str, args: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers and lengths describe live buffers; the host fills data/size.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args.as_ptr(),
+            args.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    match status {
+        // SAFETY: see `take`.
+        Status::Ok => Ok(unsafe { take(data, size) }),
+        status => Err(HostError {
+            call: "call_foreign_function",
+            status,
+        }),
+    }
+}
+
+/// Defines a metric and returns its id.
+pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
+    let mut id = 0;
+    // SAFETY: pointer/len describe `name`; the host writes the id.
+    check("define_metric", unsafe {
+        proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id)
+    })?;
+    Ok(id)
+}
+
+/// Adds to a counter or gauge (counters need a positive offset).
+pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
+    // SAFETY: plain value call.
+    check("increment_metric", unsafe { proxy_increment_metric(id, offset) })
+}
+
+/// Records a histogram sample or sets a gauge.
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    // SAFETY: plain value call.
+    check("record_metric", unsafe { proxy_record_metric(id, value) })
+}

@@ -1,0 +1,467 @@
+//! One HTTP request through the gateway: auth, local endpoints, planning, signing, and the
+//! translation of the answer.
+
+use crate::credentials;
+use crate::host;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::rc::Rc;
+use unigate_core::config::Gateway;
+use unigate_core::detect::{self, Format};
+use unigate_core::endpoints::{self, Endpoint};
+use unigate_core::error::GatewayError;
+use unigate_core::plan::{self, ChatInput, ChatPlan, ResponsePlan, CLUSTER_HEADER};
+use unigate_core::response::{self, ClientResponse};
+use unigate_core::sigv4::AwsCredentials;
+use unigate_core::upstream_error;
+
+/// Where the request is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the request headers.
+    Start,
+    /// Buffering the chat request body.
+    WaitBody,
+    /// Waiting for the sidecar to hand over AWS credentials.
+    WaitCredentials,
+    /// Sent upstream; the response goes through the response plan.
+    Forwarded,
+    /// Answered locally (or passed through untouched); nothing more to do.
+    Done,
+}
+
+/// How the response body is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ResponseMode {
+    /// Not decided yet.
+    Undecided,
+    /// Send the upstream answer unchanged.
+    PassThrough,
+    /// Buffer the whole body, then translate it.
+    Buffer {
+        status: u16,
+        error_type: Option<String>,
+        /// `response.code_details` when Envoy, not the upstream, produced the reply.
+        envoy_details: Option<String>,
+    },
+}
+
+/// Per-request HTTP context.
+pub struct Http {
+    id: u32,
+    gateway: Option<Rc<Gateway>>,
+    env_credentials: Option<Rc<AwsCredentials>>,
+    phase: Phase,
+    /// Format errors are written in (known once the query/header are read).
+    target: Format,
+    query: Option<String>,
+    target_header: Option<String>,
+    plan: Option<ChatPlan>,
+    response_plan: Option<ResponsePlan>,
+    mode: ResponseMode,
+    /// Size of the buffered request body (what a body replacement must cover).
+    request_body_size: usize,
+}
+
+/// Client headers that steer the gateway itself; never accepted from outside.
+const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER];
+
+/// Largest upstream response body buffered for translation.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+impl Http {
+    /// A context for one request.
+    pub fn new(
+        id: u32,
+        gateway: Option<Rc<Gateway>>,
+        env_credentials: Option<Rc<AwsCredentials>>,
+    ) -> Http {
+        Http {
+            id,
+            gateway,
+            env_credentials,
+            phase: Phase::Start,
+            target: Format::Openai,
+            query: None,
+            target_header: None,
+            plan: None,
+            response_plan: None,
+            mode: ResponseMode::Undecided,
+            request_body_size: 0,
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        host::get_header(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+
+    /// Sends a complete local reply and ends our work on this request.
+    fn reply(&mut self, resp: &ClientResponse) -> Action {
+        self.phase = Phase::Done;
+        let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Err(e) = host::send_response(resp.status, &headers, &resp.body) {
+            crate::error!("unigate #{}: local reply failed: {e}", self.id);
+        }
+        Action::Pause
+    }
+
+    fn reply_error(&mut self, err: &GatewayError) -> Action {
+        crate::debug!("unigate #{}: answering {}", self.id, err);
+        let resp = response::error_response(err, self.target);
+        self.reply(&resp)
+    }
+
+    fn on_headers(&mut self, gw: &Gateway, end_of_stream: bool) -> Action {
+        for h in INTERNAL_HEADERS {
+            let _ = host::remove_header(MapType::HttpRequestHeaders, h);
+        }
+        let method = self.request_header(":method").unwrap_or_default();
+        let full_path = self.request_header(":path").unwrap_or_default();
+        let (path, query) = endpoints::split_path(&full_path);
+        self.query = query.map(str::to_string);
+        self.target_header = self.request_header("x-target-format");
+        // Errors are written in the requested format when it parses; OpenAI otherwise.
+        self.target = detect::target_format(self.query.as_deref(), self.target_header.as_deref())
+            .unwrap_or(Format::Openai);
+        let endpoint = endpoints::classify(&method, path);
+        crate::debug!("unigate #{}: {} {} -> {}", self.id, method, path, endpoint.name());
+
+        if endpoint.needs_auth() {
+            let auth = self.request_header("authorization");
+            let api_key = self.request_header("x-api-key");
+            if let Err(e) = gw.authorize(auth.as_deref(), api_key.as_deref()) {
+                return self.reply_error(&e);
+            }
+        }
+        match endpoint {
+            Endpoint::Health => self.reply(&endpoints::health(gw, false)),
+            Endpoint::ChatHealth => self.reply(&endpoints::health(gw, true)),
+            Endpoint::Models => self.reply(&endpoints::models(gw)),
+            Endpoint::Model(id) => match endpoints::model(gw, &id) {
+                Ok(r) => self.reply(&r),
+                Err(e) => self.reply_error(&e),
+            },
+            Endpoint::Chat => {
+                let declared = self
+                    .request_header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some_and(|n| n > gw.config.max_request_bytes) {
+                    return self.reply_error(&GatewayError::too_large(gw.config.max_request_bytes));
+                }
+                if end_of_stream {
+                    return self.reply_error(&GatewayError::bad_request(
+                        "The request body is empty; expected a JSON chat completion request.",
+                    ));
+                }
+                self.phase = Phase::WaitBody;
+                // Hold the headers: they are rewritten once the whole body is known.
+                Action::Pause
+            }
+            Endpoint::Files => self.reply_error(&GatewayError::not_found(
+                "The Files API is not enabled on this gateway.",
+            )),
+            Endpoint::WrongMethod => {
+                self.reply_error(&GatewayError::method_not_allowed(&method, path))
+            }
+            Endpoint::Unknown => self.reply_error(&GatewayError::not_found(format!(
+                "Unknown endpoint {method} {path}."
+            ))),
+        }
+    }
+
+    fn on_body(&mut self, gw: &Gateway, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size as u64 > gw.config.max_request_bytes {
+            return self.reply_error(&GatewayError::too_large(gw.config.max_request_bytes));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = match host::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(b) => b,
+            Err(e) => return self.reply_error(&GatewayError::internal(format!("{e}"))),
+        };
+        self.request_body_size = body_size;
+        let request_id = random_id();
+        let now = credentials::now_secs();
+        let planned = plan::plan_chat(
+            gw,
+            &ChatInput {
+                body: &body,
+                query: self.query.as_deref(),
+                target_header: self.target_header.as_deref(),
+                request_id: &request_id,
+                now_unix: now,
+            },
+        );
+        drop(body);
+        let chat_plan = match planned {
+            Ok(p) => p,
+            Err(e) => return self.reply_error(&e),
+        };
+        self.target = chat_plan.response.target;
+        crate::debug!(
+            "unigate #{}: model {} -> {} via {}",
+            self.id,
+            chat_plan.response.meta.model,
+            chat_plan.model_id,
+            chat_plan.response.api.as_str()
+        );
+        if chat_plan.upstream.sign_region.is_none() {
+            return self.forward(chat_plan, None);
+        }
+        if let Some(c) = self.env_credentials.clone() {
+            return self.forward(chat_plan, Some(&c));
+        }
+        if let Some(c) = credentials::current(now) {
+            return self.forward(chat_plan, Some(&c));
+        }
+        if gw.config.aws_credentials == unigate_core::config::CredentialsSource::Env {
+            return self.reply_error(&GatewayError::unconfigured(
+                "AWS credentials are not available: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for Envoy (aws_credentials is `env`).",
+            ));
+        }
+        // No credentials cached yet (first request after start): ask the sidecar directly.
+        let headers = credentials::request_headers(gw);
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match self.dispatch_http_call(
+            &gw.config.sidecar_cluster,
+            refs,
+            None,
+            vec![],
+            credentials::timeout(gw),
+        ) {
+            Ok(_) => {
+                self.plan = Some(chat_plan);
+                self.phase = Phase::WaitCredentials;
+                Action::Pause
+            }
+            Err(status) => self.reply_error(&GatewayError::unconfigured(format!(
+                "AWS credentials are not available: the unigate sidecar cluster `{}` cannot be called ({status:?}).",
+                gw.config.sidecar_cluster
+            ))),
+        }
+    }
+
+    /// Applies a plan to the held request and lets it continue upstream.
+    fn forward(&mut self, chat_plan: ChatPlan, creds: Option<&AwsCredentials>) -> Action {
+        match self.apply(&chat_plan, creds) {
+            Ok(()) => {
+                self.response_plan = Some(chat_plan.response);
+                self.phase = Phase::Forwarded;
+                Action::Continue
+            }
+            Err(e) => self.reply_error(&e),
+        }
+    }
+
+    fn apply(&self, chat_plan: &ChatPlan, creds: Option<&AwsCredentials>) -> Result<(), GatewayError> {
+        let up = &chat_plan.upstream;
+        let signing = match creds {
+            Some(c) => up.signing_headers(c, credentials::now_secs())?,
+            None => Vec::new(),
+        };
+        let host_err = |e: host::HostError| GatewayError::internal(format!("{e}"));
+        host::set_buffer(BufferType::HttpRequestBody, 0, self.request_body_size, &up.body)
+            .map_err(host_err)?;
+        let map = MapType::HttpRequestHeaders;
+        for name in &up.remove_headers {
+            host::remove_header(map, name).map_err(host_err)?;
+        }
+        if up.sign_region.is_some() {
+            // Client-supplied AWS headers must not reach AWS next to our signature.
+            let existing = host::get_headers(map).map_err(host_err)?;
+            for (name, _) in existing {
+                if name.starts_with("x-amz-") || name.starts_with("x-amzn-") {
+                    host::remove_header(map, &name).map_err(host_err)?;
+                }
+            }
+        }
+        host::set_header(map, ":path", &up.path).map_err(host_err)?;
+        host::set_header(map, ":authority", &up.authority).map_err(host_err)?;
+        host::set_header(map, "content-length", &up.body.len().to_string()).map_err(host_err)?;
+        for (name, value) in &up.headers {
+            host::set_header(map, name, value).map_err(host_err)?;
+        }
+        for (name, value) in &signing {
+            host::set_header(map, name, value).map_err(host_err)?;
+        }
+        host::set_header(map, CLUSTER_HEADER, &up.cluster).map_err(host_err)?;
+        // Envoy (1.33+) does not recompute the route after a wasm header change by itself.
+        if let Err(e) = host::call_foreign("clear_route_cache", &[]) {
+            crate::warn!("unigate #{}: clear_route_cache failed: {e}", self.id);
+        }
+        Ok(())
+    }
+
+    fn finish_buffered(&mut self, body: &[u8]) -> Result<ClientResponse, GatewayError> {
+        let Some(rp) = &self.response_plan else {
+            return Err(GatewayError::internal("response without a plan"));
+        };
+        let ResponseMode::Buffer {
+            status,
+            error_type,
+            envoy_details,
+        } = &self.mode
+        else {
+            return Err(GatewayError::internal("response mode mismatch"));
+        };
+        Ok(match envoy_details {
+            Some(details) => response::error_response(
+                &upstream_error::from_envoy(*status, details, rp.timeout_secs),
+                rp.target,
+            ),
+            None => response::translate_buffered(rp, *status, error_type.as_deref(), body),
+        })
+    }
+}
+
+/// 24 hex characters of randomness for response ids.
+fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        // WASI random_get should not fail; fall back to the clock rather than to a constant.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (b, t) in bytes.iter_mut().zip(t.to_le_bytes()) {
+            *b = t;
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Context for Http {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        if self.phase != Phase::WaitCredentials {
+            return;
+        }
+        let Some(chat_plan) = self.plan.take() else {
+            return;
+        };
+        let result = match credentials::read_answer(num_headers, body_size) {
+            Ok(creds) => {
+                credentials::store(&unigate_core::credentials::CredentialsRecord::new(
+                    creds.clone(),
+                    credentials::now_secs(),
+                ));
+                Ok(creds)
+            }
+            Err(unigate_core::credentials::SidecarFailure::NoCredentials(m)) => {
+                Err(GatewayError::unconfigured(format!("AWS credentials are not available: {m}")))
+            }
+            Err(unigate_core::credentials::SidecarFailure::Unreachable) => Err(GatewayError::new(
+                503,
+                unigate_core::ErrorType::Api,
+                "AWS credentials are not available: the unigate sidecar did not answer.",
+            )
+            .with_code("sidecar_unavailable")),
+            Err(unigate_core::credentials::SidecarFailure::Invalid(m)) => Err(GatewayError::new(
+                502,
+                unigate_core::ErrorType::Api,
+                format!("AWS credentials are not available: {m}"),
+            )
+            .with_code("sidecar_error")),
+        };
+        match result {
+            Ok(creds) => {
+                if self.forward(chat_plan, Some(&creds)) == Action::Continue {
+                    if let Err(e) = host::resume_request() {
+                        crate::error!("unigate #{}: resume failed: {e}", self.id);
+                    }
+                }
+            }
+            Err(e) => {
+                self.reply_error(&e);
+            }
+        }
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        crate::logging::refresh();
+        let Some(gw) = self.gateway.clone() else {
+            return self.reply_error(&GatewayError::internal("The unigate filter has no configuration."));
+        };
+        self.on_headers(&gw, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match (self.phase, self.gateway.clone()) {
+            (Phase::WaitBody, Some(gw)) => self.on_body(&gw, body_size, end_of_stream),
+            (Phase::WaitCredentials, _) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.phase != Phase::Forwarded {
+            return Action::Continue;
+        }
+        let Some(rp) = &self.response_plan else {
+            return Action::Continue;
+        };
+        let map = MapType::HttpResponseHeaders;
+        let status = host::get_header(map, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
+        let details = host::get_property(&["response", "code_details"])
+            .ok()
+            .flatten()
+            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        let from_upstream = details.as_deref().is_none_or(|d| d == "via_upstream");
+        if from_upstream && (200..300).contains(&status) && rp.passthrough {
+            self.mode = ResponseMode::PassThrough;
+            return Action::Continue;
+        }
+        self.mode = ResponseMode::Buffer {
+            status,
+            error_type: host::get_header(map, "x-amzn-errortype").ok().flatten(),
+            envoy_details: if from_upstream { None } else { details },
+        };
+        if end_of_stream {
+            // No body will follow: answer with a complete local reply instead.
+            return match self.finish_buffered(&[]) {
+                Ok(resp) => self.reply(&resp),
+                Err(e) => self.reply_error(&e),
+            };
+        }
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase != Phase::Forwarded || !matches!(self.mode, ResponseMode::Buffer { .. }) {
+            return Action::Continue;
+        }
+        if body_size > MAX_RESPONSE_BYTES {
+            let err = GatewayError::bad_gateway("The upstream response is too large to translate.");
+            return self.reply_error(&err);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = host::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
+        let resp = match self.finish_buffered(&body) {
+            Ok(r) => r,
+            Err(e) => response::error_response(&e, self.target),
+        };
+        let map = MapType::HttpResponseHeaders;
+        let mut ok = host::set_header(map, ":status", &resp.status.to_string()).is_ok();
+        for (name, value) in &resp.headers {
+            ok &= host::set_header(map, name, value).is_ok();
+        }
+        ok &= host::set_header(map, "content-length", &resp.body.len().to_string()).is_ok();
+        for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
+            let _ = host::remove_header(map, name);
+        }
+        ok &= host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &resp.body).is_ok();
+        if !ok {
+            crate::error!("unigate #{}: could not rewrite the response", self.id);
+        }
+        self.phase = Phase::Done;
+        Action::Continue
+    }
+}
