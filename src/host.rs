@@ -167,7 +167,9 @@ pub fn log_level() -> LogLevel {
 /// Sets the root context's tick period.
 pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
     // SAFETY: plain value call.
-    check("set_tick_period", unsafe { proxy_set_tick_period_milliseconds(ms) })
+    check("set_tick_period", unsafe {
+        proxy_set_tick_period_milliseconds(ms)
+    })
 }
 
 /// Reads `max_size` bytes from `start` of a buffer; an absent buffer is empty.
@@ -223,9 +225,8 @@ pub fn get_header_bytes(map: MapType, name: &str) -> HostResult<Option<Vec<u8>>>
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointer/len describe `name`; the host fills data/size.
-    let status = unsafe {
-        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
-    };
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     match status {
         // SAFETY: see `take`.
         Status::Ok => Ok(unsafe { take(data, size) }),
@@ -306,9 +307,8 @@ pub fn get_shared_data(key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {
     let mut size = 0;
     let mut cas = 0;
     // SAFETY: pointer/len describe `key`; the host fills data/size/cas.
-    let status = unsafe {
-        proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
-    };
+    let status =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match status {
         // SAFETY: see `take`.
         Status::Ok => Ok((unsafe { take(data, size) }, cas)),
@@ -356,7 +356,11 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Host
             u32::from(status),
             details.as_ptr(),
             details.len(),
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             map.as_ptr(),
             map.len(),
@@ -403,7 +407,9 @@ pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
 /// Adds to a counter or gauge (counters need a positive offset).
 pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
     // SAFETY: plain value call.
-    check("increment_metric", unsafe { proxy_increment_metric(id, offset) })
+    check("increment_metric", unsafe {
+        proxy_increment_metric(id, offset)
+    })
 }
 
 /// Records a histogram sample or sets a gauge.

@@ -92,13 +92,16 @@ impl Http {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        host::get_header(MapType::HttpRequestHeaders, name).ok().flatten()
+        host::get_header(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
     }
 
     /// Sends a complete local reply and ends our work on this request.
     fn reply(&mut self, resp: &ClientResponse) -> Action {
         self.phase = Phase::Done;
-        let headers: Vec<(&str, &str)> = resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if let Err(e) = host::send_response(resp.status, &headers, &resp.body) {
             crate::error!("unigate #{}: local reply failed: {e}", self.id);
         }
@@ -124,7 +127,13 @@ impl Http {
         self.target = detect::target_format(self.query.as_deref(), self.target_header.as_deref())
             .unwrap_or(Format::Openai);
         let endpoint = endpoints::classify(&method, path);
-        crate::debug!("unigate #{}: {} {} -> {}", self.id, method, path, endpoint.name());
+        crate::debug!(
+            "unigate #{}: {} {} -> {}",
+            self.id,
+            method,
+            path,
+            endpoint.name()
+        );
 
         if endpoint.needs_auth() {
             let auth = self.request_header("authorization");
@@ -222,7 +231,10 @@ impl Http {
         }
         // No credentials cached yet (first request after start): ask the sidecar directly.
         let headers = credentials::request_headers(gw);
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         match self.dispatch_http_call(
             &gw.config.sidecar_cluster,
             refs,
@@ -254,15 +266,24 @@ impl Http {
         }
     }
 
-    fn apply(&self, chat_plan: &ChatPlan, creds: Option<&AwsCredentials>) -> Result<(), GatewayError> {
+    fn apply(
+        &self,
+        chat_plan: &ChatPlan,
+        creds: Option<&AwsCredentials>,
+    ) -> Result<(), GatewayError> {
         let up = &chat_plan.upstream;
         let signing = match creds {
             Some(c) => up.signing_headers(c, credentials::now_secs())?,
             None => Vec::new(),
         };
         let host_err = |e: host::HostError| GatewayError::internal(format!("{e}"));
-        host::set_buffer(BufferType::HttpRequestBody, 0, self.request_body_size, &up.body)
-            .map_err(host_err)?;
+        host::set_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            self.request_body_size,
+            &up.body,
+        )
+        .map_err(host_err)?;
         let map = MapType::HttpRequestHeaders;
         for name in &up.remove_headers {
             host::remove_header(map, name).map_err(host_err)?;
@@ -332,7 +353,13 @@ fn random_id() -> String {
 }
 
 impl Context for Http {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if self.phase != Phase::WaitCredentials {
             return;
         }
@@ -347,9 +374,9 @@ impl Context for Http {
                 ));
                 Ok(creds)
             }
-            Err(unigate_core::credentials::SidecarFailure::NoCredentials(m)) => {
-                Err(GatewayError::unconfigured(format!("AWS credentials are not available: {m}")))
-            }
+            Err(unigate_core::credentials::SidecarFailure::NoCredentials(m)) => Err(
+                GatewayError::unconfigured(format!("AWS credentials are not available: {m}")),
+            ),
             Err(unigate_core::credentials::SidecarFailure::Unreachable) => Err(GatewayError::new(
                 503,
                 unigate_core::ErrorType::Api,
@@ -382,7 +409,9 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         crate::logging::refresh();
         let Some(gw) = self.gateway.clone() else {
-            return self.reply_error(&GatewayError::internal("The unigate filter has no configuration."));
+            return self.reply_error(&GatewayError::internal(
+                "The unigate filter has no configuration.",
+            ));
         };
         self.on_headers(&gw, end_of_stream)
     }

@@ -31,7 +31,9 @@ impl Root {
     }
 
     fn refresh_credentials(&mut self) {
-        let Some(gw) = self.gateway.clone() else { return };
+        let Some(gw) = self.gateway.clone() else {
+            return;
+        };
         let now = credentials::now_secs();
         let period = gw.config.credentials_refresh_seconds.max(1);
         if let Some(record) = credentials::load() {
@@ -48,7 +50,10 @@ impl Root {
             return;
         }
         let headers = credentials::request_headers(&gw);
-        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         if let Err(status) = self.dispatch_http_call(
             &gw.config.sidecar_cluster,
             refs,
@@ -70,7 +75,13 @@ fn period_ms(secs: u64) -> u32 {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         credentials::release_lease();
         match credentials::read_answer(num_headers, body_size) {
             Ok(creds) => {
@@ -88,7 +99,8 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         crate::logging::refresh();
-        let raw = host::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).unwrap_or_default();
+        let raw =
+            host::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).unwrap_or_default();
         let env = |k: &str| std::env::var(k).ok();
         match Gateway::from_json(&raw, &env) {
             Ok(gw) => {
@@ -96,7 +108,9 @@ impl RootContext for Root {
                     "unigate {} configured: openai={} bedrock={} keys={}",
                     env!("CARGO_PKG_VERSION"),
                     if gw.openai.is_some() { "on" } else { "off" },
-                    gw.bedrock.as_ref().map_or("off".to_string(), |b| b.region.clone()),
+                    gw.bedrock
+                        .as_ref()
+                        .map_or("off".to_string(), |b| b.region.clone()),
                     gw.key_digests.len()
                 );
                 if gw.bedrock.is_some() && gw.config.aws_credentials == CredentialsSource::Env {

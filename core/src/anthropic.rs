@@ -22,8 +22,9 @@ pub const STRUCTURED_OUTPUT_TOOL: &str = "unigate_structured_output";
 pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     let model = req_str(obj, "model", "model")?.to_string();
     opt_str(obj, "anthropic_version", "anthropic_version")?;
-    let raw_messages = opt_array(obj, "messages", "messages")?
-        .ok_or_else(|| GatewayError::invalid("messages", "Missing required parameter: `messages`."))?;
+    let raw_messages = opt_array(obj, "messages", "messages")?.ok_or_else(|| {
+        GatewayError::invalid("messages", "Missing required parameter: `messages`.")
+    })?;
     if raw_messages.is_empty() {
         return Err(GatewayError::invalid(
             "messages",
@@ -44,15 +45,13 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
                 req.system.push(decode_block(b, &path)?);
             }
         }
-        Some(v) => {
-            return Err(GatewayError::invalid(
-                "system",
-                format!(
-                    "Invalid type for `system`: expected a string or an array of text blocks, got {}.",
-                    type_name(v)
-                ),
-            ))
-        }
+        Some(v) => return Err(GatewayError::invalid(
+            "system",
+            format!(
+                "Invalid type for `system`: expected a string or an array of text blocks, got {}.",
+                type_name(v)
+            ),
+        )),
     }
     for (i, raw) in raw_messages.iter().enumerate() {
         let path = format!("messages[{i}]");
@@ -126,12 +125,17 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
             other => {
                 return Err(GatewayError::invalid(
                     "tool_choice.type",
-                    format!("Invalid `tool_choice.type` `{other}`; expected auto, any, none or tool."),
+                    format!(
+                        "Invalid `tool_choice.type` `{other}`; expected auto, any, none or tool."
+                    ),
                 ))
             }
         });
-        if opt_bool(tc, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")?
-            == Some(true)
+        if opt_bool(
+            tc,
+            "disable_parallel_tool_use",
+            "tool_choice.disable_parallel_tool_use",
+        )? == Some(true)
         {
             req.parallel_tool_calls = Some(false);
         }
@@ -192,8 +196,11 @@ fn decode_block(raw: &Value, path: &str) -> Result<Part, GatewayError> {
             let data = match opt_str(src, "type", &format!("{spath}.type"))? {
                 Some("text") => {
                     use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .encode(req_str(src, "data", &format!("{spath}.data"))?)
+                    base64::engine::general_purpose::STANDARD.encode(req_str(
+                        src,
+                        "data",
+                        &format!("{spath}.data"),
+                    )?)
                 }
                 _ => req_str(src, "data", &format!("{spath}.data"))?.to_string(),
             };
@@ -510,7 +517,7 @@ pub fn parse_arguments(arguments: &str, path: &str) -> Result<Value, GatewayErro
         )),
         Err(e) => Err(GatewayError::invalid(
             format!("{path}.function.arguments"),
-            format!("Tool-call `arguments` is not valid JSON: {e}."),
+            format!("Tool-call `arguments` must be a JSON object; it is not valid JSON ({e})."),
         )),
     }
 }
@@ -675,8 +682,13 @@ pub fn encode_response(resp: &ChatResponse, id: &str, model: &str) -> Value {
             _ => {}
         }
     }
+    // Keep Anthropic's own message id; ids from other providers do not look like one.
+    let id = match &resp.id {
+        Some(own) if own.starts_with("msg_") => own.clone(),
+        _ => id.to_string(),
+    };
     json!({
-        "id": resp.id.clone().unwrap_or_else(|| id.to_string()),
+        "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,

@@ -28,7 +28,10 @@ pub fn key_matches(digests: &[[u8; 32]], presented: &str) -> bool {
 }
 
 /// The key from `Authorization: Bearer <key>`, or from `x-api-key` as Anthropic clients send.
-pub fn presented_key<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
+pub fn presented_key<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Option<&'a str> {
     if let Some(h) = authorization {
         let h = h.trim();
         if let Some((scheme, key)) = h.split_once(' ') {

@@ -36,12 +36,21 @@ pub fn default_models() -> Vec<ModelEntry> {
         ("anthropic.claude-3-haiku-20240307-v1:0", 1_709_769_600),
         ("anthropic.claude-3-5-haiku-20241022-v1:0", 1_729_555_200),
         ("anthropic.claude-3-5-sonnet-20241022-v2:0", 1_729_555_200),
-        ("us.anthropic.claude-3-7-sonnet-20250219-v1:0", 1_739_923_200),
+        (
+            "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+            1_739_923_200,
+        ),
         ("us.anthropic.claude-sonnet-4-20250514-v1:0", 1_747_180_800),
         ("us.anthropic.claude-opus-4-1-20250805-v1:0", 1_754_352_000),
-        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", 1_759_104_000),
+        (
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            1_759_104_000,
+        ),
         ("us.anthropic.claude-haiku-4-5-20251001-v1:0", 1_759_276_800),
-        ("global.anthropic.claude-opus-4-5-20251101-v1:0", 1_761_955_200),
+        (
+            "global.anthropic.claude-opus-4-5-20251101-v1:0",
+            1_761_955_200,
+        ),
         ("amazon.nova-micro-v1:0", 1_733_184_000),
         ("amazon.nova-lite-v1:0", 1_733_184_000),
         ("amazon.nova-pro-v1:0", 1_733_184_000),
@@ -161,7 +170,10 @@ mod tests {
         assert_eq!(haiku.created, Some(1_709_769_600));
         assert_eq!(c.get("gpt-4o").unwrap().owned_by.as_deref(), Some("openai"));
         assert_eq!(
-            c.get("us.meta.llama3-3-70b-instruct-v1:0").unwrap().owned_by.as_deref(),
+            c.get("us.meta.llama3-3-70b-instruct-v1:0")
+                .unwrap()
+                .owned_by
+                .as_deref(),
             Some("meta")
         );
         let list = c.list_value();

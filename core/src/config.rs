@@ -129,7 +129,10 @@ impl BaseUrl {
             other => return Err(format!("unsupported scheme `{other}` in `{url}`")),
         };
         let (authority, path) = match rest.find('/') {
-            Some(i) => (rest.get(..i).unwrap_or_default(), rest.get(i..).unwrap_or_default()),
+            Some(i) => (
+                rest.get(..i).unwrap_or_default(),
+                rest.get(i..).unwrap_or_default(),
+            ),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') {
@@ -216,7 +219,8 @@ impl Gateway {
         config: PluginConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Gateway, String> {
-        let nonempty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let nonempty =
+            |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
 
         let mut keys: Vec<String> = config.api_keys.clone();
         if let Some(list) = nonempty(env(&config.api_keys_env)) {
@@ -231,8 +235,8 @@ impl Gateway {
         if config.default_max_tokens == 0 {
             return Err("default_max_tokens must be greater than 0".into());
         }
-        let openai_url = BaseUrl::parse(&config.openai_base_url)
-            .map_err(|e| format!("openai_base_url: {e}"))?;
+        let openai_url =
+            BaseUrl::parse(&config.openai_base_url).map_err(|e| format!("openai_base_url: {e}"))?;
         let openai_key = config
             .openai_api_key
             .clone()
@@ -251,7 +255,8 @@ impl Gateway {
                     .clone()
                     .filter(|e| !e.is_empty())
                     .unwrap_or_else(|| default_bedrock_endpoint(region));
-                let url = BaseUrl::parse(&endpoint).map_err(|e| format!("bedrock_endpoint: {e}"))?;
+                let url =
+                    BaseUrl::parse(&endpoint).map_err(|e| format!("bedrock_endpoint: {e}"))?;
                 Some(BedrockUpstream {
                     cluster: config.bedrock_cluster.clone(),
                     region: region.to_string(),
@@ -399,7 +404,10 @@ mod tests {
     #[test]
     fn base_urls() {
         let u = BaseUrl::parse("http://127.0.0.1:8001/v1/").unwrap();
-        assert_eq!((u.authority.as_str(), u.port, u.path.as_str()), ("127.0.0.1:8001", 8001, "/v1"));
+        assert_eq!(
+            (u.authority.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1:8001", 8001, "/v1")
+        );
         let u = BaseUrl::parse("https://api.openai.com:443/v1").unwrap();
         assert_eq!(u.authority, "api.openai.com");
         assert_eq!(BaseUrl::parse("https://x.y").unwrap().path, "");
@@ -415,7 +423,10 @@ mod tests {
             &no_env,
         )
         .unwrap();
-        assert_eq!(g.router.aliases().get("fast").unwrap(), "amazon.nova-micro-v1:0");
+        assert_eq!(
+            g.router.aliases().get("fast").unwrap(),
+            "amazon.nova-micro-v1:0"
+        );
         assert!(!g.router.aliases().contains_key("claude-3-haiku"));
         assert!(g.catalog.get("fast").is_some());
     }

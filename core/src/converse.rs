@@ -4,7 +4,10 @@
 use crate::anthropic::{parse_arguments, remote_image_error, STRUCTURED_OUTPUT_TOOL};
 use crate::error::GatewayError;
 use crate::fields::Object;
-use crate::ir::{ChatRequest, ChatResponse, ImageSource, Part, Reasoning, ResponseFormat, Role, StopReason, ToolChoice, Usage};
+use crate::ir::{
+    ChatRequest, ChatResponse, ImageSource, Part, Reasoning, ResponseFormat, Role, StopReason,
+    ToolChoice, Usage,
+};
 use serde_json::{json, Map, Value};
 
 /// Encodes the IR as a Converse request body.
@@ -265,7 +268,9 @@ fn encode_block(part: &Part, path: &str) -> Result<Vec<Value>, GatewayError> {
             }})]
         }
         Part::Reasoning { text, signature } => match signature {
-            Some(sig) => vec![json!({"reasoningContent": {"reasoningText": {"text": text, "signature": sig}}})],
+            Some(sig) => vec![
+                json!({"reasoningContent": {"reasoningText": {"text": text, "signature": sig}}}),
+            ],
             None => Vec::new(),
         },
         Part::RedactedReasoning { data } => {
@@ -311,7 +316,9 @@ pub fn decode_response(obj: &Object, structured: bool) -> Result<ChatResponse, G
         .and_then(|m| m.get("content"))
         .and_then(Value::as_array)
         .ok_or_else(|| {
-            GatewayError::bad_gateway("Bedrock Converse returned a response without `output.message`.")
+            GatewayError::bad_gateway(
+                "Bedrock Converse returned a response without `output.message`.",
+            )
         })?;
     let mut content = Vec::with_capacity(blocks.len());
     let mut forced_output = false;

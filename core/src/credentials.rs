@@ -80,7 +80,10 @@ impl std::fmt::Display for SidecarFailure {
 }
 
 /// Interprets the sidecar's answer to a credentials request.
-pub fn parse_sidecar_answer(status: Option<u16>, body: &[u8]) -> Result<AwsCredentials, SidecarFailure> {
+pub fn parse_sidecar_answer(
+    status: Option<u16>,
+    body: &[u8],
+) -> Result<AwsCredentials, SidecarFailure> {
     let Some(status) = status else {
         return Err(SidecarFailure::Unreachable);
     };
@@ -138,14 +141,27 @@ mod tests {
 
     #[test]
     fn sidecar_answers() {
-        let ok = parse_sidecar_answer(Some(200), br#"{"access_key_id":"A","secret_access_key":"S","session_token":"T","expires_at":5}"#).unwrap();
+        let ok = parse_sidecar_answer(
+            Some(200),
+            br#"{"access_key_id":"A","secret_access_key":"S","session_token":"T","expires_at":5}"#,
+        )
+        .unwrap();
         assert_eq!(ok.session_token.as_deref(), Some("T"));
-        assert_eq!(parse_sidecar_answer(None, b""), Err(SidecarFailure::Unreachable));
+        assert_eq!(
+            parse_sidecar_answer(None, b""),
+            Err(SidecarFailure::Unreachable)
+        );
         match parse_sidecar_answer(Some(503), br#"{"error":{"message":"set AWS_PROFILE"}}"#) {
             Err(SidecarFailure::NoCredentials(m)) => assert_eq!(m, "set AWS_PROFILE"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_sidecar_answer(Some(200), b"{}"), Err(SidecarFailure::Invalid(_))));
-        assert!(matches!(parse_sidecar_answer(Some(401), b""), Err(SidecarFailure::Invalid(_))));
+        assert!(matches!(
+            parse_sidecar_answer(Some(200), b"{}"),
+            Err(SidecarFailure::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_sidecar_answer(Some(401), b""),
+            Err(SidecarFailure::Invalid(_))
+        ));
     }
 }

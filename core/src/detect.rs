@@ -4,6 +4,7 @@
 //! 1. `anthropic_version` present → Bedrock Claude (Anthropic Messages).
 //! 2. `inputText` present → Bedrock Titan.
 //! 3. `messages` present → OpenAI Chat Completions.
+//! 4. Only `model` present → OpenAI (so the error names the missing `messages`).
 //!
 //! A body with markers of two formats (`anthropic_version` or `messages` together with
 //! `inputText`) is ambiguous and rejected, as is a body with none.
@@ -55,6 +56,7 @@ pub fn detect(obj: &Object) -> Result<Format, GatewayError> {
         (true, false, _) => Ok(Format::BedrockClaude),
         (false, true, false) => Ok(Format::BedrockTitan),
         (false, false, true) => Ok(Format::Openai),
+        (false, false, false) if obj.contains_key("model") => Ok(Format::Openai),
         (false, false, false) => Err(GatewayError::bad_request(
             "Unrecognized request format: expected an OpenAI chat body (`model` + `messages`), a Bedrock Claude body (`anthropic_version` + `messages`) or a Bedrock Titan body (`inputText`).",
         )
@@ -99,13 +101,23 @@ mod tests {
             Format::BedrockClaude
         );
         assert_eq!(d(r#"{"inputText":"hi"}"#).unwrap(), Format::BedrockTitan);
-        assert_eq!(d(r#"{"model":"m"}"#).unwrap_err().code.as_deref(), Some("unknown_format"));
+        assert_eq!(d(r#"{"model":"m"}"#).unwrap(), Format::Openai);
         assert_eq!(
-            d(r#"{"inputText":"x","messages":[]}"#).unwrap_err().code.as_deref(),
+            d(r#"{"prompt":"m"}"#).unwrap_err().code.as_deref(),
+            Some("unknown_format")
+        );
+        assert_eq!(
+            d(r#"{"inputText":"x","messages":[]}"#)
+                .unwrap_err()
+                .code
+                .as_deref(),
             Some("ambiguous_format")
         );
         assert_eq!(
-            d(r#"{"inputText":"x","anthropic_version":"v"}"#).unwrap_err().code.as_deref(),
+            d(r#"{"inputText":"x","anthropic_version":"v"}"#)
+                .unwrap_err()
+                .code
+                .as_deref(),
             Some("ambiguous_format")
         );
     }
@@ -117,7 +129,15 @@ mod tests {
             target_format(Some("a=1&target_format=bedrock_claude"), Some("openai")).unwrap(),
             Format::BedrockClaude
         );
-        assert_eq!(target_format(None, Some("bedrock_titan")).unwrap(), Format::BedrockTitan);
-        assert_eq!(target_format(Some("target_format=xml"), None).unwrap_err().status, 400);
+        assert_eq!(
+            target_format(None, Some("bedrock_titan")).unwrap(),
+            Format::BedrockTitan
+        );
+        assert_eq!(
+            target_format(Some("target_format=xml"), None)
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

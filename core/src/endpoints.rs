@@ -65,7 +65,9 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let b = bytes.get(i).copied().unwrap_or_default();
         if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
@@ -177,14 +179,20 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(classify("GET", "/health"), Endpoint::Health);
-        assert_eq!(classify("GET", "/v1/chat/completions/health"), Endpoint::ChatHealth);
+        assert_eq!(
+            classify("GET", "/v1/chat/completions/health"),
+            Endpoint::ChatHealth
+        );
         assert_eq!(classify("GET", "/v1/models/"), Endpoint::Models);
         assert_eq!(
             classify("GET", "/v1/models/anthropic.claude-3-haiku-20240307-v1%3A0"),
             Endpoint::Model("anthropic.claude-3-haiku-20240307-v1:0".into())
         );
         assert_eq!(classify("POST", "/v1/chat/completions"), Endpoint::Chat);
-        assert_eq!(classify("GET", "/v1/chat/completions"), Endpoint::WrongMethod);
+        assert_eq!(
+            classify("GET", "/v1/chat/completions"),
+            Endpoint::WrongMethod
+        );
         assert_eq!(classify("POST", "/v1/files"), Endpoint::Files);
         assert_eq!(classify("GET", "/v1/files/file-1/content"), Endpoint::Files);
         assert_eq!(classify("GET", "/v2/other"), Endpoint::Unknown);

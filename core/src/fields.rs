@@ -65,7 +65,11 @@ pub fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Value> {
 }
 
 /// An optional string field.
-pub fn opt_str<'a>(obj: &'a Object, key: &str, path: &str) -> Result<Option<&'a str>, GatewayError> {
+pub fn opt_str<'a>(
+    obj: &'a Object,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -77,7 +81,10 @@ pub fn opt_str<'a>(obj: &'a Object, key: &str, path: &str) -> Result<Option<&'a 
 pub fn req_str<'a>(obj: &'a Object, key: &str, path: &str) -> Result<&'a str, GatewayError> {
     match opt_str(obj, key, path)? {
         Some(s) if !s.is_empty() => Ok(s),
-        Some(_) => Err(GatewayError::invalid(path, format!("`{path}` must not be empty."))),
+        Some(_) => Err(GatewayError::invalid(
+            path,
+            format!("`{path}` must not be empty."),
+        )),
         None => Err(GatewayError::invalid(
             path,
             format!("Missing required parameter: `{path}`."),
@@ -195,9 +202,18 @@ mod tests {
     #[test]
     fn parse_object_errors() {
         assert_eq!(parse_object(b"").unwrap_err().status, 400);
-        assert!(parse_object(b"{").unwrap_err().message.contains("not valid JSON"));
-        assert!(parse_object(b"[1]").unwrap_err().message.contains("an array"));
-        assert!(parse_object(b"\"x\"").unwrap_err().message.contains("a string"));
+        assert!(parse_object(b"{")
+            .unwrap_err()
+            .message
+            .contains("not valid JSON"));
+        assert!(parse_object(b"[1]")
+            .unwrap_err()
+            .message
+            .contains("an array"));
+        assert!(parse_object(b"\"x\"")
+            .unwrap_err()
+            .message
+            .contains("a string"));
         assert!(parse_object(b"{}").is_ok());
     }
 
@@ -207,8 +223,14 @@ mod tests {
         let e = opt_f64(&obj, "t", "temperature", 0.0, 2.0).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
         assert!(opt_u32(&obj, "n", "max_tokens", 1).is_err());
-        assert!(req_str(&obj, "m", "model").unwrap_err().message.contains("empty"));
-        assert!(req_str(&obj, "x", "model").unwrap_err().message.contains("Missing"));
+        assert!(req_str(&obj, "m", "model")
+            .unwrap_err()
+            .message
+            .contains("empty"));
+        assert!(req_str(&obj, "x", "model")
+            .unwrap_err()
+            .message
+            .contains("Missing"));
         assert!(string_or_list(&obj, "s", "stop").is_err());
     }
 }

@@ -46,8 +46,16 @@ const KNOWN_FIELDS: &[&str] = &[
     "n",
 ];
 
+/// What the decoder must reject because of where the request goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeOptions {
+    /// The request goes to Bedrock: remote image URLs and tool-call arguments that are not
+    /// JSON objects are rejected here, where the error can name the client's own field.
+    pub bedrock: bool,
+}
+
 /// Decodes an OpenAI chat request body into the IR.
-pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
+pub fn decode_request(obj: &Object, opts: DecodeOptions) -> Result<ChatRequest, GatewayError> {
     let model = req_str(obj, "model", "model")?.to_string();
     let raw_messages = match get(obj, "messages") {
         None => {
@@ -79,7 +87,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         ..ChatRequest::default()
     };
     for (i, raw) in raw_messages.iter().enumerate() {
-        decode_message(&mut req, raw, i)?;
+        decode_message(&mut req, raw, i, opts)?;
     }
     if req.messages.is_empty() {
         return Err(GatewayError::invalid(
@@ -118,18 +126,23 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
-fn decode_message(req: &mut ChatRequest, raw: &Value, i: usize) -> Result<(), GatewayError> {
+fn decode_message(
+    req: &mut ChatRequest,
+    raw: &Value,
+    i: usize,
+    opts: DecodeOptions,
+) -> Result<(), GatewayError> {
     let path = format!("messages[{i}]");
     let msg = as_object(raw, &path)?;
     let role = req_str(msg, "role", &format!("{path}.role"))?;
     let content_path = format!("{path}.content");
     match role {
         "system" | "developer" => {
-            let parts = decode_content(get(msg, "content"), &content_path, false)?;
+            let parts = decode_content(get(msg, "content"), &content_path, false, opts)?;
             req.system.extend(parts);
         }
         "user" => {
-            let parts = decode_content(get(msg, "content"), &content_path, true)?;
+            let parts = decode_content(get(msg, "content"), &content_path, true, opts)?;
             if parts.is_empty() {
                 return Err(GatewayError::invalid(
                     content_path,
@@ -148,17 +161,27 @@ fn decode_message(req: &mut ChatRequest, raw: &Value, i: usize) -> Result<(), Ga
                     });
                 }
             }
-            parts.extend(decode_content(get(msg, "content"), &content_path, false)?);
+            parts.extend(decode_content(
+                get(msg, "content"),
+                &content_path,
+                false,
+                opts,
+            )?);
             if let Some(calls) = opt_array(msg, "tool_calls", &format!("{path}.tool_calls"))? {
                 for (j, call) in calls.iter().enumerate() {
-                    parts.push(decode_tool_call(call, &format!("{path}.tool_calls[{j}]"))?);
+                    let cpath = format!("{path}.tool_calls[{j}]");
+                    let part = decode_tool_call(call, &cpath)?;
+                    if let (true, Part::ToolCall { arguments, .. }) = (opts.bedrock, &part) {
+                        crate::anthropic::parse_arguments(arguments, &cpath)?;
+                    }
+                    parts.push(part);
                 }
             }
             if let Some(fc) = opt_object(msg, "function_call", &format!("{path}.function_call"))? {
                 let fpath = format!("{path}.function_call");
                 let name = req_str(fc, "name", &format!("{fpath}.name"))?;
-                let arguments = opt_str(fc, "arguments", &format!("{fpath}.arguments"))?
-                    .unwrap_or("{}");
+                let arguments =
+                    opt_str(fc, "arguments", &format!("{fpath}.arguments"))?.unwrap_or("{}");
                 parts.push(Part::ToolCall {
                     id: name.to_string(),
                     name: name.to_string(),
@@ -175,7 +198,7 @@ fn decode_message(req: &mut ChatRequest, raw: &Value, i: usize) -> Result<(), Ga
             } else {
                 req_str(msg, "name", &format!("{path}.name"))?
             };
-            let content = decode_content(get(msg, "content"), &content_path, true)?;
+            let content = decode_content(get(msg, "content"), &content_path, true, opts)?;
             push_turn(
                 req,
                 Role::User,
@@ -186,14 +209,12 @@ fn decode_message(req: &mut ChatRequest, raw: &Value, i: usize) -> Result<(), Ga
                 }],
             );
         }
-        other => {
-            return Err(GatewayError::invalid(
-                format!("{path}.role"),
-                format!(
-                    "Invalid role `{other}`; expected one of system, developer, user, assistant, tool."
-                ),
-            ))
-        }
+        other => return Err(GatewayError::invalid(
+            format!("{path}.role"),
+            format!(
+                "Invalid role `{other}`; expected one of system, developer, user, assistant, tool."
+            ),
+        )),
     }
     Ok(())
 }
@@ -240,6 +261,7 @@ fn decode_content(
     content: Option<&Value>,
     path: &str,
     allow_media: bool,
+    opts: DecodeOptions,
 ) -> Result<Vec<Part>, GatewayError> {
     match content {
         None => Ok(Vec::new()),
@@ -254,7 +276,7 @@ fn decode_content(
             let mut parts = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let ppath = format!("{path}[{i}]");
-                if let Some(p) = decode_part(item, &ppath, allow_media)? {
+                if let Some(p) = decode_part(item, &ppath, allow_media, opts)? {
                     parts.push(p);
                 }
             }
@@ -270,13 +292,21 @@ fn decode_content(
     }
 }
 
-fn decode_part(raw: &Value, path: &str, allow_media: bool) -> Result<Option<Part>, GatewayError> {
+fn decode_part(
+    raw: &Value,
+    path: &str,
+    allow_media: bool,
+    opts: DecodeOptions,
+) -> Result<Option<Part>, GatewayError> {
     let part = as_object(raw, path)?;
     let kind = req_str(part, "type", &format!("{path}.type"))?;
     match kind {
         "text" | "input_text" => {
             let text = opt_str(part, "text", &format!("{path}.text"))?.ok_or_else(|| {
-                GatewayError::invalid(format!("{path}.text"), "Missing required parameter: `text`.")
+                GatewayError::invalid(
+                    format!("{path}.text"),
+                    "Missing required parameter: `text`.",
+                )
             })?;
             let cache = part.get("cache_control").is_some();
             Ok(Some(Part::Text {
@@ -295,21 +325,24 @@ fn decode_part(raw: &Value, path: &str, allow_media: bool) -> Result<Option<Part
                     ))
                 }
             };
-            Ok(Some(Part::Image(parse_image_url(url, &format!("{path}.image_url.url"))?)))
+            let image = parse_image_url(url, &format!("{path}.image_url.url"))?;
+            if opts.bedrock && matches!(image, ImageSource::Url(_)) {
+                return Err(crate::anthropic::remote_image_error(path));
+            }
+            Ok(Some(Part::Image(image)))
         }
         "file" if allow_media => {
             let fpath = format!("{path}.file");
             let file = opt_object(part, "file", &fpath)?.ok_or_else(|| {
                 GatewayError::invalid(fpath.clone(), "Missing required parameter: `file`.")
             })?;
-            let data = opt_str(file, "file_data", &format!("{fpath}.file_data"))?.ok_or_else(
-                || {
+            let data =
+                opt_str(file, "file_data", &format!("{fpath}.file_data"))?.ok_or_else(|| {
                     GatewayError::invalid(
                         format!("{fpath}.file_data"),
                         "Only inline `file_data` (a base64 data URL) is supported for file parts.",
                     )
-                },
-            )?;
+                })?;
             let (media_type, data) = split_data_url(data).ok_or_else(|| {
                 GatewayError::invalid(
                     format!("{fpath}.file_data"),
@@ -325,14 +358,16 @@ fn decode_part(raw: &Value, path: &str, allow_media: bool) -> Result<Option<Part
                 data,
             }))
         }
-        other => Err(GatewayError::invalid(
-            format!("{path}.type"),
-            if allow_media {
-                format!("Unsupported content part type `{other}`; expected text, image_url or file.")
-            } else {
-                format!("Unsupported content part type `{other}` here; only text parts are allowed.")
-            },
-        )),
+        other => {
+            Err(GatewayError::invalid(
+                format!("{path}.type"),
+                if allow_media {
+                    format!("Unsupported content part type `{other}`; expected text, image_url or file.")
+                } else {
+                    format!("Unsupported content part type `{other}` here; only text parts are allowed.")
+                },
+            ))
+        }
     }
 }
 
@@ -457,10 +492,14 @@ fn decode_reasoning(obj: &Object) -> Result<Option<Reasoning>, GatewayError> {
     if let Some(effort) = opt_str(obj, "reasoning_effort", "reasoning_effort")? {
         return match effort {
             "none" => Ok(Some(Reasoning::Disabled)),
-            "minimal" | "low" | "medium" | "high" => Ok(Some(Reasoning::Effort(effort.to_string()))),
+            "minimal" | "low" | "medium" | "high" => {
+                Ok(Some(Reasoning::Effort(effort.to_string())))
+            }
             other => Err(GatewayError::invalid(
                 "reasoning_effort",
-                format!("Invalid `reasoning_effort` `{other}`; expected minimal, low, medium or high."),
+                format!(
+                    "Invalid `reasoning_effort` `{other}`; expected minimal, low, medium or high."
+                ),
             )),
         };
     }
@@ -689,15 +728,16 @@ fn flush_user(parts: &mut Vec<Value>, out: &mut Vec<Value>) {
     if parts.is_empty() {
         return;
     }
-    let content = if parts.len() == 1 && parts.first().and_then(|p| p.get("type")) == Some(&json!("text")) {
-        parts
-            .first()
-            .and_then(|p| p.get("text"))
-            .cloned()
-            .unwrap_or(Value::Null)
-    } else {
-        Value::Array(std::mem::take(parts))
-    };
+    let content =
+        if parts.len() == 1 && parts.first().and_then(|p| p.get("type")) == Some(&json!("text")) {
+            parts
+                .first()
+                .and_then(|p| p.get("text"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        } else {
+            Value::Array(std::mem::take(parts))
+        };
     parts.clear();
     out.push(json!({"role": "user", "content": content}));
 }
@@ -895,7 +935,9 @@ pub fn parse_usage(v: &Value) -> Usage {
     Usage {
         prompt_tokens: n(v.get("prompt_tokens")),
         completion_tokens: n(v.get("completion_tokens")),
-        cache_read_tokens: n(v.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
+        cache_read_tokens: n(v
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))),
         cache_write_tokens: 0,
         reasoning_tokens: v
             .get("completion_tokens_details")

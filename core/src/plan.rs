@@ -131,8 +131,11 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
     let route = gw.router.route(&model, forced)?;
 
     // Validate the request in its own format before anything goes upstream.
+    let opts = openai::DecodeOptions {
+        bedrock: route.api.provider() == Provider::Bedrock,
+    };
     let req = match format {
-        Format::Openai => openai::decode_request(&obj)?,
+        Format::Openai => openai::decode_request(&obj, opts)?,
         Format::BedrockClaude => anthropic::decode_request(&obj)?,
         Format::BedrockTitan => titan::decode_request(&obj)?,
     };
@@ -159,11 +162,24 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                 body,
                 headers: vec![
                     ("content-type", "application/json".into()),
-                    ("accept", if req.stream { "text/event-stream" } else { "application/json" }.into()),
+                    (
+                        "accept",
+                        if req.stream {
+                            "text/event-stream"
+                        } else {
+                            "application/json"
+                        }
+                        .into(),
+                    ),
                     ("accept-encoding", "identity".into()),
                     ("authorization", format!("Bearer {}", up.api_key)),
                 ],
-                remove_headers: vec!["x-api-key", "x-target-format", "openai-organization", "openai-project"],
+                remove_headers: vec![
+                    "x-api-key",
+                    "x-target-format",
+                    "openai-organization",
+                    "openai-project",
+                ],
                 sign_region: None,
             }
         }
@@ -189,7 +205,12 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                     ("content-type", "application/json".into()),
                     (
                         "accept",
-                        if req.stream { "application/vnd.amazon.eventstream" } else { "application/json" }.into(),
+                        if req.stream {
+                            "application/vnd.amazon.eventstream"
+                        } else {
+                            "application/json"
+                        }
+                        .into(),
                     ),
                     ("accept-encoding", "identity".into()),
                 ],
@@ -268,8 +289,9 @@ fn build_body(
         (_, UpstreamApi::BedrockConverse) => converse::encode_request(req)?,
     };
     let structured = req.response_format.is_some() && api != UpstreamApi::OpenaiChat;
-    let body = serde_json::to_vec(&value)
-        .map_err(|e| GatewayError::internal(format!("Could not serialize the upstream body: {e}")))?;
+    let body = serde_json::to_vec(&value).map_err(|e| {
+        GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
+    })?;
     Ok((body, structured))
 }
 
@@ -307,7 +329,10 @@ fn check_bedrock_compat(req: &ChatRequest, obj: &Object) -> Result<(), GatewayEr
             ));
         }
     }
-    if obj.get("logit_bias").is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty())) {
+    if obj
+        .get("logit_bias")
+        .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+    {
         return Err(GatewayError::invalid(
             "logit_bias",
             "`logit_bias` is not supported for Bedrock models.",

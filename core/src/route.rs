@@ -86,8 +86,19 @@ pub const GEO_PREFIXES: &[&str] = &["us", "eu", "apac", "us-gov", "jp", "au", "c
 
 /// Bedrock model-provider prefixes routed by default.
 pub const BEDROCK_FAMILIES: &[&str] = &[
-    "anthropic", "amazon", "meta", "mistral", "cohere", "ai21", "deepseek", "writer", "qwen",
-    "openai", "twelvelabs", "moonshot", "stability",
+    "anthropic",
+    "amazon",
+    "meta",
+    "mistral",
+    "cohere",
+    "ai21",
+    "deepseek",
+    "writer",
+    "qwen",
+    "openai",
+    "twelvelabs",
+    "moonshot",
+    "stability",
 ];
 
 /// The default routing table (first match wins).
@@ -120,14 +131,38 @@ pub fn default_rules() -> Vec<RouteRule> {
 pub fn default_aliases() -> BTreeMap<String, String> {
     [
         ("claude-3-haiku", "anthropic.claude-3-haiku-20240307-v1:0"),
-        ("claude-3-5-haiku", "anthropic.claude-3-5-haiku-20241022-v1:0"),
-        ("claude-3-5-sonnet", "anthropic.claude-3-5-sonnet-20241022-v2:0"),
-        ("claude-3-7-sonnet", "us.anthropic.claude-3-7-sonnet-20250219-v1:0"),
-        ("claude-sonnet-4", "us.anthropic.claude-sonnet-4-20250514-v1:0"),
-        ("claude-opus-4-1", "us.anthropic.claude-opus-4-1-20250805-v1:0"),
-        ("claude-sonnet-4-5", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
-        ("claude-haiku-4-5", "us.anthropic.claude-haiku-4-5-20251001-v1:0"),
-        ("claude-opus-4-5", "global.anthropic.claude-opus-4-5-20251101-v1:0"),
+        (
+            "claude-3-5-haiku",
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+        ),
+        (
+            "claude-3-5-sonnet",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        ),
+        (
+            "claude-3-7-sonnet",
+            "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+        ),
+        (
+            "claude-sonnet-4",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+        ),
+        (
+            "claude-opus-4-1",
+            "us.anthropic.claude-opus-4-1-20250805-v1:0",
+        ),
+        (
+            "claude-sonnet-4-5",
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ),
+        (
+            "claude-haiku-4-5",
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        ),
+        (
+            "claude-opus-4-5",
+            "global.anthropic.claude-opus-4-5-20251101-v1:0",
+        ),
         ("nova-micro", "amazon.nova-micro-v1:0"),
         ("nova-lite", "amazon.nova-lite-v1:0"),
         ("nova-pro", "amazon.nova-pro-v1:0"),
@@ -236,9 +271,10 @@ impl Router {
             .get(model)
             .cloned()
             .unwrap_or_else(|| model.to_string());
-        let rule = self.rules.iter().find(|r| {
-            glob_match(&r.pattern, &model_id) && forced.is_none_or(|p| p == r.provider)
-        });
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| glob_match(&r.pattern, &model_id) && forced.is_none_or(|p| p == r.provider));
         let (provider, api) = match (rule, forced) {
             (Some(r), _) => (r.provider, r.api),
             (None, Some(p)) => (p, None),
@@ -311,7 +347,9 @@ mod tests {
             ),
         ];
         for (model, api, id) in cases {
-            let route = r.route(model, None).unwrap_or_else(|e| panic!("{model}: {e}"));
+            let route = r
+                .route(model, None)
+                .unwrap_or_else(|e| panic!("{model}: {e}"));
             assert_eq!(route.api, *api, "{model}");
             assert_eq!(route.model_id, *id, "{model}");
         }
@@ -329,7 +367,9 @@ mod tests {
         let r = router();
         let route = r.route("my-vllm-model", Some(Provider::Openai)).unwrap();
         assert_eq!(route.api, UpstreamApi::OpenaiChat);
-        let route = r.route("anthropic.claude-x", Some(Provider::Bedrock)).unwrap();
+        let route = r
+            .route("anthropic.claude-x", Some(Provider::Bedrock))
+            .unwrap();
         assert_eq!(route.api, UpstreamApi::BedrockAnthropic);
         // A forced provider skips rules of the other provider.
         let route = r.route("gpt-4o", Some(Provider::Bedrock)).unwrap();

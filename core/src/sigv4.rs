@@ -30,7 +30,10 @@ impl std::fmt::Debug for AwsCredentials {
         f.debug_struct("AwsCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("expires_at", &self.expires_at)
             .finish()
     }
@@ -158,7 +161,10 @@ mod tests {
             encode_path_segment("arn:aws:bedrock:us-east-1:123:inference-profile/us.x"),
             "arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Ainference-profile%2Fus.x"
         );
-        assert_eq!(encode_path_segment("amazon.titan-text-express-v1"), "amazon.titan-text-express-v1");
+        assert_eq!(
+            encode_path_segment("amazon.titan-text-express-v1"),
+            "amazon.titan-text-express-v1"
+        );
     }
 
     /// The worked example from docs (verified there against botocore's SigV4Auth).

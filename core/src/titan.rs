@@ -19,8 +19,19 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         ..ChatRequest::default()
     };
     if let Some(cfg) = opt_object(obj, "textGenerationConfig", "textGenerationConfig")? {
-        req.max_tokens = opt_u32(cfg, "maxTokenCount", "textGenerationConfig.maxTokenCount", 1)?;
-        req.temperature = opt_f64(cfg, "temperature", "textGenerationConfig.temperature", 0.0, 1.0)?;
+        req.max_tokens = opt_u32(
+            cfg,
+            "maxTokenCount",
+            "textGenerationConfig.maxTokenCount",
+            1,
+        )?;
+        req.temperature = opt_f64(
+            cfg,
+            "temperature",
+            "textGenerationConfig.temperature",
+            0.0,
+            1.0,
+        )?;
         req.top_p = opt_f64(cfg, "topP", "textGenerationConfig.topP", 0.0, 1.0)?;
         req.stop = string_or_list(cfg, "stopSequences", "textGenerationConfig.stopSequences")?;
     }
@@ -124,7 +135,9 @@ pub fn decode_response(obj: &Object) -> Result<ChatResponse, GatewayError> {
         .get("results")
         .and_then(Value::as_array)
         .and_then(|r| r.first())
-        .ok_or_else(|| GatewayError::bad_gateway("Bedrock returned a Titan response without `results`."))?;
+        .ok_or_else(|| {
+            GatewayError::bad_gateway("Bedrock returned a Titan response without `results`.")
+        })?;
     let text = result
         .get("outputText")
         .and_then(Value::as_str)

@@ -63,7 +63,10 @@ pub fn from_bedrock(status: u16, error_type: Option<&str>, body: &[u8]) -> Gatew
     let (st, kind, code): (u16, ErrorType, &str) = match lower.as_str() {
         "validationexception" => {
             let m = message.to_ascii_lowercase();
-            if m.contains("too long") || m.contains("too many tokens") || m.contains("context") && m.contains("exceed") {
+            if m.contains("too long")
+                || m.contains("too many tokens")
+                || m.contains("context") && m.contains("exceed")
+            {
                 (400, ErrorType::InvalidRequest, "context_length_exceeded")
             } else {
                 (400, ErrorType::InvalidRequest, "invalid_request")
@@ -91,7 +94,11 @@ pub fn from_bedrock(status: u16, error_type: Option<&str>, body: &[u8]) -> Gatew
             408 => (504, ErrorType::Timeout, "model_timeout"),
             429 => (429, ErrorType::RateLimit, "rate_limit_exceeded"),
             s if s >= 500 => (502, ErrorType::Api, "upstream_error"),
-            s => (if s >= 400 { s } else { 502 }, ErrorType::Api, "upstream_error"),
+            s => (
+                if s >= 400 { s } else { 502 },
+                ErrorType::Api,
+                "upstream_error",
+            ),
         },
     };
     let message = if code == "upstream_auth_failed" {
@@ -114,13 +121,11 @@ pub fn from_openai(status: u16, body: &[u8]) -> GatewayError {
     let err_obj = parsed.as_ref().and_then(|v| v.get("error"));
     let message = body_message(body)
         .unwrap_or_else(|| format!("The OpenAI upstream answered HTTP {status} with no message."));
-    let upstream_code = err_obj
-        .and_then(|e| e.get("code"))
-        .and_then(|c| match c {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+    let upstream_code = err_obj.and_then(|e| e.get("code")).and_then(|c| match c {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
     let param = err_obj
         .and_then(|e| e.get("param"))
         .and_then(Value::as_str)
@@ -132,7 +137,11 @@ pub fn from_openai(status: u16, body: &[u8]) -> GatewayError {
         408 | 504 => (504, ErrorType::Timeout, "upstream_timeout"),
         500 | 502 | 503 => (status, ErrorType::Api, "upstream_error"),
         s if s >= 500 => (502, ErrorType::Api, "upstream_error"),
-        s => (if s >= 400 { s } else { 502 }, ErrorType::Api, "upstream_error"),
+        s => (
+            if s >= 400 { s } else { 502 },
+            ErrorType::Api,
+            "upstream_error",
+        ),
     };
     let (message, code) = if st == 502 && default_code == "upstream_auth_failed" {
         (
@@ -140,7 +149,10 @@ pub fn from_openai(status: u16, body: &[u8]) -> GatewayError {
             default_code.to_string(),
         )
     } else {
-        (message, upstream_code.unwrap_or_else(|| default_code.to_string()))
+        (
+            message,
+            upstream_code.unwrap_or_else(|| default_code.to_string()),
+        )
     };
     let mut err = GatewayError::new(st, kind, message).with_code(code);
     if let Some(p) = param {
@@ -167,7 +179,10 @@ pub fn from_envoy(status: u16, code_details: &str, timeout_secs: u64) -> Gateway
             "Request body is larger than the proxy's buffer limit.",
         )
         .with_code("request_too_large")
-    } else if d.contains("no_healthy_upstream") || d.contains("connection_failure") || d.contains("connect") {
+    } else if d.contains("no_healthy_upstream")
+        || d.contains("connection_failure")
+        || d.contains("connect")
+    {
         GatewayError::new(
             502,
             ErrorType::Api,
@@ -178,14 +193,18 @@ pub fn from_envoy(status: u16, code_details: &str, timeout_secs: u64) -> Gateway
         GatewayError::new(
             502,
             ErrorType::Api,
-            format!("The upstream connection failed before a response was received ({code_details})."),
+            format!(
+                "The upstream connection failed before a response was received ({code_details})."
+            ),
         )
         .with_code("upstream_reset")
     } else if d.contains("route_not_found") || d.contains("cluster_not_found") {
         GatewayError::new(
             500,
             ErrorType::Api,
-            format!("The gateway's Envoy configuration has no route for this request ({code_details})."),
+            format!(
+                "The gateway's Envoy configuration has no route for this request ({code_details})."
+            ),
         )
         .with_code("gateway_misconfigured")
     } else {
@@ -205,16 +224,36 @@ mod tests {
     #[test]
     fn bedrock_table() {
         let cases: &[(u16, &str, u16, &str)] = &[
-            (400, "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/", 400, "invalid_request"),
+            (
+                400,
+                "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                400,
+                "invalid_request",
+            ),
             (429, "ThrottlingException", 429, "rate_limit_exceeded"),
             (403, "AccessDeniedException", 403, "access_denied"),
-            (403, "UnrecognizedClientException", 502, "upstream_auth_failed"),
-            (403, "InvalidSignatureException", 502, "upstream_auth_failed"),
+            (
+                403,
+                "UnrecognizedClientException",
+                502,
+                "upstream_auth_failed",
+            ),
+            (
+                403,
+                "InvalidSignatureException",
+                502,
+                "upstream_auth_failed",
+            ),
             (404, "ResourceNotFoundException", 404, "model_not_found"),
             (408, "ModelTimeoutException", 504, "model_timeout"),
             (424, "ModelErrorException", 502, "model_error"),
             (500, "InternalServerException", 500, "internal_error"),
-            (503, "ServiceUnavailableException", 503, "service_unavailable"),
+            (
+                503,
+                "ServiceUnavailableException",
+                503,
+                "service_unavailable",
+            ),
             (400, "ServiceQuotaExceededException", 429, "quota_exceeded"),
             (429, "ModelNotReadyException", 503, "model_not_ready"),
         ];
@@ -223,7 +262,11 @@ mod tests {
             assert_eq!(e.status, *want_status, "{name}");
             assert_eq!(e.code.as_deref(), Some(*want_code), "{name}");
         }
-        let e = from_bedrock(429, Some("ThrottlingException"), br#"{"message":"slow down"}"#);
+        let e = from_bedrock(
+            429,
+            Some("ThrottlingException"),
+            br#"{"message":"slow down"}"#,
+        );
         assert_eq!(e.message, "slow down");
         assert_eq!(e.retry_after, Some(1));
     }
@@ -233,7 +276,11 @@ mod tests {
         let e = from_bedrock(502, None, b"<html>bad gateway</html>");
         assert_eq!(e.status, 502);
         assert!(e.message.contains("bad gateway"));
-        let e = from_bedrock(400, None, br#"{"__type":"com.amazon#ValidationException","Message":"x"}"#);
+        let e = from_bedrock(
+            400,
+            None,
+            br#"{"__type":"com.amazon#ValidationException","Message":"x"}"#,
+        );
         assert_eq!(e.code.as_deref(), Some("invalid_request"));
         assert_eq!(e.message, "x");
     }
@@ -244,16 +291,39 @@ mod tests {
         let e = from_openai(401, body);
         assert_eq!(e.status, 502);
         assert_eq!(e.code.as_deref(), Some("upstream_auth_failed"));
-        let e = from_openai(404, br#"{"error":{"message":"no model","code":"model_not_found","param":"model"}}"#);
-        assert_eq!((e.status, e.code.as_deref(), e.param.as_deref()), (404, Some("model_not_found"), Some("model")));
+        let e = from_openai(
+            404,
+            br#"{"error":{"message":"no model","code":"model_not_found","param":"model"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.code.as_deref(), e.param.as_deref()),
+            (404, Some("model_not_found"), Some("model"))
+        );
         assert_eq!(from_openai(429, b"{}").status, 429);
     }
 
     #[test]
     fn envoy_local_replies() {
-        assert_eq!(from_envoy(504, "upstream_response_timeout", 600).status, 504);
-        assert_eq!(from_envoy(503, "upstream_reset_before_response_started{connection_failure}", 600).status, 502);
-        assert_eq!(from_envoy(503, "no_healthy_upstream", 600).code.as_deref(), Some("upstream_unreachable"));
-        assert_eq!(from_envoy(413, "request_payload_too_large", 600).status, 413);
+        assert_eq!(
+            from_envoy(504, "upstream_response_timeout", 600).status,
+            504
+        );
+        assert_eq!(
+            from_envoy(
+                503,
+                "upstream_reset_before_response_started{connection_failure}",
+                600
+            )
+            .status,
+            502
+        );
+        assert_eq!(
+            from_envoy(503, "no_healthy_upstream", 600).code.as_deref(),
+            Some("upstream_unreachable")
+        );
+        assert_eq!(
+            from_envoy(413, "request_payload_too_large", 600).status,
+            413
+        );
     }
 }

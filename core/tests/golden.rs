@@ -1,0 +1,163 @@
+//! Golden fixtures: client request → planned upstream request, and upstream answer → client
+//! answer, for every input format × upstream API and every upstream API × target format.
+//!
+//! Each fixture is one JSON file holding the input and the expected output. Run with
+//! `UPDATE_GOLDEN=1` to rewrite the expected parts after a deliberate change, then review the
+//! diff before committing it.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use unigate_core::config::Gateway;
+use unigate_core::plan::{plan_chat, ChatInput};
+use unigate_core::response::translate_buffered;
+
+const NOW: u64 = 1_700_000_000;
+const REQUEST_ID: &str = "0123456789abcdef01234567";
+
+fn gateway() -> Gateway {
+    let env = |k: &str| match k {
+        "API_KEY" => Some("test-key".to_string()),
+        "OPENAI_API_KEY" => Some("sk-upstream".to_string()),
+        _ => None,
+    };
+    Gateway::from_json(
+        br#"{"aws_region":"us-east-1","openai_base_url":"https://api.openai.com/v1"}"#,
+        &env,
+    )
+    .unwrap()
+}
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn update() -> bool {
+    std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1")
+}
+
+fn load(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn save(path: &Path, v: &Value) {
+    std::fs::write(path, serde_json::to_string_pretty(v).unwrap() + "\n").unwrap();
+}
+
+fn body_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
+}
+
+/// Runs one request fixture and returns what the plan produced.
+fn run_request(gw: &Gateway, case: &Value) -> Value {
+    let body = serde_json::to_vec(&case["request"]).unwrap();
+    let target = case["target_format"]
+        .as_str()
+        .map(|t| format!("target_format={t}"));
+    let planned = plan_chat(
+        gw,
+        &ChatInput {
+            body: &body,
+            query: target.as_deref(),
+            target_header: None,
+            request_id: REQUEST_ID,
+            now_unix: NOW,
+        },
+    );
+    match planned {
+        Ok(plan) => {
+            let headers: serde_json::Map<String, Value> = plan
+                .upstream
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            json!({
+                "cluster": plan.upstream.cluster,
+                "authority": plan.upstream.authority,
+                "path": plan.upstream.path,
+                "headers": headers,
+                "signed": plan.upstream.sign_region.is_some(),
+                "response_api": plan.response.api.as_str(),
+                "passthrough": plan.response.passthrough,
+                "body": body_value(&plan.upstream.body),
+            })
+        }
+        Err(e) => json!({"error_status": e.status, "error": e.to_value()["error"]}),
+    }
+}
+
+#[test]
+fn request_fixtures() {
+    let gw = gateway();
+    let mut failures = Vec::new();
+    for path in fixtures("request") {
+        let mut case = load(&path);
+        let got = run_request(&gw, &case);
+        if update() {
+            case["upstream"] = got;
+            save(&path, &case);
+        } else if case["upstream"] != got {
+            failures.push(format!(
+                "{}:\n  expected {}\n  got      {}",
+                path.file_name().unwrap().to_string_lossy(),
+                case["upstream"],
+                got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn response_fixtures() {
+    let gw = gateway();
+    let mut failures = Vec::new();
+    for path in fixtures("response") {
+        let mut case = load(&path);
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let req = serde_json::to_vec(&case["request"]).unwrap();
+        let query = case["target_format"]
+            .as_str()
+            .map(|t| format!("target_format={t}"));
+        let plan = plan_chat(
+            &gw,
+            &ChatInput {
+                body: &req,
+                query: query.as_deref(),
+                target_header: None,
+                request_id: REQUEST_ID,
+                now_unix: NOW,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let status = case["upstream_status"].as_u64().unwrap_or(200) as u16;
+        let upstream_body = match &case["upstream_body"] {
+            Value::String(s) => s.as_bytes().to_vec(),
+            v => serde_json::to_vec(v).unwrap(),
+        };
+        let error_type = case["upstream_error_type"].as_str();
+        let resp = translate_buffered(&plan.response, status, error_type, &upstream_body);
+        let got = json!({"status": resp.status, "body": body_value(&resp.body)});
+        if update() {
+            case["expected"] = got;
+            save(&path, &case);
+        } else if case["expected"] != got {
+            failures.push(format!(
+                "{name}:\n  expected {}\n  got      {}",
+                case["expected"], got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
