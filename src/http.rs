@@ -13,6 +13,7 @@ use unigate_core::error::GatewayError;
 use unigate_core::plan::{self, ChatInput, ChatPlan, ResponsePlan, CLUSTER_HEADER};
 use unigate_core::response::{self, ClientResponse};
 use unigate_core::sigv4::AwsCredentials;
+use unigate_core::stream::StreamTranslator;
 use unigate_core::upstream_error;
 
 /// Where the request is in its life.
@@ -31,12 +32,14 @@ enum Phase {
 }
 
 /// How the response body is handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum ResponseMode {
     /// Not decided yet.
     Undecided,
     /// Send the upstream answer unchanged.
     PassThrough,
+    /// Translate a stream chunk by chunk.
+    Stream(Box<StreamTranslator>),
     /// Buffer the whole body, then translate it.
     Buffer {
         status: u16,
@@ -442,7 +445,23 @@ impl HttpContext for Http {
             .flatten()
             .map(|d| String::from_utf8_lossy(&d).into_owned());
         let from_upstream = details.as_deref().is_none_or(|d| d == "via_upstream");
-        if from_upstream && (200..300).contains(&status) && rp.passthrough {
+        let ok = from_upstream && (200..300).contains(&status);
+        if ok && rp.stream && !end_of_stream {
+            // Headers go out now; every chunk is translated and passed on as it arrives.
+            let translator = StreamTranslator::new(rp);
+            let _ = host::set_header(map, "content-type", "text/event-stream");
+            let _ = host::set_header(map, "cache-control", "no-cache");
+            for name in [
+                "content-length",
+                "content-encoding",
+                "x-amzn-bedrock-content-type",
+            ] {
+                let _ = host::remove_header(map, name);
+            }
+            self.mode = ResponseMode::Stream(Box::new(translator));
+            return Action::Continue;
+        }
+        if ok && rp.passthrough {
             self.mode = ResponseMode::PassThrough;
             return Action::Continue;
         }
@@ -462,7 +481,24 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.phase != Phase::Forwarded || !matches!(self.mode, ResponseMode::Buffer { .. }) {
+        if self.phase != Phase::Forwarded {
+            return Action::Continue;
+        }
+        if let ResponseMode::Stream(translator) = &mut self.mode {
+            let chunk = match host::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(c) => c,
+                Err(e) => {
+                    crate::error!("unigate #{}: cannot read a stream chunk: {e}", self.id);
+                    Vec::new()
+                }
+            };
+            let out = translator.push(&chunk, end_of_stream);
+            if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out) {
+                crate::error!("unigate #{}: cannot write a stream chunk: {e}", self.id);
+            }
+            return Action::Continue;
+        }
+        if !matches!(self.mode, ResponseMode::Buffer { .. }) {
             return Action::Continue;
         }
         if body_size > MAX_RESPONSE_BYTES {

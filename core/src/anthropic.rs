@@ -45,13 +45,15 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
                 req.system.push(decode_block(b, &path)?);
             }
         }
-        Some(v) => return Err(GatewayError::invalid(
-            "system",
-            format!(
+        Some(v) => {
+            return Err(GatewayError::invalid(
+                "system",
+                format!(
                 "Invalid type for `system`: expected a string or an array of text blocks, got {}.",
                 type_name(v)
             ),
-        )),
+            ))
+        }
     }
     for (i, raw) in raw_messages.iter().enumerate() {
         let path = format!("messages[{i}]");

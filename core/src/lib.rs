@@ -27,6 +27,7 @@ pub mod plan;
 pub mod response;
 pub mod route;
 pub mod sigv4;
+pub mod stream;
 pub mod titan;
 pub mod upstream_error;
 

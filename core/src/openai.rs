@@ -209,12 +209,14 @@ fn decode_message(
                 }],
             );
         }
-        other => return Err(GatewayError::invalid(
-            format!("{path}.role"),
-            format!(
+        other => {
+            return Err(GatewayError::invalid(
+                format!("{path}.role"),
+                format!(
                 "Invalid role `{other}`; expected one of system, developer, user, assistant, tool."
             ),
-        )),
+            ))
+        }
     }
     Ok(())
 }

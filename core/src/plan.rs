@@ -261,6 +261,16 @@ fn build_body(
     let value = match (format, api) {
         (Format::Openai, UpstreamApi::OpenaiChat) => {
             obj.insert("model".into(), json!(model_id));
+            if req.stream {
+                // Ask for the usage chunk so every stream is accounted for; it is dropped
+                // before the client when the client did not ask for it.
+                let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
+                if let Some(o) = opts.as_object_mut() {
+                    o.insert("include_usage".into(), json!(true));
+                } else {
+                    *opts = json!({"include_usage": true});
+                }
+            }
             Value::Object(obj)
         }
         (Format::BedrockClaude, UpstreamApi::BedrockAnthropic) if req.response_format.is_none() => {

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Golden fixtures: client request → planned upstream request, and upstream answer → client
 //! answer, for every input format × upstream API and every upstream API × target format.
 //!

@@ -1,0 +1,57 @@
+//! Unit tests of the translator's edge cases with synthetic streams.
+
+use super::eventstream::event_frame;
+use super::*;
+use crate::openai::ResponseMeta;
+
+fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
+    ResponsePlan {
+        api,
+        input: Format::Openai,
+        target,
+        stream: true,
+        include_usage: false,
+        structured: false,
+        passthrough: false,
+        meta: ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "m".into(),
+        },
+        timeout_secs: 600,
+    }
+}
+
+#[test]
+fn stop_without_metadata_still_ends_cleanly() {
+    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut stream = event_frame("messageStart", br#"{"role":"assistant"}"#);
+    stream.extend(event_frame(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+    ));
+    stream.extend(event_frame("messageStop", br#"{"stopReason":"end_turn"}"#));
+    let out = String::from_utf8(t.push(&stream, true)).unwrap();
+    assert!(out.contains("\"finish_reason\":\"stop\""));
+    assert!(out.ends_with("data: [DONE]\n\n"));
+    assert!(!out.contains("error"));
+}
+
+#[test]
+fn corrupt_frame_is_an_error_event() {
+    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut f = event_frame("messageStart", br#"{"role":"assistant"}"#);
+    let n = f.len();
+    f[n - 1] ^= 0xff;
+    let out = String::from_utf8(t.push(&f, false)).unwrap();
+    assert!(out.contains("upstream_stream_error"), "{out}");
+    assert!(t.finished());
+}
+
+#[test]
+fn abort_after_reset() {
+    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::BedrockClaude));
+    let out = String::from_utf8(t.abort("connection reset")).unwrap();
+    assert!(out.starts_with("event: error\n"));
+    assert!(t.abort("again").is_empty());
+}

@@ -1,0 +1,490 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! Stream translation against fixture streams (event-stream frames checked with botocore's
+//! decoder; see fixtures/streams/generate.py): the whole stream at once, split at every byte
+//! offset, and byte by byte, for every upstream API × target format. The client-facing output
+//! must be identical however the upstream bytes were split, and must carry the right text,
+//! tool calls (valid JSON arguments), finish reason and usage.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use unigate_core::detect::Format;
+use unigate_core::openai::ResponseMeta;
+use unigate_core::plan::ResponsePlan;
+use unigate_core::route::UpstreamApi;
+use unigate_core::stream::sse::SseDecoder;
+use unigate_core::stream::StreamTranslator;
+
+fn fixture(name: &str) -> (Vec<u8>, Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/streams");
+    let bytes = std::fs::read(dir.join(name)).unwrap();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap(),
+    )
+    .unwrap();
+    (bytes, expected)
+}
+
+fn api_of(expected: &Value) -> UpstreamApi {
+    match expected["api"].as_str().unwrap() {
+        "bedrock_anthropic" => UpstreamApi::BedrockAnthropic,
+        "bedrock_converse" => UpstreamApi::BedrockConverse,
+        "bedrock_titan" => UpstreamApi::BedrockTitan,
+        "openai_chat" => UpstreamApi::OpenaiChat,
+        other => panic!("{other}"),
+    }
+}
+
+fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
+    ResponsePlan {
+        api,
+        input: Format::Openai,
+        target,
+        stream: true,
+        include_usage: true,
+        structured: false,
+        passthrough: false,
+        meta: ResponseMeta {
+            id: "chatcmpl-test".into(),
+            created: 1_700_000_000,
+            model: "client-model".into(),
+        },
+        timeout_secs: 600,
+    }
+}
+
+fn run(plan: &ResponsePlan, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut t = StreamTranslator::new(plan);
+    let mut out = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        out.extend(t.push(p, i + 1 == pieces.len()));
+    }
+    assert!(t.finished(), "stream not finished");
+    assert_eq!(t.buffered(), 0);
+    out
+}
+
+fn events(out: &[u8]) -> Vec<(Option<String>, String)> {
+    let mut d = SseDecoder::new();
+    let mut ev = d.push(out).unwrap();
+    ev.extend(d.finish());
+    ev.into_iter().map(|e| (e.event, e.data)).collect()
+}
+
+/// What a client reconstructs from the output.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    text: String,
+    reasoning: String,
+    tools: Vec<(String, String, String)>,
+    finish: Option<String>,
+    usage: Option<(u64, u64, u64)>,
+    error: Option<Value>,
+    id: Option<String>,
+}
+
+fn read_openai(out: &[u8]) -> Seen {
+    let ev = events(out);
+    let mut s = Seen::default();
+    assert_eq!(ev.last().unwrap().1, "[DONE]", "must end with [DONE]");
+    assert_eq!(ev.iter().filter(|e| e.1 == "[DONE]").count(), 1);
+    for (i, (_, data)) in ev.iter().enumerate() {
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(e) = v.get("error") {
+            s.error = Some(e.clone());
+            continue;
+        }
+        assert_eq!(v["object"], "chat.completion.chunk");
+        let id = v["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            s.id.get_or_insert(id.clone()),
+            &id,
+            "every chunk has the same id"
+        );
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            assert!(v["choices"].as_array().unwrap().is_empty());
+            s.usage = Some((
+                u["prompt_tokens"].as_u64().unwrap(),
+                u["completion_tokens"].as_u64().unwrap(),
+                u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .unwrap(),
+            ));
+        }
+        for c in v["choices"].as_array().unwrap() {
+            assert_eq!(c["index"], 0, "choices[].index is always 0");
+            let d = &c["delta"];
+            if i == 0 {
+                assert_eq!(d["role"], "assistant", "first chunk carries the role");
+            }
+            if let Some(t) = d["content"].as_str() {
+                s.text.push_str(t);
+            }
+            if let Some(t) = d["reasoning_content"].as_str() {
+                s.reasoning.push_str(t);
+            }
+            for tc in d["tool_calls"].as_array().into_iter().flatten() {
+                let idx = tc["index"].as_u64().unwrap() as usize;
+                if let Some(id) = tc["id"].as_str() {
+                    assert_eq!(idx, s.tools.len(), "tool indexes are dense");
+                    s.tools.push((
+                        id.into(),
+                        tc["function"]["name"].as_str().unwrap().into(),
+                        String::new(),
+                    ));
+                }
+                s.tools[idx]
+                    .2
+                    .push_str(tc["function"]["arguments"].as_str().unwrap_or_default());
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                assert!(s.finish.is_none(), "one finish chunk");
+                s.finish = Some(f.into());
+            }
+        }
+    }
+    s
+}
+
+fn read_anthropic(out: &[u8]) -> Seen {
+    let ev = events(out);
+    let mut s = Seen::default();
+    let names: Vec<&str> = ev.iter().map(|e| e.0.as_deref().unwrap()).collect();
+    if names.last() != Some(&"error") {
+        assert_eq!(names.first(), Some(&"message_start"));
+        assert_eq!(names.last(), Some(&"message_stop"));
+    }
+    let mut open: Option<u64> = None;
+    let mut input_tokens = 0;
+    let mut cached = 0;
+    for (name, data) in &ev {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            v["type"].as_str(),
+            name.as_deref(),
+            "event name matches type"
+        );
+        match name.as_deref().unwrap() {
+            "message_start" => {
+                let u = &v["message"]["usage"];
+                assert!(
+                    u["output_tokens"].as_u64().is_some(),
+                    "message_start carries usage"
+                );
+                input_tokens = u["input_tokens"].as_u64().unwrap();
+                cached = u["cache_read_input_tokens"].as_u64().unwrap_or(0);
+            }
+            "content_block_start" => {
+                assert!(open.is_none(), "blocks do not overlap");
+                open = Some(v["index"].as_u64().unwrap());
+                let cb = &v["content_block"];
+                if cb["type"] == "tool_use" {
+                    s.tools.push((
+                        cb["id"].as_str().unwrap().into(),
+                        cb["name"].as_str().unwrap().into(),
+                        String::new(),
+                    ));
+                }
+            }
+            "content_block_delta" => {
+                assert_eq!(open, v["index"].as_u64());
+                let d = &v["delta"];
+                match d["type"].as_str().unwrap() {
+                    "text_delta" => s.text.push_str(d["text"].as_str().unwrap()),
+                    "thinking_delta" => s.reasoning.push_str(d["thinking"].as_str().unwrap()),
+                    "input_json_delta" => s
+                        .tools
+                        .last_mut()
+                        .unwrap()
+                        .2
+                        .push_str(d["partial_json"].as_str().unwrap()),
+                    "signature_delta" => {}
+                    other => panic!("{other}"),
+                }
+            }
+            "content_block_stop" => {
+                assert_eq!(open, v["index"].as_u64());
+                open = None;
+            }
+            "message_delta" => {
+                s.finish = v["delta"]["stop_reason"].as_str().map(str::to_string);
+                let out_tokens = v["usage"]["output_tokens"].as_u64().unwrap();
+                let in_tokens = v["usage"]["input_tokens"].as_u64().unwrap_or(input_tokens);
+                let c = v["usage"]["cache_read_input_tokens"]
+                    .as_u64()
+                    .unwrap_or(cached);
+                let cw = v["usage"]["cache_creation_input_tokens"]
+                    .as_u64()
+                    .unwrap_or(0);
+                s.usage = Some((in_tokens.max(input_tokens) + c + cw, out_tokens, c));
+            }
+            "message_stop" => {}
+            "error" => s.error = Some(v["error"].clone()),
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    s
+}
+
+fn read_titan(out: &[u8]) -> Seen {
+    let mut s = Seen::default();
+    for (_, data) in events(out) {
+        let v: Value = serde_json::from_str(&data).unwrap();
+        if v.get("error").is_some() {
+            s.error = Some(v["error"].clone());
+            continue;
+        }
+        s.text.push_str(v["outputText"].as_str().unwrap());
+        if let Some(r) = v["completionReason"].as_str() {
+            s.finish = Some(r.into());
+            s.usage = Some((
+                v["inputTextTokenCount"].as_u64().unwrap(),
+                v["totalOutputTextTokenCount"].as_u64().unwrap(),
+                0,
+            ));
+        }
+    }
+    s
+}
+
+fn check_split_invariance(name: &str, target: Format) -> Vec<u8> {
+    let (bytes, expected) = fixture(name);
+    let p = plan(api_of(&expected), target);
+    let whole = run(&p, &[&bytes]);
+    for split in 0..=bytes.len() {
+        let got = run(&p, &[&bytes[..split], &bytes[split..]]);
+        assert_eq!(
+            got, whole,
+            "{name} {target:?}: output differs when split at {split}"
+        );
+    }
+    let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+    assert_eq!(run(&p, &singles), whole, "{name} {target:?}: byte by byte");
+    let odd: Vec<&[u8]> = bytes.chunks(7).collect();
+    assert_eq!(run(&p, &odd), whole, "{name} {target:?}: 7-byte pieces");
+    whole
+}
+
+fn expected_tools(expected: &Value) -> Vec<(String, String, Value)> {
+    expected["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        t["id"].as_str().unwrap().into(),
+                        t["name"].as_str().unwrap().into(),
+                        t["arguments"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_tools(seen: &Seen, expected: &Value) {
+    let want = expected_tools(expected);
+    assert_eq!(seen.tools.len(), want.len(), "tool count");
+    for ((id, name, args), (wid, wname, wargs)) in seen.tools.iter().zip(want) {
+        assert_eq!((id, name), (&wid, &wname));
+        let parsed: Value = serde_json::from_str(args)
+            .unwrap_or_else(|e| panic!("tool args not JSON: {args}: {e}"));
+        assert_eq!(parsed, wargs);
+    }
+}
+
+const COMPLETE: &[&str] = &[
+    "claude_invoke_stream.bin",
+    "converse_stream.bin",
+    "converse_guardrail_stream.bin",
+    "titan_stream.bin",
+    "openai_stream.sse",
+];
+
+#[test]
+fn openai_target_every_split() {
+    for name in COMPLETE {
+        let (_, expected) = fixture(name);
+        let out = check_split_invariance(name, Format::Openai);
+        let s = read_openai(&out);
+        assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            s.reasoning,
+            expected["reasoning"].as_str().unwrap_or_default(),
+            "{name}"
+        );
+        assert_tools(&s, &expected);
+        assert_eq!(
+            s.finish.as_deref(),
+            expected["finish_reason"].as_str(),
+            "{name}"
+        );
+        let (p, c, cached) = s.usage.unwrap();
+        assert_eq!(
+            p,
+            expected["prompt_tokens"].as_u64().unwrap(),
+            "{name} prompt"
+        );
+        assert_eq!(
+            c,
+            expected["completion_tokens"].as_u64().unwrap(),
+            "{name} completion"
+        );
+        assert_eq!(
+            cached,
+            expected["cached_tokens"].as_u64().unwrap(),
+            "{name} cached"
+        );
+        assert!(s.error.is_none());
+    }
+}
+
+#[test]
+fn anthropic_target_every_split() {
+    for name in COMPLETE {
+        let (_, expected) = fixture(name);
+        let out = check_split_invariance(name, Format::BedrockClaude);
+        let s = read_anthropic(&out);
+        assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
+        assert_tools(&s, &expected);
+        let want_stop = match expected["finish_reason"].as_str().unwrap() {
+            "tool_calls" => "tool_use",
+            "content_filter" => "refusal",
+            "length" => "max_tokens",
+            _ => "end_turn",
+        };
+        assert_eq!(s.finish.as_deref(), Some(want_stop), "{name}");
+        let (_, c, _) = s.usage.unwrap();
+        assert_eq!(c, expected["completion_tokens"].as_u64().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn titan_target_every_split() {
+    for name in COMPLETE {
+        let (_, expected) = fixture(name);
+        let out = check_split_invariance(name, Format::BedrockTitan);
+        let s = read_titan(&out);
+        assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
+        assert!(
+            s.finish.is_some(),
+            "{name}: final chunk has a completion reason"
+        );
+        let (p, c, _) = s.usage.unwrap();
+        assert_eq!(c, expected["completion_tokens"].as_u64().unwrap(), "{name}");
+        assert_eq!(p, expected["prompt_tokens"].as_u64().unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn exception_frame_becomes_one_in_band_error() {
+    let name = "claude_exception_stream.bin";
+    let (bytes, expected) = fixture(name);
+    for target in [Format::Openai, Format::BedrockClaude, Format::BedrockTitan] {
+        let out = check_split_invariance(name, target);
+        let s = match target {
+            Format::Openai => read_openai(&out),
+            Format::BedrockClaude => read_anthropic(&out),
+            Format::BedrockTitan => read_titan(&out),
+        };
+        assert_eq!(s.text, "Partial");
+        let err = s
+            .error
+            .unwrap_or_else(|| panic!("{target:?}: no error event"));
+        assert_eq!(err["code"], expected["error_code"]);
+        assert!(err["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"));
+        if target == Format::Openai {
+            assert_eq!(err["type"], "rate_limit_error");
+        }
+    }
+    // Data after the error is ignored.
+    let p = plan(UpstreamApi::BedrockAnthropic, Format::Openai);
+    let mut t = StreamTranslator::new(&p);
+    let first = t.push(&bytes, false);
+    assert!(t.finished());
+    assert!(t.push(b"garbage after the end", true).is_empty());
+    assert!(!first.is_empty());
+}
+
+#[test]
+fn truncated_streams_never_end_silently() {
+    for name in COMPLETE {
+        let (bytes, expected) = fixture(name);
+        let api = api_of(&expected);
+        // Cut in the middle (inside a frame or event) and right after the first third.
+        for cut in [bytes.len() / 2, bytes.len() / 3] {
+            let out = run(&plan(api, Format::Openai), &[&bytes[..cut]]);
+            let s = read_openai(&out);
+            assert!(
+                s.error.is_some(),
+                "{name} cut at {cut}: a truncated stream must end with an error event"
+            );
+            assert_eq!(s.error.unwrap()["code"], "upstream_stream_truncated");
+        }
+    }
+}
+
+#[test]
+fn same_format_passthrough_keeps_provider_events() {
+    // Claude → Claude: the Anthropic events come out as they went in (minus metrics).
+    let (bytes, _) = fixture("claude_invoke_stream.bin");
+    let mut p = plan(UpstreamApi::BedrockAnthropic, Format::BedrockClaude);
+    p.passthrough = true;
+    let out = run(&p, &[&bytes]);
+    let ev = events(&out);
+    let start: Value = serde_json::from_str(&ev[0].1).unwrap();
+    assert_eq!(start["message"]["id"], "msg_bdrk_01HkP3");
+    assert_eq!(start["message"]["model"], "claude-3-5-haiku-20241022");
+    assert!(!String::from_utf8_lossy(&out).contains("invocationMetrics"));
+    assert!(!ev.iter().any(|e| e.0.as_deref() == Some("ping")));
+    // OpenAI → OpenAI: bytes pass through; the usage chunk only when the client asked.
+    let (bytes, _) = fixture("openai_stream.sse");
+    let mut p = plan(UpstreamApi::OpenaiChat, Format::Openai);
+    let with_usage = run(&p, &[&bytes]);
+    assert_eq!(
+        with_usage,
+        String::from_utf8_lossy(&bytes)
+            .replace(": keep-alive comment\r\n\r\n", "")
+            .into_bytes()
+    );
+    p.include_usage = false;
+    let without = read_openai(&run(&p, &[&bytes]));
+    assert!(without.usage.is_none());
+}
+
+#[test]
+fn structured_output_tool_becomes_text() {
+    use unigate_core::anthropic::STRUCTURED_OUTPUT_TOOL;
+    use unigate_core::stream::eventstream::event_frame;
+    let frames: Vec<u8> = [
+        json!({"messageStart": {"role": "assistant"}}),
+        json!({"contentBlockStart": {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t1", "name": STRUCTURED_OUTPUT_TOOL}}}}),
+        json!({"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"answer\":"}}}}),
+        json!({"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "42}"}}}}),
+        json!({"contentBlockStop": {"contentBlockIndex": 0}}),
+        json!({"messageStop": {"stopReason": "tool_use"}}),
+        json!({"metadata": {"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}}),
+    ]
+    .iter()
+    .flat_map(|e| {
+        let (k, v) = e.as_object().unwrap().iter().next().unwrap();
+        event_frame(k, v.to_string().as_bytes())
+    })
+    .collect();
+    let mut p = plan(UpstreamApi::BedrockConverse, Format::Openai);
+    p.structured = true;
+    let s = read_openai(&run(&p, &[&frames]));
+    assert_eq!(s.text, "{\"answer\":42}");
+    assert!(s.tools.is_empty());
+    assert_eq!(s.finish.as_deref(), Some("stop"));
+}
