@@ -274,6 +274,8 @@ class Envoy:
             Envoy.running.remove(self)
         if getattr(self, "_log", None):
             self._log.close()
+        if not os.environ.get("UNIGATE_KEEP_ENVOY_LOGS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_size(self) -> int:
         try:
@@ -293,7 +295,7 @@ class Envoy:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
-            return "(no log)"
+            return "(no log: set UNIGATE_KEEP_ENVOY_LOGS=1 to keep logs after Envoy stops)"
         return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self):
