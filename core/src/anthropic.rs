@@ -399,6 +399,12 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, G
                 "`response_format` cannot be combined with reasoning on Claude models (a forced tool call is not allowed with extended thinking).",
             ));
         }
+        if req.tools.iter().any(|t| t.name == STRUCTURED_OUTPUT_TOOL) {
+            return Err(GatewayError::invalid(
+                "tools",
+                format!("The tool name `{STRUCTURED_OUTPUT_TOOL}` is reserved by the gateway."),
+            ));
+        }
         let schema = match rf {
             ResponseFormat::JsonObject => json!({"type": "object"}),
             ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
@@ -442,10 +448,15 @@ fn encode_block(part: &Part, path: &str) -> Result<Option<Value>, GatewayError> 
             }
             text_block(text, *cache)
         }
-        Part::Image(ImageSource::Base64 { media_type, data }) => json!({
-            "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-        }),
+        Part::Image(ImageSource::Base64 { media_type, data }) => {
+            // Same four types as Converse; normalise image/jpg.
+            let format =
+                crate::converse::image_format(media_type, &format!("{path}.image_url.url"))?;
+            json!({
+                "type": "image",
+                "source": {"type": "base64", "media_type": format!("image/{format}"), "data": data},
+            })
+        }
         Part::Image(ImageSource::Url(_)) => {
             return Err(remote_image_error(path));
         }

@@ -2,6 +2,7 @@
 //! Bedrock family goes through Converse).
 
 use crate::anthropic::{parse_arguments, remote_image_error, STRUCTURED_OUTPUT_TOOL};
+use crate::capabilities::Capabilities;
 use crate::error::GatewayError;
 use crate::fields::Object;
 use crate::ir::{
@@ -10,9 +11,52 @@ use crate::ir::{
 };
 use serde_json::{json, Map, Value};
 
-/// Encodes the IR as a Converse request body.
-pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
+/// The instruction used for structured output on models that cannot be forced to call a tool.
+fn json_instruction(rf: &ResponseFormat) -> String {
+    match rf {
+        ResponseFormat::JsonObject => {
+            "Respond with a single JSON object and nothing else: no prose, no code fences.".into()
+        }
+        ResponseFormat::JsonSchema { schema, .. } => format!(
+            "Respond with a single JSON object that conforms to this JSON Schema, and nothing else (no prose, no code fences): {schema}"
+        ),
+    }
+}
+
+/// Encodes the IR as a Converse request body for a model with capabilities `caps`. Returns
+/// the body and whether the structured-output tool was forced (its input is the answer).
+///
+/// Structured output: models that can be forced to call a tool get a tool named
+/// [`STRUCTURED_OUTPUT_TOOL`] with the schema as input schema and a forced `toolChoice`;
+/// others get an instruction in the system prompt.
+pub fn encode_request(
+    req: &ChatRequest,
+    caps: Capabilities,
+) -> Result<(Value, bool), GatewayError> {
     let mut out = Map::new();
+    let mut req = std::borrow::Cow::Borrowed(req);
+    let force_tool = req.response_format.is_some() && caps.tool_choice && caps.tools;
+    if let (Some(rf), false) = (&req.response_format, force_tool) {
+        let instruction = json_instruction(rf);
+        req.to_mut().system.push(Part::text(instruction));
+    }
+    if !caps.system && !req.system.is_empty() {
+        // Models without system prompts get the instructions at the top of the first user turn.
+        let text = req.system_text();
+        let r = req.to_mut();
+        r.system.clear();
+        match r.messages.iter_mut().find(|m| m.role == Role::User) {
+            Some(first) => first.content.insert(0, Part::text(format!("{text}\n\n"))),
+            None => r.messages.insert(
+                0,
+                crate::ir::Message {
+                    role: Role::User,
+                    content: vec![Part::text(text)],
+                },
+            ),
+        }
+    }
+    let req: &ChatRequest = &req;
 
     if !req.system.is_empty() {
         let mut system = Vec::new();
@@ -118,6 +162,8 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
         })
         .collect();
     let mut choice = match &req.tool_choice {
+        // `auto` is Converse's default; some families reject an explicit toolChoice.
+        Some(ToolChoice::Auto) if !caps.tool_choice => None,
         Some(ToolChoice::Auto) => Some(json!({"auto": {}})),
         Some(ToolChoice::Required) => Some(json!({"any": {}})),
         Some(ToolChoice::Function(name)) => Some(json!({"tool": {"name": name}})),
@@ -127,7 +173,13 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
         // Converse has no "none": leaving the tools out is the faithful equivalent.
         tools.clear();
     }
-    if let Some(rf) = &req.response_format {
+    if let (Some(rf), true) = (&req.response_format, force_tool) {
+        if req.tools.iter().any(|t| t.name == STRUCTURED_OUTPUT_TOOL) {
+            return Err(GatewayError::invalid(
+                "tools",
+                format!("The tool name `{STRUCTURED_OUTPUT_TOOL}` is reserved by the gateway."),
+            ));
+        }
         let schema = match rf {
             ResponseFormat::JsonObject => json!({"type": "object"}),
             ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
@@ -152,7 +204,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
             "This conversation contains tool calls or results; Bedrock Converse needs the `tools` definitions to be sent with it.",
         ));
     }
-    Ok(Value::Object(out))
+    Ok((Value::Object(out), force_tool))
 }
 
 /// Converse image `format` for a MIME type.

@@ -192,6 +192,8 @@ pub struct ChatRequest {
     pub n: Option<u32>,
     /// OpenAI fields with no Bedrock counterpart, kept for OpenAI upstreams.
     pub openai_extra: Map<String, Value>,
+    /// The client used the legacy `functions` / `function_call` API.
+    pub legacy_functions: bool,
 }
 
 impl ChatRequest {

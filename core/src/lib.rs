@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod auth;
+pub mod capabilities;
 pub mod catalog;
 pub mod config;
 pub mod converse;

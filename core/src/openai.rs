@@ -20,6 +20,8 @@ pub struct ResponseMeta {
     pub created: u64,
     /// The model name echoed to the client (as it asked).
     pub model: String,
+    /// The client used the legacy `functions` API: answer with `function_call`.
+    pub legacy_functions: bool,
 }
 
 /// Request fields this decoder understands; everything else goes to `openai_extra`.
@@ -114,6 +116,7 @@ pub fn decode_request(obj: &Object, opts: DecodeOptions) -> Result<ChatRequest, 
     req.parallel_tool_calls = opt_bool(obj, "parallel_tool_calls", "parallel_tool_calls")?;
 
     req.tools = decode_tools(obj)?;
+    req.legacy_functions = get(obj, "functions").is_some() && get(obj, "tools").is_none();
     req.tool_choice = decode_tool_choice(obj)?;
     req.reasoning = decode_reasoning(obj)?;
     req.response_format = decode_response_format(obj)?;
@@ -153,7 +156,26 @@ fn decode_message(
         }
         "assistant" => {
             let mut parts = Vec::new();
-            if let Some(Value::String(r)) = msg.get("reasoning_content") {
+            if let Some(blocks) =
+                opt_array(msg, "thinking_blocks", &format!("{path}.thinking_blocks"))?
+            {
+                for (j, b) in blocks.iter().enumerate() {
+                    let bpath = format!("{path}.thinking_blocks[{j}]");
+                    let b = as_object(b, &bpath)?;
+                    match opt_str(b, "type", &format!("{bpath}.type"))? {
+                        Some("redacted_thinking") => parts.push(Part::RedactedReasoning {
+                            data: req_str(b, "data", &format!("{bpath}.data"))?.to_string(),
+                        }),
+                        _ => parts.push(Part::Reasoning {
+                            text: opt_str(b, "thinking", &format!("{bpath}.thinking"))?
+                                .unwrap_or_default()
+                                .to_string(),
+                            signature: opt_str(b, "signature", &format!("{bpath}.signature"))?
+                                .map(str::to_string),
+                        }),
+                    }
+                }
+            } else if let Some(Value::String(r)) = msg.get("reasoning_content") {
                 if !r.is_empty() {
                     parts.push(Part::Reasoning {
                         text: r.clone(),
@@ -822,6 +844,7 @@ pub fn encode_response(resp: &ChatResponse, meta: &ResponseMeta) -> Value {
     let text = resp.text();
     let mut calls = Vec::new();
     let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     for part in &resp.content {
         match part {
             Part::ToolCall {
@@ -833,10 +856,20 @@ pub fn encode_response(resp: &ChatResponse, meta: &ResponseMeta) -> Value {
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             })),
-            Part::Reasoning { text, .. } => reasoning.push_str(text),
+            Part::Reasoning { text, signature } => {
+                reasoning.push_str(text);
+                if let Some(sig) = signature {
+                    thinking_blocks
+                        .push(json!({"type": "thinking", "thinking": text, "signature": sig}));
+                }
+            }
+            Part::RedactedReasoning { data } => {
+                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}))
+            }
             _ => {}
         }
     }
+    let mut finish = finish_reason(resp.stop_reason);
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
     message.insert(
@@ -851,7 +884,17 @@ pub fn encode_response(resp: &ChatResponse, meta: &ResponseMeta) -> Value {
     if !reasoning.is_empty() {
         message.insert("reasoning_content".into(), json!(reasoning));
     }
-    if !calls.is_empty() {
+    if !thinking_blocks.is_empty() {
+        // Signatures let clients send the reasoning back in the next turn (Claude requires
+        // it around tool use); same field name as other gateways use.
+        message.insert("thinking_blocks".into(), Value::Array(thinking_blocks));
+    }
+    if meta.legacy_functions {
+        if let Some(first) = calls.first() {
+            message.insert("function_call".into(), first["function"].clone());
+            finish = "function_call";
+        }
+    } else if !calls.is_empty() {
         message.insert("tool_calls".into(), Value::Array(calls));
     }
     json!({
@@ -863,7 +906,7 @@ pub fn encode_response(resp: &ChatResponse, meta: &ResponseMeta) -> Value {
             "index": 0,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(resp.stop_reason),
+            "finish_reason": finish,
         }],
         "usage": usage_value(&resp.usage),
         "system_fingerprint": null,

@@ -2,6 +2,7 @@
 //! plus what the response path needs to know. The filter glue applies the plan.
 
 use crate::anthropic::{self, BEDROCK_ANTHROPIC_VERSION};
+use crate::capabilities::{self, Capabilities};
 use crate::config::Gateway;
 use crate::converse;
 use crate::detect::{self, Format};
@@ -139,11 +140,13 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
         Format::BedrockClaude => anthropic::decode_request(&obj)?,
         Format::BedrockTitan => titan::decode_request(&obj)?,
     };
+    let caps = capabilities::for_model(&route.model_id);
     if route.api.provider() == Provider::Bedrock {
         check_bedrock_compat(&req, &obj)?;
+        check_capabilities(&req, caps, &model)?;
     }
 
-    let (body, structured) = build_body(gw, format, route.api, &route.model_id, obj, &req)?;
+    let (body, structured) = build_body(gw, format, route.api, &route.model_id, obj, &req, caps)?;
     let passthrough = match (route.api, target) {
         (UpstreamApi::OpenaiChat, Format::Openai) => true,
         (UpstreamApi::BedrockAnthropic, Format::BedrockClaude) => !structured,
@@ -237,6 +240,7 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                 id: format!("{id_prefix}{}", input.request_id),
                 created: input.now_unix,
                 model,
+                legacy_functions: req.legacy_functions,
             },
             timeout_secs: gw.config.upstream_timeout_seconds,
         },
@@ -254,6 +258,7 @@ fn build_body(
     model_id: &str,
     mut obj: Object,
     req: &ChatRequest,
+    caps: Capabilities,
 ) -> Result<(Vec<u8>, bool), GatewayError> {
     for f in GATEWAY_FIELDS {
         obj.remove(*f);
@@ -296,13 +301,74 @@ fn build_body(
             },
         )?,
         (_, UpstreamApi::BedrockTitan) => titan::encode_request(req)?,
-        (_, UpstreamApi::BedrockConverse) => converse::encode_request(req)?,
+        (_, UpstreamApi::BedrockConverse) => {
+            let (v, forced) = converse::encode_request(req, caps)?;
+            let body = serde_json::to_vec(&v).map_err(|e| {
+                GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
+            })?;
+            return Ok((body, forced));
+        }
     };
     let structured = req.response_format.is_some() && api != UpstreamApi::OpenaiChat;
     let body = serde_json::to_vec(&value).map_err(|e| {
         GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
     })?;
     Ok((body, structured))
+}
+
+/// Features the model cannot take: a clear 400 here instead of a Bedrock error relayed raw.
+fn check_capabilities(
+    req: &ChatRequest,
+    caps: Capabilities,
+    model: &str,
+) -> Result<(), GatewayError> {
+    use crate::ir::Part;
+    let unsupported = |param: String, what: &str| {
+        GatewayError::invalid(
+            param,
+            format!("The model `{model}` does not accept {what}."),
+        )
+        .with_code("unsupported_for_model")
+    };
+    if !caps.tools && !req.tools.is_empty() {
+        return Err(unsupported("tools".into(), "tools"));
+    }
+    if !caps.tool_choice && req.response_format.is_none() {
+        if let Some(crate::ir::ToolChoice::Required | crate::ir::ToolChoice::Function(_)) =
+            &req.tool_choice
+        {
+            return Err(unsupported(
+                "tool_choice".into(),
+                "a forced `tool_choice` (only `auto` or `none`)",
+            ));
+        }
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        for p in &m.content {
+            let nested: Vec<&Part> = match p {
+                Part::ToolResult { content, .. } => content.iter().collect(),
+                other => vec![other],
+            };
+            for q in nested {
+                match q {
+                    Part::Image(_) if !caps.vision => {
+                        return Err(unsupported(format!("messages[{i}].content"), "images"))
+                    }
+                    Part::Document { .. } if !caps.documents => {
+                        return Err(unsupported(format!("messages[{i}].content"), "documents"))
+                    }
+                    Part::ToolCall { .. } | Part::ToolResult { .. } if !caps.tools => {
+                        return Err(unsupported(
+                            format!("messages[{i}]"),
+                            "tool calls or tool results",
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// OpenAI fields Bedrock cannot honour: reject those that change the answer's meaning.

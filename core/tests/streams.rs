@@ -52,6 +52,7 @@ fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
             id: "chatcmpl-test".into(),
             created: 1_700_000_000,
             model: "client-model".into(),
+            legacy_functions: false,
         },
         timeout_secs: 600,
     }

@@ -67,6 +67,14 @@ impl OpenaiEncoder {
         push_data(out, &Value::Object(c));
     }
 
+    fn finish_str(&self, reason: StopReason) -> &'static str {
+        if self.meta.legacy_functions && reason == StopReason::ToolUse {
+            "function_call"
+        } else {
+            openai::finish_reason(reason)
+        }
+    }
+
     fn ensure_role(&mut self, out: &mut Vec<u8>) {
         if !self.role_sent {
             self.role_sent = true;
@@ -90,6 +98,16 @@ impl OpenaiEncoder {
                 self.ensure_role(out);
                 let index = self.tools.len();
                 self.tools.push(*block);
+                if self.meta.legacy_functions {
+                    if index == 0 {
+                        self.chunk(
+                            out,
+                            json!({"function_call": {"name": name, "arguments": ""}}),
+                            None,
+                        );
+                    }
+                    return;
+                }
                 self.chunk(
                     out,
                     json!({"tool_calls": [{
@@ -102,28 +120,48 @@ impl OpenaiEncoder {
                 );
             }
             StreamEvent::ToolArgsDelta { block, json: args } => {
-                if let Some(index) = self.tools.iter().position(|b| b == block) {
-                    self.chunk(
+                match self.tools.iter().position(|b| b == block) {
+                    Some(0) if self.meta.legacy_functions => {
+                        self.chunk(out, json!({"function_call": {"arguments": args}}), None)
+                    }
+                    Some(_) if self.meta.legacy_functions => {}
+                    Some(index) => self.chunk(
                         out,
                         json!({"tool_calls": [{"index": index, "function": {"arguments": args}}]}),
                         None,
-                    );
+                    ),
+                    None => {}
                 }
+            }
+            StreamEvent::ReasoningSignature(sig) => {
+                self.ensure_role(out);
+                self.chunk(
+                    out,
+                    json!({"thinking_blocks": [{"type": "thinking", "thinking": "", "signature": sig}]}),
+                    None,
+                );
             }
             StreamEvent::Stop { reason, .. } => {
                 self.ensure_role(out);
                 self.finish = Some(*reason);
                 if !self.finish_sent {
                     self.finish_sent = true;
-                    self.chunk(out, json!({}), Some(openai::finish_reason(*reason)));
+                    let f = self.finish_str(*reason);
+                    self.chunk(out, json!({}), Some(f));
                 }
             }
             StreamEvent::Usage(u) => self.usage = *u,
             StreamEvent::End => self.end(out),
             StreamEvent::Error(err) => self.error(err, out),
-            StreamEvent::ReasoningSignature(_)
-            | StreamEvent::RedactedReasoning(_)
-            | StreamEvent::BlockStop { .. } => {}
+            StreamEvent::RedactedReasoning(data) => {
+                self.ensure_role(out);
+                self.chunk(
+                    out,
+                    json!({"thinking_blocks": [{"type": "redacted_thinking", "data": data}]}),
+                    None,
+                );
+            }
+            StreamEvent::BlockStop { .. } => {}
         }
     }
 
@@ -132,8 +170,8 @@ impl OpenaiEncoder {
         self.ensure_role(out);
         if !self.finish_sent {
             self.finish_sent = true;
-            let reason = self.finish.unwrap_or_default();
-            self.chunk(out, json!({}), Some(openai::finish_reason(reason)));
+            let f = self.finish_str(self.finish.unwrap_or_default());
+            self.chunk(out, json!({}), Some(f));
         }
         if self.include_usage {
             push_data(

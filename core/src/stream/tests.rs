@@ -17,6 +17,7 @@ fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
             id: "chatcmpl-x".into(),
             created: 1,
             model: "m".into(),
+            legacy_functions: false,
         },
         timeout_secs: 600,
     }
