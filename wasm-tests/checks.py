@@ -97,3 +97,69 @@ def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
+def parse_sse(raw: bytes) -> list:
+    """SSE events as [(event name or None, data string)], in order."""
+    events = []
+    for block in raw.decode("utf-8").replace("\r\n", "\n").split("\n\n"):
+        if not block.strip():
+            continue
+        name, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith(":"):
+                continue
+        events.append((name, "\n".join(data)))
+    return events
+
+
+def openai_stream(raw: bytes) -> tuple:
+    """(chunks as dicts, whether the stream ended with exactly one [DONE] as last event)."""
+    events = parse_sse(raw)
+    datas = [d for _, d in events]
+    done_ok = datas.count("[DONE]") == 1 and datas[-1] == "[DONE]"
+    return [__import__("json").loads(d) for d in datas if d != "[DONE]"], done_ok
+
+
+def assert_openai_stream(raw: bytes, model: str, text: str, finish: str = "stop", usage: Optional[tuple] = None) -> list:
+    """A complete OpenAI chat.completion.chunk stream; `usage`=(prompt, completion) expects a
+    final usage chunk, None expects none."""
+    chunks, done_ok = openai_stream(raw)
+    assert done_ok, raw[-300:]
+    assert chunks, raw
+    assert all("error" not in c for c in chunks), chunks
+    ids = {c["id"] for c in chunks}
+    assert len(ids) == 1 and next(iter(ids)).startswith("chatcmpl-"), ids
+    assert len({c["created"] for c in chunks}) == 1
+    assert {c["model"] for c in chunks} == {model}
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    with_choices = [c for c in chunks if c["choices"]]
+    assert with_choices[0]["choices"][0]["delta"].get("role") == "assistant"
+    got = "".join(c["choices"][0]["delta"].get("content") or "" for c in with_choices)
+    assert got == text, got
+    finishes = [c["choices"][0]["finish_reason"] for c in with_choices if c["choices"][0]["finish_reason"]]
+    assert finishes == [finish], finishes
+    usage_chunks = [c for c in chunks if not c["choices"]]
+    if usage is None:
+        assert usage_chunks == [] and all(c.get("usage") is None for c in chunks), chunks[-1]
+    else:
+        assert len(usage_chunks) == 1 and chunks[-1] is usage_chunks[0], chunks[-2:]
+        assert_usage(usage_chunks[0]["usage"], prompt=usage[0], completion=usage[1])
+    return chunks
+
+
+def stream_error(raw: bytes) -> dict:
+    """The in-band error object of an SSE stream that must end with it (then [DONE] if any)."""
+    events = [d for _, d in parse_sse(raw)]
+    if events and events[-1] == "[DONE]":
+        assert events.count("[DONE]") == 1
+        events = events[:-1]
+    last = __import__("json").loads(events[-1])
+    err = last.get("error") if "error" in last else None
+    assert isinstance(err, dict), f"stream does not end with an error event: {raw[-400:]!r}"
+    assert isinstance(err.get("message"), str) and err["message"] and "type" in err, err
+    return err
