@@ -17,53 +17,17 @@ for p in (str(REPO / "tests"), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from fakes import DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, FakeBedrock, FakeOpenAI, FakeSidecar  # noqa: E402
-from harness import (  # noqa: E402
-    CLIENT_KEYS,
-    SIDECAR_TOKEN,
-    UPSTREAM_OPENAI_KEY,
+from wasm_harness import (  # noqa: E402
     Client,
     Envoy,
+    Fakes,
     HarnessError,
+    default_clusters,
+    default_env,
+    default_plugin_config,
     find_envoy,
     find_wasm,
 )
-
-
-class Fakes:
-    """The three shared fake upstreams."""
-
-    def __init__(self):
-        self.openai = FakeOpenAI(api_key=UPSTREAM_OPENAI_KEY)
-        self.bedrock = FakeBedrock(region="us-east-1")
-        self.sidecar = FakeSidecar(token=SIDECAR_TOKEN)
-
-    @property
-    def all(self):
-        return (self.openai, self.bedrock, self.sidecar)
-
-    def start(self):
-        for f in self.all:
-            f.start()
-        return self
-
-    def stop(self):
-        for f in self.all:
-            f.stop()
-
-    def reset(self):
-        """Forgets recorded requests and undoes per-test steering."""
-        self.openai.api_key = UPSTREAM_OPENAI_KEY
-        self.bedrock.set_credentials(DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN)
-        self.sidecar.set_credentials(DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN)
-        self.sidecar.delay_ms = 0
-        self.sidecar.status_override = None
-        for f in self.all:
-            f.clear()
-
-    def upstream_requests(self):
-        """Requests that reached a model upstream (OpenAI or Bedrock)."""
-        return self.openai.requests + self.bedrock.requests
 
 
 @pytest.fixture(scope="session")
@@ -92,33 +56,6 @@ def binaries():
         return find_envoy(), find_wasm()
     except HarnessError as e:
         pytest.fail(str(e), pytrace=False)
-
-
-def default_plugin_config(fakes: Fakes, **overrides) -> dict:
-    cfg = {
-        "openai_base_url": f"http://127.0.0.1:{fakes.openai.port}/v1",
-        "aws_region": "us-east-1",
-        "bedrock_endpoint": f"http://127.0.0.1:{fakes.bedrock.port}",
-        "upstream_timeout_seconds": 3,
-    }
-    cfg.update(overrides)
-    return {k: v for k, v in cfg.items() if v is not None}
-
-
-def default_env(**overrides) -> dict:
-    env = {
-        "API_KEY": ",".join(CLIENT_KEYS),
-        "OPENAI_API_KEY": UPSTREAM_OPENAI_KEY,
-        "UNIGATE_SIDECAR_TOKEN": SIDECAR_TOKEN,
-    }
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def default_clusters(fakes: Fakes, **overrides) -> dict:
-    clusters = {"openai": fakes.openai.port, "bedrock": fakes.bedrock.port, "unigate_sidecar": fakes.sidecar.port}
-    clusters.update(overrides)
-    return clusters
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from checks import assert_bedrock_upstream, assert_chat_completion, assert_openai_upstream, assert_usage, text_of
-from harness import paced, split_bytes
+from wasm_checks import assert_bedrock_upstream, assert_chat_completion, assert_openai_upstream, assert_usage, text_of
+from wasm_harness import paced, split_bytes
 
 HAIKU_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 HAIKU_PATH = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke"

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 import pytest
 
-from checks import assert_error
+from wasm_checks import assert_error
 
 
 @pytest.mark.parametrize("path", ["/health", "/healthz", "/health/"])

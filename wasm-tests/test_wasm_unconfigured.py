@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from checks import assert_error
-from conftest import default_clusters, default_env, default_plugin_config
-from harness import Client
+from wasm_checks import assert_error
+from wasm_harness import Client, default_clusters, default_env, default_plugin_config
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from checks import assert_bedrock_upstream, assert_error, assert_openai_stream, assert_openai_upstream, parse_sse, stream_error
 from fakes import eventstream as es
+from wasm_checks import assert_bedrock_upstream, assert_error, assert_openai_stream, assert_openai_upstream, parse_sse, stream_error
 
 HAIKU_STREAM = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream"
 

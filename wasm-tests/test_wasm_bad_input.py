@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from checks import assert_error
-from conftest import default_clusters, default_env, default_plugin_config
-from harness import Client, paced, split_bytes
+from wasm_checks import assert_error
+from wasm_harness import Client, default_clusters, default_env, default_plugin_config, paced, split_bytes
 
 MSG = [{"role": "user", "content": "hi"}]
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

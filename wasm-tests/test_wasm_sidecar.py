@@ -12,10 +12,9 @@ import time
 
 import pytest
 
-from checks import assert_bedrock_upstream, assert_chat_completion, assert_error
-from conftest import default_clusters, default_env, default_plugin_config
 from fakes import DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, FakeSidecar
-from harness import SIDECAR_TOKEN, Client, closed_port
+from wasm_checks import assert_bedrock_upstream, assert_chat_completion, assert_error
+from wasm_harness import SIDECAR_TOKEN, Client, closed_port, default_clusters, default_env, default_plugin_config
 
 HAIKU_PATH = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke"
 

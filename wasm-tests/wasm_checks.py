@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from harness import CLIENT_KEYS, UPSTREAM_OPENAI_KEY, Response
+from wasm_harness import CLIENT_KEYS, UPSTREAM_OPENAI_KEY, Response
 
 
 def assert_error(resp: Response, status: int, type_: Optional[str] = None, code: Any = ..., param: Any = ..., message_contains: Optional[str] = None) -> dict:
