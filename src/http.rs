@@ -59,6 +59,7 @@ pub struct Http {
     target: Format,
     query: Option<String>,
     target_header: Option<String>,
+    session_header: Option<String>,
     plan: Option<ChatPlan>,
     response_plan: Option<ResponsePlan>,
     mode: ResponseMode,
@@ -87,6 +88,7 @@ impl Http {
             target: Format::Openai,
             query: None,
             target_header: None,
+            session_header: None,
             plan: None,
             response_plan: None,
             mode: ResponseMode::Undecided,
@@ -126,6 +128,7 @@ impl Http {
         let (path, query) = endpoints::split_path(&full_path);
         self.query = query.map(str::to_string);
         self.target_header = self.request_header("x-target-format");
+        self.session_header = self.request_header("x-session-id");
         // Errors are written in the requested format when it parses; OpenAI otherwise.
         self.target = detect::target_format(self.query.as_deref(), self.target_header.as_deref())
             .unwrap_or(Format::Openai);
@@ -149,6 +152,7 @@ impl Http {
             Endpoint::Health => self.reply(&endpoints::health(gw, false)),
             Endpoint::ChatHealth => self.reply(&endpoints::health(gw, true)),
             Endpoint::Models => self.reply(&endpoints::models(gw)),
+            Endpoint::Providers => self.reply(&endpoints::providers(gw)),
             Endpoint::Model(id) => match endpoints::model(gw, &id) {
                 Ok(r) => self.reply(&r),
                 Err(e) => self.reply_error(&e),
@@ -202,6 +206,7 @@ impl Http {
                 query: self.query.as_deref(),
                 target_header: self.target_header.as_deref(),
                 request_id: &request_id,
+                session_header: self.session_header.as_deref(),
                 now_unix: now,
             },
         );
@@ -339,9 +344,9 @@ impl Http {
     }
 }
 
-/// 24 hex characters of randomness for response ids.
+/// 32 hex characters of randomness for response and session ids.
 fn random_id() -> String {
-    let mut bytes = [0u8; 12];
+    let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // WASI random_get should not fail; fall back to the clock rather than to a constant.
         let t = std::time::SystemTime::now()
@@ -446,6 +451,9 @@ impl HttpContext for Http {
             .map(|d| String::from_utf8_lossy(&d).into_owned());
         let from_upstream = details.as_deref().is_none_or(|d| d == "via_upstream");
         let ok = from_upstream && (200..300).contains(&status);
+        for (name, value) in &rp.extra_headers {
+            let _ = host::set_header(map, name, value);
+        }
         if ok && rp.stream && !end_of_stream {
             // Headers go out now; every chunk is translated and passed on as it arrives.
             let translator = StreamTranslator::new(rp);

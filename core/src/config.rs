@@ -53,6 +53,11 @@ pub struct PluginConfig {
     pub bedrock_endpoint: Option<String>,
     /// Envoy cluster that reaches the Bedrock endpoint.
     pub bedrock_cluster: String,
+    /// Bedrock Agents runtime endpoint; default
+    /// `https://bedrock-agent-runtime.{region}.amazonaws.com`.
+    pub bedrock_agent_endpoint: Option<String>,
+    /// Envoy cluster that reaches the Bedrock Agents endpoint.
+    pub bedrock_agent_cluster: String,
     /// Where AWS credentials come from.
     pub aws_credentials: CredentialsSource,
     /// Envoy cluster of the unigate sidecar.
@@ -89,6 +94,8 @@ impl Default for PluginConfig {
             aws_region: None,
             bedrock_endpoint: None,
             bedrock_cluster: "bedrock".into(),
+            bedrock_agent_endpoint: None,
+            bedrock_agent_cluster: "bedrock_agent".into(),
             aws_credentials: CredentialsSource::Sidecar,
             sidecar_cluster: "unigate_sidecar".into(),
             sidecar_token_env: "UNIGATE_SIDECAR_TOKEN".into(),
@@ -187,6 +194,11 @@ pub struct BedrockUpstream {
     pub url: BaseUrl,
 }
 
+/// Default Bedrock Agents runtime endpoint for a region.
+pub fn default_bedrock_agent_endpoint(region: &str) -> String {
+    format!("https://bedrock-agent-runtime.{region}.amazonaws.com")
+}
+
 /// Default Bedrock runtime endpoint for a region.
 pub fn default_bedrock_endpoint(region: &str) -> String {
     format!("https://bedrock-runtime.{region}.amazonaws.com")
@@ -205,6 +217,8 @@ pub struct Gateway {
     pub openai_url: BaseUrl,
     /// Bedrock upstream (None: requests for Bedrock models get 503).
     pub bedrock: Option<BedrockUpstream>,
+    /// Bedrock Agents upstream (same region and credentials as Bedrock).
+    pub bedrock_agent: Option<BedrockUpstream>,
     /// Model router.
     pub router: Router,
     /// `/v1/models` catalog.
@@ -266,6 +280,23 @@ impl Gateway {
             _ => None,
         };
 
+        let bedrock_agent = match &bedrock {
+            Some(b) => {
+                let endpoint = config
+                    .bedrock_agent_endpoint
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| default_bedrock_agent_endpoint(&b.region));
+                let url = BaseUrl::parse(&endpoint)
+                    .map_err(|e| format!("bedrock_agent_endpoint: {e}"))?;
+                Some(BedrockUpstream {
+                    cluster: config.bedrock_agent_cluster.clone(),
+                    region: b.region.clone(),
+                    url,
+                })
+            }
+            None => None,
+        };
         let rules = config.routes.clone().unwrap_or_else(default_rules);
         for r in &rules {
             if r.pattern.is_empty() {
@@ -296,6 +327,7 @@ impl Gateway {
             openai,
             openai_url,
             bedrock,
+            bedrock_agent,
             router,
             catalog,
             sidecar_token,
@@ -350,6 +382,14 @@ impl Gateway {
                 "OpenAI is not configured on this gateway: set {} (and optionally OPENAI_BASE_URL).",
                 self.config.openai_api_key_env
             ))
+        })
+    }
+
+    /// The Bedrock Agents upstream or the 503 that explains how to configure it.
+    pub fn require_bedrock_agent(&self) -> Result<&BedrockUpstream, GatewayError> {
+        self.require_bedrock()?;
+        self.bedrock_agent.as_ref().ok_or_else(|| {
+            GatewayError::unconfigured("Bedrock Agents are not configured on this gateway.")
         })
     }
 

@@ -18,6 +18,8 @@ pub enum Endpoint {
     Models,
     /// `GET /v1/models/{id}` (id percent-decoded).
     Model(String),
+    /// `GET /v1/providers`.
+    Providers,
     /// `POST /v1/chat/completions`.
     Chat,
     /// `/v1/files…`, served by the sidecar.
@@ -41,6 +43,7 @@ impl Endpoint {
             Endpoint::ChatHealth => "chat_health",
             Endpoint::Models => "models",
             Endpoint::Model(_) => "model",
+            Endpoint::Providers => "providers",
             Endpoint::Chat => "chat",
             Endpoint::Files => "files",
             Endpoint::WrongMethod => "wrong_method",
@@ -110,6 +113,13 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
                 Endpoint::WrongMethod
             }
         }
+        "/v1/providers" => {
+            if get {
+                Endpoint::Providers
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
         "/v1/chat/completions" => {
             if method == "POST" {
                 Endpoint::Chat
@@ -159,6 +169,33 @@ pub fn health(gw: &Gateway, chat: bool) -> ClientResponse {
     json_response(200, body)
 }
 
+/// `GET /v1/providers`: each provider and whether it is configured.
+pub fn providers(gw: &Gateway) -> ClientResponse {
+    let data = json!([
+        {
+            "id": "openai",
+            "object": "provider",
+            "configured": gw.openai.is_some(),
+            "base_url": format!("{}://{}{}", gw.openai_url.scheme, gw.openai_url.authority, gw.openai_url.path),
+        },
+        {
+            "id": "bedrock",
+            "object": "provider",
+            "configured": gw.bedrock.is_some(),
+            "region": gw.bedrock.as_ref().map(|b| b.region.clone()),
+            "endpoint": gw.bedrock.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
+        },
+        {
+            "id": "bedrock-agent",
+            "object": "provider",
+            "configured": gw.bedrock_agent.is_some(),
+            "region": gw.bedrock_agent.as_ref().map(|b| b.region.clone()),
+            "endpoint": gw.bedrock_agent.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
+        },
+    ]);
+    json_response(200, json!({"object": "list", "data": data}))
+}
+
 /// `GET /v1/models`.
 pub fn models(gw: &Gateway) -> ClientResponse {
     json_response(200, gw.catalog.list_value())
@@ -189,6 +226,7 @@ mod tests {
             Endpoint::Model("anthropic.claude-3-haiku-20240307-v1:0".into())
         );
         assert_eq!(classify("POST", "/v1/chat/completions"), Endpoint::Chat);
+        assert_eq!(classify("GET", "/v1/providers"), Endpoint::Providers);
         assert_eq!(
             classify("GET", "/v1/chat/completions"),
             Endpoint::WrongMethod

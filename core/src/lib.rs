@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod anthropic;
 pub mod auth;
 pub mod capabilities;

@@ -27,8 +27,10 @@ pub struct ChatInput<'a> {
     pub query: Option<&'a str>,
     /// `x-target-format` header.
     pub target_header: Option<&'a str>,
-    /// Random id for this request (hex), used in response ids.
+    /// Random id for this request (32 hex characters), used in response ids.
     pub request_id: &'a str,
+    /// `x-session-id` header (Bedrock agent session).
+    pub session_header: Option<&'a str>,
     /// Current Unix time in seconds.
     pub now_unix: u64,
 }
@@ -101,6 +103,8 @@ pub struct ResponsePlan {
     pub meta: ResponseMeta,
     /// Route timeout (for error messages).
     pub timeout_secs: u64,
+    /// Headers to add to the client response (e.g. the agent session id).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 /// A planned chat request.
@@ -146,7 +150,17 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
         check_capabilities(&req, caps, &model)?;
     }
 
-    let (body, structured) = build_body(gw, format, route.api, &route.model_id, obj, &req, caps)?;
+    let mut extra_headers = Vec::new();
+    let (body, structured) = if route.api == UpstreamApi::BedrockAgent {
+        let session = crate::agent::session_id(input.session_header, &req, input.request_id)?;
+        let body = serde_json::to_vec(&crate::agent::encode_request(&req)?).map_err(|e| {
+            GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
+        })?;
+        extra_headers.push((crate::agent::SESSION_HEADER, session));
+        (body, false)
+    } else {
+        build_body(gw, format, route.api, &route.model_id, obj, &req, caps)?
+    };
     let passthrough = match (route.api, target) {
         (UpstreamApi::OpenaiChat, Format::Openai) => true,
         (UpstreamApi::BedrockAnthropic, Format::BedrockClaude) => !structured,
@@ -184,6 +198,42 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                     "openai-project",
                 ],
                 sign_region: None,
+            }
+        }
+        UpstreamApi::BedrockAgent => {
+            let up = gw.require_bedrock_agent()?;
+            let (agent, alias) = crate::route::agent_ids(&route.model_id).ok_or_else(|| {
+                GatewayError::invalid(
+                    "model",
+                    "Agent model ids look like `bedrock-agent/<agentId>/<aliasId>` (alphanumeric ids).",
+                )
+            })?;
+            let session = extra_headers
+                .first()
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            UpstreamRequest {
+                provider: Provider::Bedrock,
+                cluster: up.cluster.clone(),
+                authority: up.url.authority.clone(),
+                path: format!(
+                    "{}/agents/{agent}/agentAliases/{alias}/sessions/{}/text",
+                    up.url.path,
+                    encode_path_segment(&session)
+                ),
+                body,
+                headers: vec![
+                    ("content-type", "application/json".into()),
+                    ("accept", "application/json".into()),
+                    ("accept-encoding", "identity".into()),
+                ],
+                remove_headers: vec![
+                    "authorization",
+                    "x-api-key",
+                    "x-target-format",
+                    "x-session-id",
+                ],
+                sign_region: Some(up.region.clone()),
             }
         }
         api => {
@@ -243,6 +293,7 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                 legacy_functions: req.legacy_functions,
             },
             timeout_secs: gw.config.upstream_timeout_seconds,
+            extra_headers,
         },
         upstream,
         model_id: route.model_id,
@@ -301,6 +352,9 @@ fn build_body(
             },
         )?,
         (_, UpstreamApi::BedrockTitan) => titan::encode_request(req)?,
+        (_, UpstreamApi::BedrockAgent) => {
+            return Err(GatewayError::internal("agent bodies are built separately"))
+        }
         (_, UpstreamApi::BedrockConverse) => {
             let (v, forced) = converse::encode_request(req, caps)?;
             let body = serde_json::to_vec(&v).map_err(|e| {

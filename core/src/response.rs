@@ -57,6 +57,10 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
 
 /// Decodes a successful upstream body into the IR.
 pub fn decode_upstream(plan: &ResponsePlan, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+    if plan.api == UpstreamApi::BedrockAgent {
+        // InvokeAgent always answers with an event stream, even for a non-streaming client.
+        return crate::agent::decode_response(body);
+    }
     let obj = fields::parse_object(body).map_err(|_| {
         GatewayError::bad_gateway(format!(
             "The upstream ({}) answered with a body that is not a JSON object.",
@@ -68,6 +72,7 @@ pub fn decode_upstream(plan: &ResponsePlan, body: &[u8]) -> Result<ChatResponse,
         UpstreamApi::BedrockAnthropic => anthropic::decode_response(&obj, plan.structured),
         UpstreamApi::BedrockTitan => titan::decode_response(&obj),
         UpstreamApi::BedrockConverse => converse::decode_response(&obj, plan.structured),
+        UpstreamApi::BedrockAgent => crate::agent::decode_response(body),
     }
 }
 
@@ -100,11 +105,15 @@ pub fn translate_buffered(
             .map_err(|e| GatewayError::internal(format!("Could not serialize the response: {e}")))
     });
     match translated {
-        Ok(body) => ClientResponse {
-            status: 200,
-            headers: vec![("content-type", "application/json".to_string())],
-            body,
-        },
+        Ok(body) => {
+            let mut headers = vec![("content-type", "application/json".to_string())];
+            headers.extend(plan.extra_headers.iter().cloned());
+            ClientResponse {
+                status: 200,
+                headers,
+                body,
+            }
+        }
         Err(err) => error_response(&err, plan.target),
     }
 }

@@ -46,6 +46,8 @@ pub enum UpstreamApi {
     BedrockTitan,
     /// Bedrock Converse.
     BedrockConverse,
+    /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
+    BedrockAgent,
 }
 
 impl UpstreamApi {
@@ -56,6 +58,7 @@ impl UpstreamApi {
             UpstreamApi::BedrockAnthropic => "bedrock_anthropic",
             UpstreamApi::BedrockTitan => "bedrock_titan",
             UpstreamApi::BedrockConverse => "bedrock_converse",
+            UpstreamApi::BedrockAgent => "bedrock_agent",
         }
     }
 
@@ -79,6 +82,18 @@ pub struct RouteRule {
     /// Force an upstream API instead of picking one from the model family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<UpstreamApi>,
+}
+
+/// Model ids of the form `bedrock-agent/<agentId>/<aliasId>` invoke a Bedrock agent.
+pub const AGENT_PREFIX: &str = "bedrock-agent/";
+
+/// The agent and alias ids of a `bedrock-agent/<agentId>/<aliasId>` model id.
+pub fn agent_ids(model: &str) -> Option<(&str, &str)> {
+    let rest = model.strip_prefix(AGENT_PREFIX)?;
+    let (agent, alias) = rest.split_once('/')?;
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    (valid(agent) && valid(alias)).then_some((agent, alias))
 }
 
 /// Geography prefixes of Bedrock cross-region inference profiles.
@@ -122,6 +137,18 @@ pub fn default_rules() -> Vec<RouteRule> {
             add(format!("{geo}.{fam}.*"), Provider::Bedrock);
         }
     }
+    rules.push(RouteRule {
+        pattern: format!("{AGENT_PREFIX}*"),
+        provider: Provider::Bedrock,
+        api: Some(UpstreamApi::BedrockAgent),
+    });
+    let mut add = |pattern: String, provider| {
+        rules.push(RouteRule {
+            pattern,
+            provider,
+            api: None,
+        })
+    };
     add("arn:aws:bedrock:*".to_string(), Provider::Bedrock);
     add("arn:aws-us-gov:bedrock:*".to_string(), Provider::Bedrock);
     rules
@@ -353,6 +380,20 @@ mod tests {
             assert_eq!(route.api, *api, "{model}");
             assert_eq!(route.model_id, *id, "{model}");
         }
+    }
+
+    #[test]
+    fn agents() {
+        let route = router()
+            .route("bedrock-agent/AGENT12345/ALIAS12345", None)
+            .unwrap();
+        assert_eq!(route.api, UpstreamApi::BedrockAgent);
+        assert_eq!(
+            agent_ids("bedrock-agent/A1/TSTALIASID"),
+            Some(("A1", "TSTALIASID"))
+        );
+        assert_eq!(agent_ids("bedrock-agent/A1"), None);
+        assert_eq!(agent_ids("bedrock-agent/A 1/x"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use unigate_core::plan::{plan_chat, ChatInput};
 use unigate_core::response::translate_buffered;
 
 const NOW: u64 = 1_700_000_000;
-const REQUEST_ID: &str = "0123456789abcdef01234567";
+const REQUEST_ID: &str = "0123456789abcdef0123456789abcdef";
 
 fn gateway() -> Gateway {
     let env = |k: &str| match k {
@@ -77,6 +77,7 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
             query: target.as_deref(),
             target_header: None,
             request_id: REQUEST_ID,
+            session_header: None,
             now_unix: NOW,
         },
     );
@@ -143,6 +144,7 @@ fn response_fixtures() {
                 query: query.as_deref(),
                 target_header: None,
                 request_id: REQUEST_ID,
+                session_header: None,
                 now_unix: NOW,
             },
         )

@@ -55,6 +55,7 @@ fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
             legacy_functions: false,
         },
         timeout_secs: 600,
+        extra_headers: Vec::new(),
     }
 }
 

@@ -168,6 +168,14 @@ impl UpstreamDecoder {
                         out.events().push(StreamEvent::Error(truncated(
                             "The Bedrock stream ended in the middle of a frame.",
                         )));
+                    } else if end && self.api == UpstreamApi::BedrockAgent {
+                        // InvokeAgent has no closing event: a clean end of body completes it.
+                        out.events().push(StreamEvent::Stop {
+                            reason: StopReason::EndTurn,
+                            stop_sequence: None,
+                        });
+                        out.events().push(StreamEvent::Usage(self.usage));
+                        out.events().push(StreamEvent::End);
                     }
                 }
                 Err(e) => out
@@ -210,6 +218,20 @@ impl UpstreamDecoder {
         };
         match self.api {
             UpstreamApi::BedrockConverse => self.converse_event(&frame.kind, &payload, out),
+            UpstreamApi::BedrockAgent => {
+                if frame.kind == "chunk" {
+                    if !self.started {
+                        self.started = true;
+                        out.events().push(StreamEvent::Start {
+                            id: None,
+                            usage: self.usage,
+                        });
+                    }
+                    if let Some(t) = crate::agent::chunk_text(&payload) {
+                        out.events().push(StreamEvent::TextDelta(t));
+                    }
+                }
+            }
             UpstreamApi::BedrockAnthropic | UpstreamApi::BedrockTitan => {
                 if frame.kind != "chunk" {
                     return;
