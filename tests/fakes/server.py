@@ -203,7 +203,7 @@ def parse_steering(headers: dict) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     owner: FakeServer
-    timeout = 30  # idle keep-alive connections do not live forever
+    timeout = 300  # idle keep-alive connections end eventually, never during a test run
 
     def log_message(self, fmt, *args):  # keep test output clean
         pass

@@ -1,0 +1,69 @@
+"""Headers a client must not be able to use to steer or spoof the gateway: the internal
+routing header, AWS signing headers, the Host, and a path to the sidecar's credentials."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import DEFAULT_SECRET, DEFAULT_TOKEN
+from wasm_checks import assert_bedrock_upstream, assert_error, assert_openai_upstream
+from wasm_harness import SIDECAR_TOKEN
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("cluster", ["unigate_sidecar", "bedrock", "no_such_cluster"])
+def test_client_routing_header_is_ignored(client, fakes, cluster):
+    resp = client.chat({"model": "gpt-4o", "messages": MSG}, headers={"x-unigate-cluster": cluster})
+    assert resp.status == 200, resp
+    assert_openai_upstream(fakes.openai.last())
+    assert fakes.bedrock.requests == [] and fakes.sidecar.requests == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_sidecar_credentials_are_not_reachable_through_the_gateway(client, fakes, method):
+    resp = client.request(method, "/v1/internal/aws-credentials",
+                          headers={"x-unigate-cluster": "unigate_sidecar", "x-unigate-token": SIDECAR_TOKEN})
+    assert resp.status in (404, 405), resp
+    body = resp.body.decode()
+    assert DEFAULT_SECRET not in body and DEFAULT_TOKEN not in body
+    assert fakes.sidecar.requests == []
+
+
+def test_client_aws_headers_do_not_reach_bedrock(client, fakes):
+    spoof = {
+        "x-amz-security-token": "client-token",
+        "x-amz-date": "20200101T000000Z",
+        "x-amz-content-sha256": "0" * 64,
+        "x-amzn-trace-id": "Root=1-client",
+        "x-api-key": "test-key-2",
+    }
+    resp = client.chat({"model": "claude-3-haiku", "messages": MSG}, headers=spoof)
+    assert resp.status == 200, resp
+    rec = fakes.bedrock.last()
+    assert_bedrock_upstream(rec, "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke")
+    assert rec.headers.get("x-amz-security-token") == DEFAULT_TOKEN
+    assert rec.headers["x-amz-date"] != "20200101T000000Z"
+    assert rec.headers.get("x-amz-content-sha256") != "0" * 64
+    assert "x-amzn-trace-id" not in rec.headers and "x-api-key" not in rec.headers
+    assert rec.headers["authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
+@pytest.mark.parametrize("model,server", [("claude-3-haiku", "bedrock"), ("gpt-4o", "openai")])
+def test_host_header_is_the_upstreams(client, fakes, model, server):
+    resp = client.chat({"model": model, "messages": MSG}, headers={"host": "evil.example"})
+    assert resp.status == 200, resp
+    fake = getattr(fakes, server)
+    assert fake.last().headers["host"] == f"127.0.0.1:{fake.port}"
+
+
+def test_target_format_header_is_not_forwarded(client, fakes):
+    resp = client.chat({"model": "gpt-4o", "messages": MSG}, headers={"x-target-format": "openai"})
+    assert resp.status == 200
+    assert "x-target-format" not in fakes.openai.last().headers
+
+
+def test_error_bodies_do_not_echo_the_client_key(client):
+    resp = client.chat({"model": "gpt-4o", "messages": MSG}, key="sk-client-secret-value")
+    assert_error(resp, 401, "authentication_error")
+    assert "sk-client-secret-value" not in resp.body.decode()
