@@ -5,8 +5,6 @@
 //! as a `Result`. Only `dispatch_http_call` stays with the SDK, because its dispatcher must
 //! learn the callout token to route the answer back to the right context.
 #![allow(unsafe_code)]
-// TODO(metrics): remove once metrics and filter state use every call.
-#![allow(dead_code)]
 
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status, StreamType};
 use std::ptr::{null, null_mut};
@@ -334,14 +332,6 @@ pub fn resume_request() -> HostResult<()> {
     // SAFETY: plain value call.
     check("resume_request", unsafe {
         proxy_continue_stream(StreamType::HttpRequest)
-    })
-}
-
-/// Resumes a response paused in a header or body callback.
-pub fn resume_response() -> HostResult<()> {
-    // SAFETY: plain value call.
-    check("resume_response", unsafe {
-        proxy_continue_stream(StreamType::HttpResponse)
     })
 }
 

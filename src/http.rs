@@ -1,15 +1,21 @@
-//! One HTTP request through the gateway: auth, local endpoints, planning, signing, and the
-//! translation of the answer.
+//! One HTTP request through the gateway: auth, local endpoints, limits, planning, signing,
+//! and the translation of the answer.
 
 use crate::credentials;
 use crate::host;
+use crate::limits;
+use crate::metrics;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
-use unigate_core::config::Gateway;
+use std::time::Instant;
+use unigate_core::auth::ClientKey;
+use unigate_core::config::{CredentialsSource, Gateway};
+use unigate_core::credentials::{CredentialsRecord, SidecarFailure};
 use unigate_core::detect::{self, Format};
 use unigate_core::endpoints::{self, Endpoint};
-use unigate_core::error::GatewayError;
+use unigate_core::error::{ErrorType, GatewayError};
+use unigate_core::ir::Usage;
 use unigate_core::plan::{self, ChatInput, ChatPlan, ResponsePlan, CLUSTER_HEADER};
 use unigate_core::response::{self, ClientResponse};
 use unigate_core::sigv4::AwsCredentials;
@@ -36,8 +42,8 @@ enum Phase {
 enum ResponseMode {
     /// Not decided yet.
     Undecided,
-    /// Send the upstream answer unchanged.
-    PassThrough,
+    /// Send the upstream answer unchanged, reading its usage on the way.
+    Inspect,
     /// Translate a stream chunk by chunk.
     Stream(Box<StreamTranslator>),
     /// Buffer the whole body, then translate it.
@@ -51,7 +57,8 @@ enum ResponseMode {
 
 /// Per-request HTTP context.
 pub struct Http {
-    id: u32,
+    /// Envoy's context id (in logs next to the request id).
+    context_id: u32,
     gateway: Option<Rc<Gateway>>,
     env_credentials: Option<Rc<AwsCredentials>>,
     phase: Phase,
@@ -60,11 +67,21 @@ pub struct Http {
     query: Option<String>,
     target_header: Option<String>,
     session_header: Option<String>,
+    request_id: String,
+    client: Option<ClientKey>,
     plan: Option<ChatPlan>,
     response_plan: Option<ResponsePlan>,
     mode: ResponseMode,
     /// Size of the buffered request body (what a body replacement must cover).
     request_body_size: usize,
+    /// For metrics: provider, model sent upstream, client-facing status, usage, timings.
+    provider: &'static str,
+    model_id: String,
+    status: u16,
+    usage: Option<Usage>,
+    started: Instant,
+    forwarded_at: Option<Instant>,
+    first_byte_at: Option<Instant>,
 }
 
 /// Client headers that steer the gateway itself; never accepted from outside.
@@ -81,7 +98,7 @@ impl Http {
         env_credentials: Option<Rc<AwsCredentials>>,
     ) -> Http {
         Http {
-            id,
+            context_id: id,
             gateway,
             env_credentials,
             phase: Phase::Start,
@@ -89,10 +106,19 @@ impl Http {
             query: None,
             target_header: None,
             session_header: None,
+            request_id: String::new(),
+            client: None,
             plan: None,
             response_plan: None,
             mode: ResponseMode::Undecided,
             request_body_size: 0,
+            provider: "local",
+            model_id: String::new(),
+            status: 0,
+            usage: None,
+            started: Instant::now(),
+            forwarded_at: None,
+            first_byte_at: None,
         }
     }
 
@@ -105,16 +131,17 @@ impl Http {
     /// Sends a complete local reply and ends our work on this request.
     fn reply(&mut self, resp: &ClientResponse) -> Action {
         self.phase = Phase::Done;
+        self.status = resp.status;
         let headers: Vec<(&str, &str)> =
             resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if let Err(e) = host::send_response(resp.status, &headers, &resp.body) {
-            crate::error!("unigate #{}: local reply failed: {e}", self.id);
+            crate::error!("unigate {}: local reply failed: {e}", self.request_id);
         }
         Action::Pause
     }
 
     fn reply_error(&mut self, err: &GatewayError) -> Action {
-        crate::debug!("unigate #{}: answering {}", self.id, err);
+        crate::debug!("unigate {}: answering {}", self.request_id, err);
         let resp = response::error_response(err, self.target);
         self.reply(&resp)
     }
@@ -123,6 +150,7 @@ impl Http {
         for h in INTERNAL_HEADERS {
             let _ = host::remove_header(MapType::HttpRequestHeaders, h);
         }
+        self.request_id = random_id();
         let method = self.request_header(":method").unwrap_or_default();
         let full_path = self.request_header(":path").unwrap_or_default();
         let (path, query) = endpoints::split_path(&full_path);
@@ -134,8 +162,8 @@ impl Http {
             .unwrap_or(Format::Openai);
         let endpoint = endpoints::classify(&method, path);
         crate::debug!(
-            "unigate #{}: {} {} -> {}",
-            self.id,
+            "unigate {}: {} {} -> {}",
+            self.request_id,
             method,
             path,
             endpoint.name()
@@ -144,14 +172,18 @@ impl Http {
         if endpoint.needs_auth() {
             let auth = self.request_header("authorization");
             let api_key = self.request_header("x-api-key");
-            if let Err(e) = gw.authorize(auth.as_deref(), api_key.as_deref()) {
-                return self.reply_error(&e);
+            match gw.authorize(auth.as_deref(), api_key.as_deref()) {
+                Ok(k) => self.client = k.cloned(),
+                Err(e) => {
+                    metrics::count("unigate.auth_failures", 1);
+                    return self.reply_error(&e);
+                }
             }
         }
         match endpoint {
             Endpoint::Health => self.reply(&endpoints::health(gw, false)),
             Endpoint::ChatHealth => self.reply(&endpoints::health(gw, true)),
-            Endpoint::Models => self.reply(&endpoints::models(gw)),
+            Endpoint::Models => self.reply(&endpoints::models(gw, self.client.as_ref())),
             Endpoint::Providers => self.reply(&endpoints::providers(gw)),
             Endpoint::Model(id) => match endpoints::model(gw, &id) {
                 Ok(r) => self.reply(&r),
@@ -197,7 +229,6 @@ impl Http {
             Err(e) => return self.reply_error(&GatewayError::internal(format!("{e}"))),
         };
         self.request_body_size = body_size;
-        let request_id = random_id();
         let now = credentials::now_secs();
         let planned = plan::plan_chat(
             gw,
@@ -205,20 +236,39 @@ impl Http {
                 body: &body,
                 query: self.query.as_deref(),
                 target_header: self.target_header.as_deref(),
-                request_id: &request_id,
+                request_id: &self.request_id,
                 session_header: self.session_header.as_deref(),
+                client: self.client.as_ref(),
                 now_unix: now,
             },
         );
         drop(body);
         let chat_plan = match planned {
             Ok(p) => p,
-            Err(e) => return self.reply_error(&e),
+            Err(e) => {
+                if e.status == 400 {
+                    metrics::count("unigate.errors.translation", 1);
+                }
+                return self.reply_error(&e);
+            }
         };
         self.target = chat_plan.response.target;
+        self.provider = chat_plan.upstream.provider.as_str();
+        self.model_id = chat_plan.model_id.clone();
+        metrics::count(
+            &format!("unigate.format.{}", chat_plan.response.input.as_str()),
+            1,
+        );
+        if let Some(k) = &self.client {
+            if let Err(e) = limits::admit(k, now) {
+                metrics::count("unigate.rate_limited", 1);
+                return self.reply_error(&e);
+            }
+        }
         crate::debug!(
-            "unigate #{}: model {} -> {} via {}",
-            self.id,
+            "unigate {}: key {} model {} -> {} via {}",
+            self.request_id,
+            self.client.as_ref().map_or("-", |k| k.label.as_str()),
             chat_plan.response.meta.model,
             chat_plan.model_id,
             chat_plan.response.api.as_str()
@@ -232,7 +282,7 @@ impl Http {
         if let Some(c) = credentials::current(now) {
             return self.forward(chat_plan, Some(&c));
         }
-        if gw.config.aws_credentials == unigate_core::config::CredentialsSource::Env {
+        if gw.config.aws_credentials == CredentialsSource::Env {
             return self.reply_error(&GatewayError::unconfigured(
                 "AWS credentials are not available: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for Envoy (aws_credentials is `env`).",
             ));
@@ -255,10 +305,13 @@ impl Http {
                 self.phase = Phase::WaitCredentials;
                 Action::Pause
             }
-            Err(status) => self.reply_error(&GatewayError::unconfigured(format!(
-                "AWS credentials are not available: the unigate sidecar cluster `{}` cannot be called ({status:?}).",
-                gw.config.sidecar_cluster
-            ))),
+            Err(status) => {
+                metrics::count("unigate.errors.sidecar", 1);
+                self.reply_error(&GatewayError::unconfigured(format!(
+                    "AWS credentials are not available: the unigate sidecar cluster `{}` cannot be called ({status:?}).",
+                    gw.config.sidecar_cluster
+                )))
+            }
         }
     }
 
@@ -268,6 +321,7 @@ impl Http {
             Ok(()) => {
                 self.response_plan = Some(chat_plan.response);
                 self.phase = Phase::Forwarded;
+                self.forwarded_at = Some(Instant::now());
                 Action::Continue
             }
             Err(e) => self.reply_error(&e),
@@ -281,7 +335,11 @@ impl Http {
     ) -> Result<(), GatewayError> {
         let up = &chat_plan.upstream;
         let signing = match creds {
-            Some(c) => up.signing_headers(c, credentials::now_secs())?,
+            Some(c) => up
+                .signing_headers(c, credentials::now_secs())
+                .inspect_err(|_| {
+                    metrics::count("unigate.errors.signing", 1);
+                })?,
             None => Vec::new(),
         };
         let host_err = |e: host::HostError| GatewayError::internal(format!("{e}"));
@@ -317,7 +375,13 @@ impl Http {
         host::set_header(map, CLUSTER_HEADER, &up.cluster).map_err(host_err)?;
         // Envoy (1.33+) does not recompute the route after a wasm header change by itself.
         if let Err(e) = host::call_foreign("clear_route_cache", &[]) {
-            crate::warn!("unigate #{}: clear_route_cache failed: {e}", self.id);
+            crate::warn!("unigate {}: clear_route_cache failed: {e}", self.request_id);
+        }
+        // Filter state for access logs and other filters (Envoy prefixes the keys `wasm.`).
+        let _ = host::set_property(&["unigate.model"], self.model_id.as_bytes());
+        let _ = host::set_property(&["unigate.provider"], self.provider.as_bytes());
+        if let Some(k) = &self.client {
+            let _ = host::set_property(&["unigate.key"], k.label.as_bytes());
         }
         Ok(())
     }
@@ -342,9 +406,24 @@ impl Http {
             None => response::translate_buffered(rp, *status, error_type.as_deref(), body),
         })
     }
+
+    /// Records the usage of a finished answer (metrics, limits, filter state).
+    fn record_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+        let total = usage.total().to_string();
+        let _ = host::set_property(
+            &["unigate.prompt_tokens"],
+            usage.prompt_tokens.to_string().as_bytes(),
+        );
+        let _ = host::set_property(
+            &["unigate.completion_tokens"],
+            usage.completion_tokens.to_string().as_bytes(),
+        );
+        let _ = host::set_property(&["unigate.total_tokens"], total.as_bytes());
+    }
 }
 
-/// 32 hex characters of randomness for response and session ids.
+/// 32 hex characters of randomness for request, response and session ids.
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
@@ -358,6 +437,10 @@ fn random_id() -> String {
         }
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn millis(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Context for Http {
@@ -376,24 +459,24 @@ impl Context for Http {
         };
         let result = match credentials::read_answer(num_headers, body_size) {
             Ok(creds) => {
-                credentials::store(&unigate_core::credentials::CredentialsRecord::new(
+                credentials::store(&CredentialsRecord::new(
                     creds.clone(),
                     credentials::now_secs(),
                 ));
                 Ok(creds)
             }
-            Err(unigate_core::credentials::SidecarFailure::NoCredentials(m)) => Err(
-                GatewayError::unconfigured(format!("AWS credentials are not available: {m}")),
-            ),
-            Err(unigate_core::credentials::SidecarFailure::Unreachable) => Err(GatewayError::new(
+            Err(SidecarFailure::NoCredentials(m)) => Err(GatewayError::unconfigured(format!(
+                "AWS credentials are not available: {m}"
+            ))),
+            Err(SidecarFailure::Unreachable) => Err(GatewayError::new(
                 503,
-                unigate_core::ErrorType::Api,
+                ErrorType::Api,
                 "AWS credentials are not available: the unigate sidecar did not answer.",
             )
             .with_code("sidecar_unavailable")),
-            Err(unigate_core::credentials::SidecarFailure::Invalid(m)) => Err(GatewayError::new(
+            Err(SidecarFailure::Invalid(m)) => Err(GatewayError::new(
                 502,
-                unigate_core::ErrorType::Api,
+                ErrorType::Api,
                 format!("AWS credentials are not available: {m}"),
             )
             .with_code("sidecar_error")),
@@ -402,11 +485,12 @@ impl Context for Http {
             Ok(creds) => {
                 if self.forward(chat_plan, Some(&creds)) == Action::Continue {
                     if let Err(e) = host::resume_request() {
-                        crate::error!("unigate #{}: resume failed: {e}", self.id);
+                        crate::error!("unigate {}: resume failed: {e}", self.request_id);
                     }
                 }
             }
             Err(e) => {
+                metrics::count("unigate.errors.sidecar", 1);
                 self.reply_error(&e);
             }
         }
@@ -416,6 +500,7 @@ impl Context for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         crate::logging::refresh();
+        metrics::count("unigate.requests_total", 1);
         let Some(gw) = self.gateway.clone() else {
             return self.reply_error(&GatewayError::internal(
                 "The unigate filter has no configuration.",
@@ -445,6 +530,7 @@ impl HttpContext for Http {
             .flatten()
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
+        self.status = status;
         let details = host::get_property(&["response", "code_details"])
             .ok()
             .flatten()
@@ -466,12 +552,16 @@ impl HttpContext for Http {
             ] {
                 let _ = host::remove_header(map, name);
             }
+            metrics::count("unigate.streams_total", 1);
             self.mode = ResponseMode::Stream(Box::new(translator));
             return Action::Continue;
         }
-        if ok && rp.passthrough {
-            self.mode = ResponseMode::PassThrough;
+        if ok && rp.passthrough && !rp.stream {
+            self.mode = ResponseMode::Inspect;
             return Action::Continue;
+        }
+        if !ok {
+            metrics::count("unigate.errors.upstream", 1);
         }
         self.mode = ResponseMode::Buffer {
             status,
@@ -492,49 +582,142 @@ impl HttpContext for Http {
         if self.phase != Phase::Forwarded {
             return Action::Continue;
         }
-        if let ResponseMode::Stream(translator) = &mut self.mode {
-            let chunk = match host::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                Ok(c) => c,
-                Err(e) => {
-                    crate::error!("unigate #{}: cannot read a stream chunk: {e}", self.id);
-                    Vec::new()
+        if self.first_byte_at.is_none() && body_size > 0 {
+            self.first_byte_at = Some(Instant::now());
+        }
+        match &mut self.mode {
+            ResponseMode::Stream(translator) => {
+                let chunk = match host::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        crate::error!(
+                            "unigate {}: cannot read a stream chunk: {e}",
+                            self.request_id
+                        );
+                        Vec::new()
+                    }
+                };
+                let out = translator.push(&chunk, end_of_stream);
+                let finished = translator.finished();
+                let usage = translator.usage();
+                if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out) {
+                    crate::error!(
+                        "unigate {}: cannot write a stream chunk: {e}",
+                        self.request_id
+                    );
                 }
-            };
-            let out = translator.push(&chunk, end_of_stream);
-            if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out) {
-                crate::error!("unigate #{}: cannot write a stream chunk: {e}", self.id);
+                if finished && self.usage.is_none() {
+                    self.record_usage(usage);
+                }
+                Action::Continue
             }
-            return Action::Continue;
+            ResponseMode::Inspect => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .unwrap_or_default();
+                if let Some(u) = self
+                    .response_plan
+                    .as_ref()
+                    .and_then(|rp| response::usage_of(rp.api, &body))
+                {
+                    self.record_usage(u);
+                }
+                Action::Continue
+            }
+            ResponseMode::Buffer { .. } => {
+                if body_size > MAX_RESPONSE_BYTES {
+                    let err = GatewayError::bad_gateway(
+                        "The upstream response is too large to translate.",
+                    );
+                    return self.reply_error(&err);
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .unwrap_or_default();
+                let resp = match self.finish_buffered(&body) {
+                    Ok(r) => r,
+                    Err(e) => response::error_response(&e, self.target),
+                };
+                if resp.status >= 500 || resp.status == 400 && self.status == 200 {
+                    metrics::count("unigate.errors.translation", 1);
+                }
+                self.status = resp.status;
+                if let Some(u) = resp.usage {
+                    self.record_usage(u);
+                }
+                let map = MapType::HttpResponseHeaders;
+                let mut ok = host::set_header(map, ":status", &resp.status.to_string()).is_ok();
+                for (name, value) in &resp.headers {
+                    ok &= host::set_header(map, name, value).is_ok();
+                }
+                ok &= host::set_header(map, "content-length", &resp.body.len().to_string()).is_ok();
+                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
+                    let _ = host::remove_header(map, name);
+                }
+                ok &= host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &resp.body)
+                    .is_ok();
+                if !ok {
+                    crate::error!(
+                        "unigate {}: could not rewrite the response",
+                        self.request_id
+                    );
+                }
+                self.phase = Phase::Done;
+                Action::Continue
+            }
+            ResponseMode::Undecided => Action::Continue,
         }
-        if !matches!(self.mode, ResponseMode::Buffer { .. }) {
-            return Action::Continue;
+    }
+
+    fn on_log(&mut self) {
+        if self.provider == "local" {
+            return;
         }
-        if body_size > MAX_RESPONSE_BYTES {
-            let err = GatewayError::bad_gateway("The upstream response is too large to translate.");
-            return self.reply_error(&err);
+        let now = Instant::now();
+        let model = metrics::segment(&self.model_id);
+        let status = if self.status == 0 { 499 } else { self.status };
+        metrics::count(
+            &format!("unigate.chat.{}.{model}.{status}", self.provider),
+            1,
+        );
+        if let Some(u) = self.usage {
+            metrics::count(&format!("unigate.tokens.{model}.input"), u.prompt_tokens);
+            metrics::count(
+                &format!("unigate.tokens.{model}.output"),
+                u.completion_tokens,
+            );
+            metrics::count(
+                &format!("unigate.tokens.{model}.cached"),
+                u.cache_read_tokens,
+            );
+            if let Some(k) = &self.client {
+                limits::charge(k, credentials::now_secs(), u.total());
+            }
         }
-        if !end_of_stream {
-            return Action::Pause;
+        if let Some(fwd) = self.forwarded_at {
+            match (&self.mode, self.first_byte_at) {
+                (ResponseMode::Stream(_), Some(first)) => {
+                    metrics::record("unigate.ttft_ms", millis(fwd, first));
+                    metrics::record("unigate.stream_duration_ms", millis(fwd, now));
+                }
+                _ => metrics::record("unigate.upstream_latency_ms", millis(fwd, now)),
+            }
         }
-        let body = host::get_buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
-        let resp = match self.finish_buffered(&body) {
-            Ok(r) => r,
-            Err(e) => response::error_response(&e, self.target),
-        };
-        let map = MapType::HttpResponseHeaders;
-        let mut ok = host::set_header(map, ":status", &resp.status.to_string()).is_ok();
-        for (name, value) in &resp.headers {
-            ok &= host::set_header(map, name, value).is_ok();
-        }
-        ok &= host::set_header(map, "content-length", &resp.body.len().to_string()).is_ok();
-        for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
-            let _ = host::remove_header(map, name);
-        }
-        ok &= host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &resp.body).is_ok();
-        if !ok {
-            crate::error!("unigate #{}: could not rewrite the response", self.id);
-        }
-        self.phase = Phase::Done;
-        Action::Continue
+        crate::info!(
+            "unigate {} (#{}): key={} provider={} model={} status={} prompt_tokens={} completion_tokens={} ms={}",
+            self.request_id,
+            self.context_id,
+            self.client.as_ref().map_or("-", |k| k.label.as_str()),
+            self.provider,
+            self.model_id,
+            status,
+            self.usage.map_or(0, |u| u.prompt_tokens),
+            self.usage.map_or(0, |u| u.completion_tokens),
+            millis(self.started, now)
+        );
     }
 }

@@ -7,7 +7,9 @@
 mod credentials;
 mod host;
 mod http;
+mod limits;
 mod logging;
+mod metrics;
 mod root;
 
 use proxy_wasm::types::LogLevel;

@@ -90,6 +90,7 @@ impl Context for Root {
             }
             Err(failure) => {
                 // Keep signing with the last good credentials; say why the refresh failed.
+                crate::metrics::count("unigate.errors.credentials_refresh", 1);
                 crate::warn!("unigate: AWS credential refresh failed: {failure}");
             }
         }
@@ -111,7 +112,7 @@ impl RootContext for Root {
                     gw.bedrock
                         .as_ref()
                         .map_or("off".to_string(), |b| b.region.clone()),
-                    gw.key_digests.len()
+                    gw.keys.len()
                 );
                 if gw.bedrock.is_some() && gw.config.aws_credentials == CredentialsSource::Env {
                     self.env_credentials = credentials::from_env().map(Rc::new);
@@ -121,6 +122,7 @@ impl RootContext for Root {
                         );
                     }
                 }
+                crate::metrics::define_static();
                 self.gateway = Some(Rc::new(gw));
                 if self.needs_sidecar_credentials() {
                     self.startup_tick = true;

@@ -27,10 +27,14 @@ pub enum CredentialsSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
-    /// Literal client API keys (prefer `api_keys_env`).
-    pub api_keys: Vec<String>,
+    /// Client API keys: strings or `{"key","name","models","rpm","tpm"}` entries (prefer the
+    /// environment variables below for the secrets).
+    pub api_keys: Vec<crate::auth::KeySpec>,
     /// Environment variable holding comma-separated client API keys.
     pub api_keys_env: String,
+    /// Environment variable holding a JSON array of key entries (`unigate serve` fills it
+    /// from `API_KEYS_FILE`).
+    pub api_keys_json_env: String,
     /// Accept requests without a key (only for meshes that authenticate before Envoy).
     pub allow_unauthenticated: bool,
     /// Largest accepted request body; larger ones get 413.
@@ -83,6 +87,7 @@ impl Default for PluginConfig {
         PluginConfig {
             api_keys: Vec::new(),
             api_keys_env: "API_KEY".into(),
+            api_keys_json_env: "UNIGATE_API_KEYS".into(),
             allow_unauthenticated: false,
             max_request_bytes: 32 * 1024 * 1024,
             upstream_timeout_seconds: 600,
@@ -209,8 +214,8 @@ pub fn default_bedrock_endpoint(region: &str) -> String {
 pub struct Gateway {
     /// The configuration as given.
     pub config: PluginConfig,
-    /// SHA-256 digests of the accepted client keys.
-    pub key_digests: Vec<[u8; 32]>,
+    /// The accepted client keys (digests, names, limits).
+    pub keys: Vec<crate::auth::ClientKey>,
     /// OpenAI upstream (None: requests for OpenAI models get 503).
     pub openai: Option<OpenaiUpstream>,
     /// Parsed OpenAI base URL, even without a key (for error messages).
@@ -236,12 +241,29 @@ impl Gateway {
         let nonempty =
             |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
 
-        let mut keys: Vec<String> = config.api_keys.clone();
+        let mut entries: Vec<crate::auth::KeyEntry> = config
+            .api_keys
+            .iter()
+            .cloned()
+            .map(crate::auth::KeySpec::into_entry)
+            .collect();
         if let Some(list) = nonempty(env(&config.api_keys_env)) {
-            keys.extend(list.split(',').map(|k| k.trim().to_string()));
+            entries.extend(
+                list.split(',')
+                    .map(|k| crate::auth::KeySpec::Plain(k.trim().to_string()).into_entry()),
+            );
         }
-        keys.retain(|k| !k.is_empty());
-        let key_digests = keys.iter().map(|k| crate::auth::digest(k)).collect();
+        if let Some(json) = nonempty(env(&config.api_keys_json_env)) {
+            entries.extend(
+                crate::auth::parse_key_entries(&json)
+                    .map_err(|e| format!("{}: {e}", config.api_keys_json_env))?,
+            );
+        }
+        entries.retain(|e| !e.key.trim().is_empty());
+        let keys = entries
+            .iter()
+            .map(crate::auth::ClientKey::from_entry)
+            .collect();
 
         if config.max_request_bytes == 0 {
             return Err("max_request_bytes must be greater than 0".into());
@@ -323,7 +345,7 @@ impl Gateway {
 
         Ok(Gateway {
             config,
-            key_digests,
+            keys,
             openai,
             openai_url,
             bedrock,
@@ -346,32 +368,35 @@ impl Gateway {
         Gateway::compile(config, env)
     }
 
-    /// Whether a client key is accepted (constant time per configured key).
+    /// Whether a client key is accepted (constant time over all configured keys).
     pub fn key_allowed(&self, presented: &str) -> bool {
-        crate::auth::key_matches(&self.key_digests, presented)
+        crate::auth::find_key(&self.keys, presented).is_some()
     }
 
-    /// Checks a request's credentials (`authorization` / `x-api-key` header values).
+    /// Checks a request's credentials (`authorization` / `x-api-key` header values) and
+    /// returns the matching key (`None` when unauthenticated access is allowed).
     pub fn authorize(
         &self,
         authorization: Option<&str>,
         x_api_key: Option<&str>,
-    ) -> Result<(), GatewayError> {
+    ) -> Result<Option<&crate::auth::ClientKey>, GatewayError> {
+        let presented = crate::auth::presented_key(authorization, x_api_key);
         if self.config.allow_unauthenticated {
-            return Ok(());
+            return Ok(presented.and_then(|k| crate::auth::find_key(&self.keys, k)));
         }
-        if self.key_digests.is_empty() {
+        if self.keys.is_empty() {
             return Err(GatewayError::unauthorized(format!(
                 "This gateway has no client API keys configured; set {} on the gateway.",
                 self.config.api_keys_env
             )));
         }
-        match crate::auth::presented_key(authorization, x_api_key) {
+        match presented {
             None => Err(GatewayError::unauthorized(
                 "Missing API key: send `Authorization: Bearer <key>`.",
             )),
-            Some(k) if self.key_allowed(k) => Ok(()),
-            Some(_) => Err(GatewayError::unauthorized("Incorrect API key provided.")),
+            Some(k) => crate::auth::find_key(&self.keys, k)
+                .map(Some)
+                .ok_or_else(|| GatewayError::unauthorized("Incorrect API key provided.")),
         }
     }
 
@@ -416,7 +441,7 @@ mod tests {
         let g = Gateway::from_json(b"", &no_env).unwrap();
         assert!(g.openai.is_none());
         assert!(g.bedrock.is_none());
-        assert!(g.key_digests.is_empty());
+        assert!(g.keys.is_empty());
         assert_eq!(g.config.max_request_bytes, 33_554_432);
     }
 

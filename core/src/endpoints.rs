@@ -146,6 +146,7 @@ fn json_response(status: u16, body: serde_json::Value) -> ClientResponse {
         status,
         headers: vec![("content-type", "application/json".to_string())],
         body: serde_json::to_vec(&body).unwrap_or_default(),
+        usage: None,
     }
 }
 
@@ -196,9 +197,17 @@ pub fn providers(gw: &Gateway) -> ClientResponse {
     json_response(200, json!({"object": "list", "data": data}))
 }
 
-/// `GET /v1/models`.
-pub fn models(gw: &Gateway) -> ClientResponse {
-    json_response(200, gw.catalog.list_value())
+/// `GET /v1/models`: the catalog, limited to what the key may use.
+pub fn models(gw: &Gateway, client: Option<&crate::auth::ClientKey>) -> ClientResponse {
+    let mut list = gw.catalog.list_value();
+    if let (Some(k), Some(data)) = (client, list.get_mut("data").and_then(|d| d.as_array_mut())) {
+        data.retain(|m| {
+            let id = m.get("id").and_then(|i| i.as_str()).unwrap_or_default();
+            let resolved = gw.router.aliases().get(id).map_or(id, String::as_str);
+            k.model_allowed(id, resolved)
+        });
+    }
+    json_response(200, list)
 }
 
 /// `GET /v1/models/{id}`: the catalog entry, or a routed model not listed in the catalog.

@@ -26,6 +26,7 @@ pub mod header_map;
 pub mod ir;
 pub mod openai;
 pub mod plan;
+pub mod ratelimit;
 pub mod response;
 pub mod route;
 pub mod sigv4;

@@ -31,6 +31,8 @@ pub struct ChatInput<'a> {
     pub request_id: &'a str,
     /// `x-session-id` header (Bedrock agent session).
     pub session_header: Option<&'a str>,
+    /// The authenticated client key (for its model restrictions).
+    pub client: Option<&'a crate::auth::ClientKey>,
     /// Current Unix time in seconds.
     pub now_unix: u64,
 }
@@ -134,6 +136,17 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
     };
     let model = fields::req_str(&obj, "model", "model")?.to_string();
     let route = gw.router.route(&model, forced)?;
+    if let Some(k) = input.client {
+        if !k.model_allowed(&model, &route.model_id) {
+            return Err(GatewayError::new(
+                403,
+                crate::error::ErrorType::Permission,
+                format!("This API key is not allowed to use the model `{model}`."),
+            )
+            .with_param("model")
+            .with_code("model_not_allowed"));
+        }
+    }
 
     // Validate the request in its own format before anything goes upstream.
     let opts = openai::DecodeOptions {

@@ -5,7 +5,7 @@ use crate::converse;
 use crate::detect::Format;
 use crate::error::GatewayError;
 use crate::fields;
-use crate::ir::ChatResponse;
+use crate::ir::{ChatResponse, Usage};
 use crate::openai;
 use crate::plan::ResponsePlan;
 use crate::route::UpstreamApi;
@@ -22,6 +22,8 @@ pub struct ClientResponse {
     pub headers: Vec<(&'static str, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Token usage of the answer, when there was one.
+    pub usage: Option<Usage>,
 }
 
 /// The error body in the caller's format. Every shape carries the OpenAI `error` object;
@@ -52,6 +54,7 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
         status: err.status,
         headers,
         body: error_body(err, target),
+        usage: None,
     }
 }
 
@@ -102,18 +105,35 @@ pub fn translate_buffered(
     }
     let translated = decode_upstream(plan, body).and_then(|resp| {
         serde_json::to_vec(&encode_for_target(plan, &resp))
+            .map(|b| (b, resp.usage))
             .map_err(|e| GatewayError::internal(format!("Could not serialize the response: {e}")))
     });
     match translated {
-        Ok(body) => {
+        Ok((body, usage)) => {
             let mut headers = vec![("content-type", "application/json".to_string())];
             headers.extend(plan.extra_headers.iter().cloned());
             ClientResponse {
                 status: 200,
                 headers,
                 body,
+                usage: Some(usage),
             }
         }
         Err(err) => error_response(&err, plan.target),
+    }
+}
+
+/// Usage in a successful upstream body that is passed through unchanged.
+pub fn usage_of(api: UpstreamApi, body: &[u8]) -> Option<Usage> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match api {
+        UpstreamApi::OpenaiChat => v.get("usage").map(openai::parse_usage),
+        UpstreamApi::BedrockAnthropic => v.get("usage").map(anthropic::parse_usage),
+        UpstreamApi::BedrockConverse => v.get("usage").map(converse::parse_usage),
+        UpstreamApi::BedrockTitan => {
+            let obj = v.as_object()?;
+            titan::decode_response(obj).ok().map(|r| r.usage)
+        }
+        UpstreamApi::BedrockAgent => None,
     }
 }

@@ -78,6 +78,7 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
             target_header: None,
             request_id: REQUEST_ID,
             session_header: None,
+            client: None,
             now_unix: NOW,
         },
     );
@@ -145,6 +146,7 @@ fn response_fixtures() {
                 target_header: None,
                 request_id: REQUEST_ID,
                 session_header: None,
+                client: None,
                 now_unix: NOW,
             },
         )
