@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import itertools
 import json
@@ -184,6 +185,15 @@ def closed_port() -> int:
 
 
 _ids = itertools.count(1)
+
+
+def _stop_leftovers() -> None:
+    """Last resort (e.g. an interrupted run): stop every Envoy this process started."""
+    for e in list(Envoy.running):
+        e.stop()
+
+
+atexit.register(_stop_leftovers)
 
 
 class Envoy:
