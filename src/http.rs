@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::time::Instant;
 use unigate_core::auth::ClientKey;
 use unigate_core::config::{CredentialsSource, Gateway};
-use unigate_core::credentials::{CredentialsRecord, SidecarFailure};
+use unigate_core::credentials::{CredentialsRecord, SidecarFailure, SIDECAR_TOKEN_HEADER};
 use unigate_core::detect::{self, Format};
 use unigate_core::endpoints::{self, Endpoint};
 use unigate_core::error::{ErrorType, GatewayError};
+use unigate_core::files::{self, FileContext};
 use unigate_core::ir::Usage;
 use unigate_core::plan::{self, ChatInput, ChatPlan, ResponsePlan, CLUSTER_HEADER};
 use unigate_core::response::{self, ClientResponse};
@@ -29,6 +30,8 @@ enum Phase {
     Start,
     /// Buffering the chat request body.
     WaitBody,
+    /// Waiting for the sidecar to extract the request's `file_ids`.
+    WaitFiles,
     /// Waiting for the sidecar to hand over AWS credentials.
     WaitCredentials,
     /// Sent upstream; the response goes through the response plan.
@@ -85,7 +88,7 @@ pub struct Http {
 }
 
 /// Client headers that steer the gateway itself; never accepted from outside.
-const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER];
+const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER, files::OWNER_HEADER, SIDECAR_TOKEN_HEADER];
 
 /// Largest upstream response body buffered for translation.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -205,9 +208,7 @@ impl Http {
                 // Hold the headers: they are rewritten once the whole body is known.
                 Action::Pause
             }
-            Endpoint::Files => self.reply_error(&GatewayError::not_found(
-                "The Files API is not enabled on this gateway.",
-            )),
+            Endpoint::Files => self.route_files(gw),
             Endpoint::WrongMethod => {
                 self.reply_error(&GatewayError::method_not_allowed(&method, path))
             }
@@ -215,6 +216,31 @@ impl Http {
                 "Unknown endpoint {method} {path}."
             ))),
         }
+    }
+
+    /// Sends `/v1/files…` to the sidecar, with the owner and the shared secret it trusts.
+    fn route_files(&mut self, gw: &Gateway) -> Action {
+        let map = MapType::HttpRequestHeaders;
+        let owner = self.owner();
+        let mut ok = host::set_header(map, files::OWNER_HEADER, &owner).is_ok();
+        match &gw.sidecar_token {
+            Some(t) => ok &= host::set_header(map, SIDECAR_TOKEN_HEADER, t).is_ok(),
+            None => ok &= host::remove_header(map, SIDECAR_TOKEN_HEADER).is_ok(),
+        }
+        ok &= host::remove_header(map, "authorization").is_ok();
+        ok &= host::remove_header(map, "x-api-key").is_ok();
+        ok &= host::set_header(map, CLUSTER_HEADER, &gw.config.sidecar_cluster).is_ok();
+        if !ok {
+            return self.reply_error(&GatewayError::internal(
+                "Could not route the files request.",
+            ));
+        }
+        if let Err(e) = host::call_foreign("clear_route_cache", &[]) {
+            crate::warn!("unigate {}: clear_route_cache failed: {e}", self.request_id);
+        }
+        // Uploads stream through to the sidecar: nothing is buffered here.
+        self.phase = Phase::Done;
+        Action::Continue
     }
 
     fn on_body(&mut self, gw: &Gateway, body_size: usize, end_of_stream: bool) -> Action {
@@ -229,20 +255,82 @@ impl Http {
             Err(e) => return self.reply_error(&GatewayError::internal(format!("{e}"))),
         };
         self.request_body_size = body_size;
+        match files::requested(&body) {
+            Err(e) => self.reply_error(&e),
+            Ok(ids) if !ids.is_empty() => self.fetch_files(gw, &ids),
+            Ok(_) => self.plan_and_forward(gw, &body, None),
+        }
+    }
+
+    /// Asks the sidecar for the extracted text of `ids` (one call for all of them).
+    fn fetch_files(&mut self, gw: &Gateway, ids: &[String]) -> Action {
+        let owner = self.owner();
+        let mut headers = vec![
+            (":method", "POST".to_string()),
+            (":path", files::SIDECAR_FILE_CONTEXT_PATH.to_string()),
+            (":authority", "unigate-sidecar".to_string()),
+            ("content-type", "application/json".to_string()),
+            (files::OWNER_HEADER, owner),
+        ];
+        if let Some(t) = &gw.sidecar_token {
+            headers.push((SIDECAR_TOKEN_HEADER, t.clone()));
+        }
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = files::sidecar_request(ids);
+        match self.dispatch_http_call(
+            &gw.config.sidecar_cluster,
+            refs,
+            Some(&body),
+            vec![],
+            std::time::Duration::from_millis(gw.config.file_context_timeout_ms.max(1)),
+        ) {
+            Ok(_) => {
+                self.phase = Phase::WaitFiles;
+                Action::Pause
+            }
+            Err(status) => {
+                metrics::count("unigate.errors.sidecar", 1);
+                self.reply_error(&GatewayError::new(
+                    503,
+                    ErrorType::Api,
+                    format!(
+                        "File context is not available: the unigate sidecar cluster `{}` cannot be called ({status:?}).",
+                        gw.config.sidecar_cluster
+                    ),
+                )
+                .with_code("sidecar_unavailable"))
+            }
+        }
+    }
+
+    /// The owner id of this request's files (a hash of the key, never the key).
+    fn owner(&self) -> String {
+        self.client
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), ClientKey::id)
+    }
+
+    /// Plans the chat request and sends it on (or starts the credentials callout).
+    fn plan_and_forward(
+        &mut self,
+        gw: &Gateway,
+        body: &[u8],
+        file_context: Option<&[FileContext]>,
+    ) -> Action {
         let now = credentials::now_secs();
         let planned = plan::plan_chat(
             gw,
             &ChatInput {
-                body: &body,
+                body,
                 query: self.query.as_deref(),
                 target_header: self.target_header.as_deref(),
                 request_id: &self.request_id,
                 session_header: self.session_header.as_deref(),
                 client: self.client.as_ref(),
+                files: file_context,
                 now_unix: now,
             },
         );
-        drop(body);
         let chat_plan = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -423,6 +511,47 @@ impl Http {
     }
 }
 
+impl Http {
+    fn on_files_answer(&mut self, num_headers: usize, body_size: usize) {
+        let status = if num_headers == 0 {
+            None
+        } else {
+            host::get_header(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok())
+        };
+        let answer =
+            host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
+        let Some(gw) = self.gateway.clone() else {
+            return;
+        };
+        let contexts = match files::parse_answer(status, &answer) {
+            Ok(c) => c,
+            Err(e) => {
+                if e.status >= 500 {
+                    metrics::count("unigate.errors.sidecar", 1);
+                }
+                self.reply_error(&e);
+                return;
+            }
+        };
+        let body = match host::get_buffer(BufferType::HttpRequestBody, 0, self.request_body_size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reply_error(&GatewayError::internal(format!("{e}")));
+                return;
+            }
+        };
+        self.phase = Phase::WaitBody;
+        if self.plan_and_forward(&gw, &body, Some(&contexts)) == Action::Continue {
+            if let Err(e) = host::resume_request() {
+                crate::error!("unigate {}: resume failed: {e}", self.request_id);
+            }
+        }
+    }
+}
+
 /// 32 hex characters of randomness for request, response and session ids.
 fn random_id() -> String {
     let mut bytes = [0u8; 16];
@@ -451,6 +580,10 @@ impl Context for Http {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.phase == Phase::WaitFiles {
+            self.on_files_answer(num_headers, body_size);
+            return;
+        }
         if self.phase != Phase::WaitCredentials {
             return;
         }
@@ -512,7 +645,7 @@ impl HttpContext for Http {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match (self.phase, self.gateway.clone()) {
             (Phase::WaitBody, Some(gw)) => self.on_body(&gw, body_size, end_of_stream),
-            (Phase::WaitCredentials, _) => Action::Pause,
+            (Phase::WaitCredentials | Phase::WaitFiles, _) => Action::Pause,
             _ => Action::Continue,
         }
     }

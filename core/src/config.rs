@@ -70,6 +70,8 @@ pub struct PluginConfig {
     pub sidecar_token_env: String,
     /// Timeout of calls to the sidecar.
     pub sidecar_timeout_ms: u64,
+    /// Timeout of the sidecar call that extracts `file_ids` (extraction can take longer).
+    pub file_context_timeout_ms: u64,
     /// How often the filter checks whether credentials need a refresh.
     pub credentials_refresh_seconds: u64,
     /// Routing table; replaces the default table when given.
@@ -105,6 +107,7 @@ impl Default for PluginConfig {
             sidecar_cluster: "unigate_sidecar".into(),
             sidecar_token_env: "UNIGATE_SIDECAR_TOKEN".into(),
             sidecar_timeout_ms: 2000,
+            file_context_timeout_ms: 10000,
             credentials_refresh_seconds: 30,
             routes: None,
             aliases: BTreeMap::new(),

@@ -22,6 +22,7 @@ pub mod detect;
 pub mod endpoints;
 pub mod error;
 pub mod fields;
+pub mod files;
 pub mod header_map;
 pub mod ir;
 pub mod openai;

@@ -33,6 +33,8 @@ pub struct ChatInput<'a> {
     pub session_header: Option<&'a str>,
     /// The authenticated client key (for its model restrictions).
     pub client: Option<&'a crate::auth::ClientKey>,
+    /// Extracted text of the request's `file_ids`, fetched from the sidecar beforehand.
+    pub files: Option<&'a [crate::files::FileContext]>,
     /// Current Unix time in seconds.
     pub now_unix: u64,
 }
@@ -122,7 +124,19 @@ pub struct ChatPlan {
 
 /// Plans a `POST /v1/chat/completions` request.
 pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, GatewayError> {
-    let obj = fields::parse_object(input.body)?;
+    let mut obj = fields::parse_object(input.body)?;
+    let requested_files = crate::files::requested_in(&obj)?;
+    match input.files {
+        Some(files) if !files.is_empty() => {
+            crate::files::inject(&mut obj, &crate::files::render(files))?
+        }
+        _ if !requested_files.is_empty() => {
+            return Err(GatewayError::internal(
+                "file_ids were not resolved before planning",
+            ))
+        }
+        _ => {}
+    }
     let format = detect::detect(&obj)?;
     let target = detect::target_format(input.query, input.target_header)?;
     let forced = match fields::opt_str(&obj, "provider", "provider")? {

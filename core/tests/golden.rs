@@ -79,6 +79,7 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
             request_id: REQUEST_ID,
             session_header: None,
             client: None,
+            files: None,
             now_unix: NOW,
         },
     );
@@ -147,6 +148,7 @@ fn response_fixtures() {
                 request_id: REQUEST_ID,
                 session_header: None,
                 client: None,
+                files: None,
                 now_unix: NOW,
             },
         )
