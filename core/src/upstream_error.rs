@@ -17,6 +17,38 @@ fn clip(s: &str) -> String {
     format!("{}…", s.get(..end).unwrap_or_default())
 }
 
+/// The first sentence of a message. AWS signature errors go on to echo the canonical request,
+/// which contains the session token: that part must never reach a client.
+fn first_sentence(message: &str) -> String {
+    let cut = message
+        .find("\n")
+        .into_iter()
+        .chain(message.find(". "))
+        .chain(message.find("The Canonical String"))
+        .min()
+        .unwrap_or(message.len());
+    let head = message.get(..cut).unwrap_or(message).trim_end_matches('.');
+    format!("{head}.")
+}
+
+/// Removes any line or fragment carrying AWS credentials from a relayed upstream message.
+pub fn redact_aws_secrets(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let markers = [
+        "x-amz-security-token",
+        "canonical string",
+        "aws4-hmac-sha256",
+        "credential=",
+    ];
+    match markers.iter().filter_map(|m| lower.find(m)).min() {
+        Some(i) => format!(
+            "{} [details redacted by the gateway]",
+            message.get(..i).unwrap_or_default().trim_end()
+        ),
+        None => message.to_string(),
+    }
+}
+
 /// The message in an error body: `message`, `Message`, `error.message`, or the raw text.
 fn body_message(body: &[u8]) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
@@ -102,9 +134,12 @@ pub fn from_bedrock(status: u16, error_type: Option<&str>, body: &[u8]) -> Gatew
         },
     };
     let message = if code == "upstream_auth_failed" {
-        format!("The gateway's AWS credentials were rejected by Bedrock ({name}): {message}")
+        format!(
+            "The gateway's AWS credentials were rejected by Bedrock ({name}): {}",
+            first_sentence(&message)
+        )
     } else {
-        message
+        redact_aws_secrets(&message)
     };
     let mut err = GatewayError::new(st, kind, message).with_code(code);
     if st == 429 || code == "model_not_ready" {
@@ -269,6 +304,31 @@ mod tests {
         );
         assert_eq!(e.message, "slow down");
         assert_eq!(e.retry_after, Some(1));
+    }
+
+    #[test]
+    fn signature_errors_never_echo_credentials() {
+        let body = br#"{"message":"The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.
+
+The Canonical String for this request should have been
+'POST
+/model/x/invoke
+
+host:bedrock-runtime.us-east-1.amazonaws.com
+x-amz-security-token:IQoJsecretTOKEN
+'"}"#;
+        let e = from_bedrock(403, Some("InvalidSignatureException"), body);
+        assert!(!e.message.contains("IQoJ"), "{}", e.message);
+        assert!(!e.message.contains("Canonical"), "{}", e.message);
+        assert!(e
+            .message
+            .contains("does not match the signature you provided."));
+        let e = from_bedrock(
+            400,
+            Some("ValidationException"),
+            br#"{"message":"bad x-amz-security-token:abc"}"#,
+        );
+        assert!(!e.message.contains("abc"));
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn exception_error(kind: &str, payload: &[u8]) -> GatewayError {
     }
     let mapped = crate::upstream_error::from_bedrock(500, Some(&name), message.as_bytes());
     GatewayError {
-        message,
+        message: crate::upstream_error::redact_aws_secrets(&message),
         code: Some(kind.to_string()),
         ..mapped
     }
