@@ -1,15 +1,18 @@
 //! AWS credentials for the filter: resolved with the AWS SDK's default credential chain,
 //! cached, and refreshed before they expire.
 //!
-//! One lock guards the cache and the resolution, so concurrent requests wait for a single
-//! call to the provider instead of stampeding it.
+//! At most one resolution runs at a time, in a background task, so concurrent requests never
+//! stampede the provider. A request waits for a running resolution only for [`WAIT_LIMIT`]
+//! (below the filter's 2 s call timeout); after that, or while a refresh runs behind still
+//! valid credentials or a recent error, it gets an immediate answer.
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::{watch, OnceCell};
 use unigate_core::sigv4::AwsCredentials;
 
 /// Credentials that expire are re-resolved this long before their expiry.
@@ -18,9 +21,12 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 pub const REFRESH_NON_EXPIRING: Duration = Duration::from_secs(15 * 60);
 /// Longest one resolution may take.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed resolution, callers get the same error for this long without a new attempt.
+/// Longest a request waits for a running resolution (the filter gives up after 2 s).
+pub const WAIT_LIMIT: Duration = Duration::from_millis(1500);
+/// After a failed resolution, the next one starts no sooner than this.
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
-/// Cached credentials are still handed out when a refresh fails, if they stay valid this long.
+/// Cached credentials are handed out during a refresh (or after a failed one) while they stay
+/// valid at least this long.
 pub const STALE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Why no credentials could be given.
@@ -46,7 +52,7 @@ impl Cached {
         }
     }
 
-    /// Whether these can still sign for a while (used when a refresh failed).
+    /// Whether these can still sign for a while (handed out while a refresh runs or failed).
     fn still_valid(&self, now_unix: u64) -> bool {
         match self.creds.expires_at {
             Some(exp) => now_unix.saturating_add(STALE_MARGIN.as_secs()) < exp,
@@ -59,96 +65,176 @@ impl Cached {
 struct State {
     cached: Option<Cached>,
     last_failure: Option<(Instant, NoCredentials)>,
+    /// When the running resolution started (None: none is running).
+    resolving_since: Option<Instant>,
 }
 
-/// A cached, single-flight view of an AWS credentials provider.
-pub struct CredentialCache {
+impl State {
+    /// Whether a resolution is running. One that outlived its timeout by far (its task
+    /// died) no longer counts, so a new one can start.
+    fn resolving(&self) -> bool {
+        self.resolving_since
+            .is_some_and(|t| t.elapsed() < RESOLVE_TIMEOUT + Duration::from_secs(5))
+    }
+}
+
+/// What [`CredentialCache::get`] decided while holding the lock.
+enum Step {
+    Answer(Result<AwsCredentials, NoCredentials>),
+    Wait(watch::Receiver<u64>),
+}
+
+struct Inner {
     /// The provider; built from the default chain on first use unless given.
     provider: OnceCell<SharedCredentialsProvider>,
     state: Mutex<State>,
+    /// Bumped after every finished resolution.
+    finished: watch::Sender<u64>,
+    wait_limit: Duration,
+}
+
+/// A cached, single-flight view of an AWS credentials provider.
+#[derive(Clone)]
+pub struct CredentialCache {
+    inner: Arc<Inner>,
 }
 
 impl CredentialCache {
     /// A cache over the AWS default credential chain (env, profile/SSO, web identity, ECS,
     /// IMDS); the chain is built on first use.
     pub fn default_chain() -> CredentialCache {
-        CredentialCache {
-            provider: OnceCell::new(),
-            state: Mutex::new(State::default()),
-        }
+        CredentialCache::new(OnceCell::new(), WAIT_LIMIT)
     }
 
-    /// A cache over a given provider.
+    /// A cache over a given provider, with its own wait limit.
     #[cfg(test)]
-    pub fn with_provider(provider: SharedCredentialsProvider) -> CredentialCache {
+    pub fn with_provider(provider: SharedCredentialsProvider, wait: Duration) -> CredentialCache {
+        CredentialCache::new(OnceCell::new_with(Some(provider)), wait)
+    }
+
+    fn new(provider: OnceCell<SharedCredentialsProvider>, wait_limit: Duration) -> CredentialCache {
         CredentialCache {
-            provider: OnceCell::new_with(Some(provider)),
-            state: Mutex::new(State::default()),
+            inner: Arc::new(Inner {
+                provider,
+                state: Mutex::new(State::default()),
+                finished: watch::channel(0).0,
+                wait_limit,
+            }),
         }
     }
 
-    /// Current credentials: from the cache while fresh, otherwise resolved again (at most one
-    /// resolution at a time; other callers wait for it and share its result).
+    /// Starts a resolution in the background unless one is running or fresh credentials are
+    /// cached (used at start-up so the first request does not wait).
+    pub fn prewarm(&self) {
+        let _ = self.decide();
+    }
+
+    /// Current credentials, or why there are none. Never waits longer than the wait limit.
     pub async fn get(&self) -> Result<AwsCredentials, NoCredentials> {
-        let mut state = self.state.lock().await;
+        let mut rx = match self.decide() {
+            Step::Answer(a) => return a,
+            Step::Wait(rx) => rx,
+        };
+        let _ = tokio::time::timeout(self.inner.wait_limit, rx.changed()).await;
+        let state = self.inner.lock();
+        if let Some(c) = state.cached.as_ref().filter(|c| c.still_valid(unix_now())) {
+            return Ok(c.creds.clone());
+        }
+        // The resolution failed, or is still running after an earlier failure.
+        if let Some((_, err)) = &state.last_failure {
+            return Err(err.clone());
+        }
+        Err(NoCredentials {
+            message: format!(
+                "AWS credentials are still being resolved (no answer from the credential chain within {} ms; an unreachable SSO, STS or instance-metadata endpoint?). Retry shortly.",
+                self.inner.wait_limit.as_millis()
+            ),
+        })
+    }
+
+    /// Under the lock: answer from the cache, or start a resolution (at most one), or wait.
+    fn decide(&self) -> Step {
+        let mut state = self.inner.lock();
         let now = unix_now();
         if let Some(c) = &state.cached {
             if c.fresh(now) {
-                return Ok(c.creds.clone());
+                return Step::Answer(Ok(c.creds.clone()));
             }
         }
-        if let Some((at, err)) = &state.last_failure {
-            if at.elapsed() < FAILURE_BACKOFF {
-                return match &state.cached {
-                    Some(c) if c.still_valid(now) => Ok(c.creds.clone()),
-                    _ => Err(err.clone()),
-                };
+        let backing_off = state
+            .last_failure
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < FAILURE_BACKOFF);
+        if !state.resolving() && !backing_off {
+            state.resolving_since = Some(Instant::now());
+            let me = self.clone();
+            tokio::spawn(async move { me.resolve_and_store().await });
+        }
+        // Still valid credentials answer at once; a refresh may run behind them.
+        if let Some(c) = state.cached.as_ref().filter(|c| c.still_valid(now)) {
+            return Step::Answer(Ok(c.creds.clone()));
+        }
+        // A recent failure answers at once (no new resolution starts while backing off).
+        if backing_off {
+            if let Some((_, err)) = &state.last_failure {
+                return Step::Answer(Err(err.clone()));
             }
         }
-        match tokio::time::timeout(RESOLVE_TIMEOUT, self.resolve()).await {
-            Ok(Ok((creds, sources))) => {
-                let creds = to_wire(&creds);
-                tracing::info!(
-                    source = %sources,
-                    expires_at = ?creds.expires_at,
-                    "resolved AWS credentials"
-                );
-                state.cached = Some(Cached {
-                    creds: creds.clone(),
-                    fetched: Instant::now(),
-                });
-                state.last_failure = None;
-                Ok(creds)
-            }
-            outcome => {
-                let err = match outcome {
-                    Ok(Err(e)) => e,
-                    _ => NoCredentials {
-                        message: format!(
-                            "Resolving AWS credentials took longer than {} s (an unreachable SSO, STS or metadata endpoint?). {}",
-                            RESOLVE_TIMEOUT.as_secs(),
-                            WHAT_TO_SET
-                        ),
-                    },
-                };
-                state.last_failure = Some((Instant::now(), err.clone()));
-                match &state.cached {
-                    Some(c) if c.still_valid(now) => {
+        // Otherwise wait (briefly) for the running resolution.
+        Step::Wait(self.inner.finished.subscribe())
+    }
+
+    /// One resolution with [`RESOLVE_TIMEOUT`]; stores the outcome and wakes the waiters.
+    async fn resolve_and_store(&self) {
+        let outcome = tokio::time::timeout(RESOLVE_TIMEOUT, self.resolve()).await;
+        {
+            let mut state = self.inner.lock();
+            state.resolving_since = None;
+            match outcome {
+                Ok(Ok((creds, sources))) => {
+                    let creds = to_wire(&creds);
+                    tracing::info!(
+                        source = %sources,
+                        expires_at = ?creds.expires_at,
+                        "resolved AWS credentials"
+                    );
+                    state.cached = Some(Cached {
+                        creds,
+                        fetched: Instant::now(),
+                    });
+                    state.last_failure = None;
+                }
+                outcome => {
+                    let err = match outcome {
+                        Ok(Err(e)) => e,
+                        _ => NoCredentials {
+                            message: format!(
+                                "Resolving AWS credentials took longer than {} s (an unreachable SSO, STS or instance-metadata endpoint?). {}",
+                                RESOLVE_TIMEOUT.as_secs(),
+                                WHAT_TO_SET
+                            ),
+                        },
+                    };
+                    if state
+                        .cached
+                        .as_ref()
+                        .is_some_and(|c| c.still_valid(unix_now()))
+                    {
                         tracing::warn!(error = %err.message, "AWS credentials refresh failed; still using the cached ones");
-                        Ok(c.creds.clone())
-                    }
-                    _ => {
+                    } else {
                         tracing::warn!(error = %err.message, "no AWS credentials");
-                        Err(err)
                     }
+                    state.last_failure = Some((Instant::now(), err));
                 }
             }
         }
+        self.inner.finished.send_modify(|n| *n += 1);
     }
 
     /// Asks the provider once; returns the credentials and a description of their source.
     async fn resolve(&self) -> Result<(Credentials, String), NoCredentials> {
         let provider = self
+            .inner
             .provider
             .get_or_try_init(|| async {
                 aws_config::defaults(BehaviorVersion::latest())
@@ -174,6 +260,13 @@ impl CredentialCache {
                 ),
             }),
         }
+    }
+}
+
+impl Inner {
+    /// The state, even if a panicking thread poisoned the lock (the state stays consistent).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -262,14 +355,14 @@ mod tests {
     use super::*;
     use aws_credential_types::provider::{error::CredentialsError, future};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
-    /// A provider that counts its calls, answers slowly, and fails when told to.
+    /// A provider that counts its calls, answers after `delay`, and fails when told to.
     #[derive(Debug)]
     struct Counting {
         calls: Arc<AtomicUsize>,
         expiry: Option<SystemTime>,
         fail: bool,
+        delay: Duration,
     }
 
     impl ProvideCredentials for Counting {
@@ -279,7 +372,7 @@ mod tests {
         {
             future::ProvideCredentials::new(async move {
                 let n = self.calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(self.delay).await;
                 if self.fail {
                     return Err(CredentialsError::not_loaded("nothing configured here"));
                 }
@@ -296,23 +389,36 @@ mod tests {
         }
     }
 
-    fn cache(expiry: Option<SystemTime>, fail: bool) -> (CredentialCache, Arc<AtomicUsize>) {
+    fn cache_with(
+        expiry: Option<SystemTime>,
+        fail: bool,
+        delay: Duration,
+    ) -> (CredentialCache, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let p = Counting {
             calls: calls.clone(),
             expiry,
             fail,
+            delay,
         };
+        let wait = Duration::from_millis(500);
         (
-            CredentialCache::with_provider(SharedCredentialsProvider::new(p)),
+            CredentialCache::with_provider(SharedCredentialsProvider::new(p), wait),
             calls,
         )
     }
 
-    #[tokio::test]
+    fn cache(expiry: Option<SystemTime>, fail: bool) -> (CredentialCache, Arc<AtomicUsize>) {
+        cache_with(expiry, fail, Duration::from_millis(50))
+    }
+
+    fn in_secs(s: u64) -> Option<SystemTime> {
+        Some(SystemTime::now() + Duration::from_secs(s))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_one_resolution() {
-        let (c, calls) = cache(Some(SystemTime::now() + Duration::from_secs(3600)), false);
-        let c = Arc::new(c);
+        let (c, calls) = cache(in_secs(3600), false);
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let c = c.clone();
@@ -325,16 +431,21 @@ mod tests {
             assert_eq!(creds.session_token.as_deref(), Some("token"));
             assert!(creds.expires_at.unwrap() > unix_now() + 3500);
         }
+        // Fresh credentials come from the cache.
+        assert_eq!(c.get().await.unwrap().access_key_id, "AKID0");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
-    async fn credentials_near_expiry_are_refreshed() {
-        // Expiring in 4 minutes: inside the 5-minute window, so every call re-resolves.
-        let (c, calls) = cache(Some(SystemTime::now() + Duration::from_secs(240)), false);
+    async fn credentials_near_expiry_are_refreshed_in_the_background() {
+        // Expiring in 4 minutes: inside the 5-minute window, but still valid.
+        let (c, calls) = cache(in_secs(240), false);
         assert_eq!(c.get().await.unwrap().access_key_id, "AKID0");
-        assert_eq!(c.get().await.unwrap().access_key_id, "AKID1");
+        // Answered at once from the cache while a refresh starts behind it.
+        assert_eq!(c.get().await.unwrap().access_key_id, "AKID0");
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(c.get().await.unwrap().access_key_id, "AKID1");
     }
 
     #[tokio::test]
@@ -359,6 +470,20 @@ mod tests {
             e.message
         );
         assert_eq!(c.get().await.unwrap_err(), e);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_provider_does_not_block_requests() {
+        let (c, calls) = cache_with(None, false, Duration::from_secs(2));
+        c.prewarm();
+        let started = Instant::now();
+        let e = c.get().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(1500));
+        assert!(e.message.contains("still being resolved"), "{}", e.message);
+        // The resolution went on in the background and its result is served when ready.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(c.get().await.unwrap().access_key_id, "AKID0");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 

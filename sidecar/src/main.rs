@@ -79,10 +79,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
+/// Logs to stderr; `RUST_LOG` filters (default `info`, with the AWS SDK's per-provider
+/// warnings muted: the sidecar logs one summary of each failed resolution itself).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -157,8 +158,11 @@ async fn sidecar(port: Option<u16>) -> Result<ExitCode, String> {
         token,
         credentials: credentials::CredentialCache::default_chain(),
     });
-    serve::prewarm(state.clone());
-    tracing::info!("unigate sidecar listening on 127.0.0.1:{port}");
+    serve::prewarm(&state);
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!("unigate sidecar listening on {addr}"),
+        Err(_) => tracing::info!("unigate sidecar listening on 127.0.0.1:{port}"),
+    }
     server::run(listener, state, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -126,7 +126,7 @@ pub async fn serve(
         credentials: CredentialCache::default_chain(),
     });
     if settings.aws_region.is_some() {
-        prewarm(state.clone());
+        prewarm(&state);
     }
     let (stop_sidecar, sidecar_stopped) = oneshot::channel::<()>();
     let mut sidecar = tokio::spawn(server::run(listener, state, async {
@@ -189,10 +189,8 @@ pub async fn serve(
 
 /// Resolves credentials once in the background, so the first Bedrock request does not wait
 /// (and a missing configuration shows up in the log at start).
-pub fn prewarm(state: Arc<AppState>) {
-    tokio::spawn(async move {
-        let _ = state.credentials.get().await;
-    });
+pub fn prewarm(state: &AppState) {
+    state.credentials.prewarm();
 }
 
 /// Starts Envoy with the secrets in its environment.
