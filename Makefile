@@ -11,7 +11,7 @@ WASM      := build/unigate.wasm
 UNIGATE   := target/release/unigate
 export ENVOY_BIN
 
-.PHONY: help setup build wasm sidecar run test test-core test-wasm test-system lint fmt clean
+.PHONY: help setup build wasm sidecar run test test-core test-wasm test-system lint fmt fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,6 +46,9 @@ lint: ## rustfmt and clippy for host and wasm targets
 	cargo fmt --all -- --check
 	cargo clippy --workspace --exclude unigate-filter --all-targets -- -D warnings
 	scripts/build-wasm.sh clippy
+
+fuzz: ## fuzz every core target for FUZZ_SECONDS each (default 60; needs rustup nightly)
+	scripts/fuzz.sh
 
 fmt: ## format the Rust code
 	cargo fmt --all

@@ -1,0 +1,45 @@
+//! Any upstream answer body, for every upstream API × target format and several statuses:
+//! never a panic, always a response with a valid status.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use unigate_core::detect::Format;
+use unigate_core::openai::ResponseMeta;
+use unigate_core::plan::ResponsePlan;
+use unigate_core::response::{translate_buffered, usage_of};
+use unigate_core::route::UpstreamApi;
+
+const APIS: [UpstreamApi; 5] = [
+    UpstreamApi::OpenaiChat,
+    UpstreamApi::BedrockAnthropic,
+    UpstreamApi::BedrockTitan,
+    UpstreamApi::BedrockConverse,
+    UpstreamApi::BedrockAgent,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else { return };
+    let api = APIS[usize::from(selector) % APIS.len()];
+    let target = [Format::Openai, Format::BedrockClaude, Format::BedrockTitan][usize::from(selector / 8) % 3];
+    let status = [200u16, 400, 403, 429, 500, 503][usize::from(selector / 32) % 6];
+    let plan = ResponsePlan {
+        api,
+        input: Format::Openai,
+        target,
+        stream: false,
+        include_usage: false,
+        structured: selector & 1 == 1,
+        passthrough: false,
+        meta: ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "m".into(),
+            legacy_functions: selector & 2 == 2,
+        },
+        timeout_secs: 600,
+        extra_headers: Vec::new(),
+    };
+    let resp = translate_buffered(&plan, status, Some("ThrottlingException"), body);
+    assert!((200..600).contains(&resp.status));
+    let _ = usage_of(api, body);
+});

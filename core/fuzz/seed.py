@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Builds the fuzz seed corpora from the golden fixtures and the stream fixtures."""
+import glob
+import hashlib
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORE = os.path.dirname(HERE)
+
+
+def put(target, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+
+
+for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")):
+    put("request_plan", json.dumps(json.load(open(f))["request"]).encode())
+for f in glob.glob(os.path.join(CORE, "tests/golden/response/*.json")):
+    ub = json.load(open(f))["upstream_body"]
+    body = (ub if isinstance(ub, str) else json.dumps(ub)).encode()
+    for selector in (0, 1, 3, 9, 17, 40, 200):
+        put("response_decode", bytes([selector]) + body)
+for f in glob.glob(os.path.join(CORE, "tests/fixtures/streams/*.bin")) + glob.glob(
+        os.path.join(CORE, "tests/fixtures/streams/*.sse")):
+    data = open(f, "rb").read()
+    for selector in range(15):
+        put("stream_decode", bytes([selector, 37]) + data)
+for s in ["us.anthropic.claude-3-5-haiku-20241022-v1:0",
+          "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x",
+          "amazon.titan-text-express-v1", "bedrock-agent/A1/B2"]:
+    put("sigv4_path", s.encode())
