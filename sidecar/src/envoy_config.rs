@@ -10,7 +10,12 @@ use std::collections::BTreeMap;
 use unigate_core::config::{BaseUrl, PluginConfig};
 
 /// Variables the filter reads from Envoy's environment (`vm_config.environment_variables`).
-pub const HOST_ENV_KEYS: &[&str] = &["API_KEY", "OPENAI_API_KEY", "UNIGATE_SIDECAR_TOKEN"];
+pub const HOST_ENV_KEYS: &[&str] = &[
+    "API_KEY",
+    "UNIGATE_API_KEYS",
+    "OPENAI_API_KEY",
+    "UNIGATE_SIDECAR_TOKEN",
+];
 
 /// The plugin configuration for these settings (everything else at its default).
 pub fn plugin_config(s: &Settings) -> PluginConfig {
@@ -19,6 +24,10 @@ pub fn plugin_config(s: &Settings) -> PluginConfig {
         aws_region: s.aws_region.clone(),
         bedrock_endpoint: s
             .bedrock_endpoint
+            .clone()
+            .filter(|_| s.aws_region.is_some()),
+        bedrock_agent_endpoint: s
+            .bedrock_agent_endpoint
             .clone()
             .filter(|_| s.aws_region.is_some()),
         upstream_timeout_seconds: s.upstream_timeout_seconds,
@@ -111,6 +120,19 @@ pub fn render(s: &Settings) -> Result<String, String> {
         }
         _ => clusters.push_str(NO_BEDROCK_COMMENT),
     }
+    if let (Some(url), Some(region)) = (&s.bedrock_agent_url, &s.aws_region) {
+        let origin = match &s.bedrock_agent_endpoint {
+            Some(e) => format!("from AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME={e}"),
+            None => format!("the default endpoint for AWS_REGION={region}"),
+        };
+        clusters.push_str(&upstream_cluster(
+            &config.bedrock_agent_cluster,
+            &format!("AWS Bedrock Agents runtime upstream (models bedrock-agent/<agent>/<alias>), {origin}."),
+            url,
+            &buffer_limit,
+            &s.ca_file,
+        ));
+    }
     clusters.push_str(
         &SIDECAR_CLUSTER
             .replace("@NAME@", &scalar(&config.sidecar_cluster))
@@ -200,7 +222,8 @@ const TEMPLATE: &str = r#"# unigate: Envoy configuration rendered by `unigate se
 # UPSTREAM_TIMEOUT_SECONDS, MAX_REQUEST_BYTES, ENVOY_ADMIN_PORT, UNIGATE_SIDECAR_PORT, UNIGATE_WASM;
 # see `unigate serve --help`): prefer re-rendering to editing by hand.
 #
-# Secrets: none are in this file. The filter reads the client API keys (API_KEY, comma-separated),
+# Secrets: none are in this file. The filter reads the client API keys (API_KEY, comma-separated,
+# and UNIGATE_API_KEYS, the JSON entries `unigate serve` reads from API_KEYS_FILE),
 # the OpenAI key (OPENAI_API_KEY) and the secret it shares with the sidecar (UNIGATE_SIDECAR_TOKEN)
 # from Envoy's own process environment, listed in vm_config.environment_variables.host_env_keys
 # below; `unigate serve` sets them when it starts Envoy. AWS credentials never pass through Envoy's
@@ -228,6 +251,48 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: unigate
+          # The filter's own 400 replies must not close HTTP/1.1 keep-alive connections.
+          stream_error_on_invalid_http_message: true
+          # A client may take at most 10 s to send its headers and 300 s for a whole request
+          # (bounds slow-loris clients; uploads to /v1/files included).
+          request_headers_timeout: 10s
+          request_timeout: 300s
+          # Replies Envoy generates itself where the filter never sees them (an upstream reset
+          # after the filter held the response headers, for example) still get the OpenAI error
+          # shape. The filter's own replies carry no response flag and are left alone.
+          local_reply_config:
+            mappers:
+            - filter:
+                response_flag_filter:
+                  flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  error:
+                    message: "%LOCAL_REPLY_BODY%"
+                    type: api_error
+                    param: null
+                    code: "%RESPONSE_CODE_DETAILS%"
+          # One JSON line per request on stdout, with what the filter put in filter state.
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format:
+                  time: "%START_TIME%"
+                  request_id: "%REQ(X-REQUEST-ID)%"
+                  method: "%REQ(:METHOD)%"
+                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  status: "%RESPONSE_CODE%"
+                  duration_ms: "%DURATION%"
+                  upstream_cluster: "%UPSTREAM_CLUSTER%"
+                  key: "%FILTER_STATE(wasm.unigate.key:PLAIN)%"
+                  provider: "%FILTER_STATE(wasm.unigate.provider:PLAIN)%"
+                  model: "%FILTER_STATE(wasm.unigate.model:PLAIN)%"
+                  prompt_tokens: "%FILTER_STATE(wasm.unigate.prompt_tokens:PLAIN)%"
+                  completion_tokens: "%FILTER_STATE(wasm.unigate.completion_tokens:PLAIN)%"
+                  total_tokens: "%FILTER_STATE(wasm.unigate.total_tokens:PLAIN)%"
           route_config:
             virtual_hosts:
             - name: unigate
@@ -267,7 +332,7 @@ static_resources:
                 #              {"pattern": "anthropic.*", "provider": "bedrock", "api": "bedrock_converse"}]
                 #       replaces the default routing table (first match wins, `*` matches any run of
                 #       characters; "api" is optional: openai_chat, bedrock_anthropic, bedrock_titan,
-                #       bedrock_converse);
+                #       bedrock_converse, bedrock_agent);
                 #   "aliases": {"fast": "amazon.nova-micro-v1:0"}
                 #       short model names, merged over the default aliases ("" removes one);
                 #   "models": [{"id": "my-model", "owned_by": "me"}], "replace_default_models": true
@@ -320,6 +385,23 @@ mod tests {
         let rest = &yaml[start..];
         let end = rest[1..].find("\n  - name: ").map_or(rest.len(), |i| i + 1);
         Some(&rest[..end])
+    }
+
+    /// envoy/envoy.yaml is exactly what `unigate serve --print-config` renders for the
+    /// documented example (AWS_REGION=us-east-1, GATEWAY_BIND=0.0.0.0,
+    /// UNIGATE_WASM=/etc/unigate/unigate.wasm), so the example can never drift from the code.
+    #[test]
+    fn committed_example_matches_the_renderer() {
+        let y = yaml(&[
+            ("AWS_REGION", "us-east-1"),
+            ("GATEWAY_BIND", "0.0.0.0"),
+            ("UNIGATE_WASM", "/etc/unigate/unigate.wasm"),
+        ]);
+        let committed = include_str!("../../envoy/envoy.yaml");
+        assert!(
+            y == committed,
+            "envoy/envoy.yaml is stale: regenerate it with\n  AWS_REGION=us-east-1 GATEWAY_BIND=0.0.0.0 UNIGATE_WASM=/etc/unigate/unigate.wasm unigate serve --print-config > envoy/envoy.yaml"
+        );
     }
 
     #[test]
@@ -437,7 +519,9 @@ mod tests {
         assert!(cluster(&y, "unigate_sidecar")
             .unwrap()
             .contains("port_value: 9003"));
-        assert!(y.contains("host_env_keys: [API_KEY, OPENAI_API_KEY, UNIGATE_SIDECAR_TOKEN]"));
+        assert!(y.contains(
+            "host_env_keys: [API_KEY, UNIGATE_API_KEYS, OPENAI_API_KEY, UNIGATE_SIDECAR_TOKEN]"
+        ));
         // No `@MARKER@` is left unsubstituted.
         for (i, _) in y.match_indices('@') {
             let rest = &y[i + 1..];

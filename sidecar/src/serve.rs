@@ -26,6 +26,21 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SIDECAR_TOKEN_VAR: &str = "UNIGATE_SIDECAR_TOKEN";
 /// Variable holding the client API keys (comma-separated).
 pub const API_KEY_VAR: &str = "API_KEY";
+/// Variable through which the key entries of `API_KEYS_FILE` reach the filter.
+pub const API_KEYS_JSON_VAR: &str = "UNIGATE_API_KEYS";
+
+/// Reads and validates `API_KEYS_FILE` (a JSON array of keys or key entries); returns the
+/// compact JSON handed to the filter.
+pub fn read_key_entries(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()))?;
+    let entries = unigate_core::auth::parse_key_entries(&text)
+        .map_err(|e| format!("API_KEYS_FILE {}: {e}", path.display()))?;
+    if entries.is_empty() {
+        return Err(format!("API_KEYS_FILE {} holds no keys", path.display()));
+    }
+    serde_json::to_string(&entries).map_err(|e| format!("API_KEYS_FILE: {e}"))
+}
 /// Static AWS keys are kept out of Envoy's environment: only the sidecar needs them.
 const AWS_SECRET_VARS: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
@@ -103,8 +118,13 @@ pub async fn serve(
     }
 
     // Secrets: kept in memory and handed to Envoy through its environment only.
+    let key_entries = match &settings.api_keys_file {
+        Some(path) => Some(read_key_entries(path)?),
+        None => None,
+    };
     let api_keys = match env(API_KEY_VAR) {
         Some(k) if has_keys(Some(&k)) => k,
+        _ if key_entries.is_some() => String::new(),
         _ => {
             let key = format!("ug-{}", random_hex(16)?);
             eprintln!("unigate: no API_KEY set; generated one for this run: {key}");
@@ -138,7 +158,13 @@ pub async fn serve(
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
 
-    let mut envoy = spawn_envoy(&settings, &config_path, &api_keys, &token)?;
+    let mut envoy = spawn_envoy(
+        &settings,
+        &config_path,
+        &api_keys,
+        key_entries.as_deref(),
+        &token,
+    )?;
     tracing::debug!(config = %config_path.display(), "started Envoy");
 
     let ready = wait_ready(settings.admin_port, READY_TIMEOUT);
@@ -198,6 +224,7 @@ fn spawn_envoy(
     settings: &Settings,
     config: &Path,
     api_keys: &str,
+    key_entries: Option<&str>,
     token: &str,
 ) -> Result<Child, String> {
     let mut cmd = Command::new(&settings.envoy_bin);
@@ -205,6 +232,10 @@ fn spawn_envoy(
         .env(API_KEY_VAR, api_keys)
         .env(SIDECAR_TOKEN_VAR, token)
         .kill_on_drop(true);
+    match key_entries {
+        Some(json) => cmd.env(API_KEYS_JSON_VAR, json),
+        None => cmd.env_remove(API_KEYS_JSON_VAR),
+    };
     for var in AWS_SECRET_VARS {
         cmd.env_remove(var);
     }

@@ -7,7 +7,9 @@
 
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
-use unigate_core::config::{default_bedrock_endpoint, BaseUrl, PluginConfig};
+use unigate_core::config::{
+    default_bedrock_agent_endpoint, default_bedrock_endpoint, BaseUrl, PluginConfig,
+};
 
 /// Default Envoy listener port (`GATEWAY_PORT`).
 pub const DEFAULT_PORT: u16 = 8080;
@@ -67,6 +69,12 @@ pub struct Settings {
     pub bedrock_endpoint: Option<String>,
     /// The Bedrock endpoint in use (given or the region default), parsed; `None` without a region.
     pub bedrock_url: Option<BaseUrl>,
+    /// `AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME` as given.
+    pub bedrock_agent_endpoint: Option<String>,
+    /// The Bedrock Agents endpoint in use, parsed; `None` without a region.
+    pub bedrock_agent_url: Option<BaseUrl>,
+    /// `API_KEYS_FILE`: JSON key entries with names, model patterns and limits.
+    pub api_keys_file: Option<PathBuf>,
     /// Longest an upstream may stay silent (route `idle_timeout`).
     pub upstream_timeout_seconds: u64,
     /// Largest request body the filter accepts.
@@ -149,6 +157,21 @@ impl Settings {
             None => None,
         };
 
+        let bedrock_agent_endpoint = get("AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME");
+        let bedrock_agent_url = match &aws_region {
+            Some(region) => {
+                let url = bedrock_agent_endpoint
+                    .clone()
+                    .unwrap_or_else(|| default_bedrock_agent_endpoint(region));
+                Some(
+                    BaseUrl::parse(&url)
+                        .map_err(|e| format!("AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME: {e}"))?,
+                )
+            }
+            None => None,
+        };
+        let api_keys_file = get("API_KEYS_FILE").map(|f| absolute(cwd, Path::new(&f)));
+
         let upstream_timeout_seconds = number_var(
             &get,
             "UPSTREAM_TIMEOUT_SECONDS",
@@ -223,6 +246,9 @@ impl Settings {
             aws_region,
             bedrock_endpoint,
             bedrock_url,
+            bedrock_agent_endpoint,
+            bedrock_agent_url,
+            api_keys_file,
             upstream_timeout_seconds,
             max_request_bytes,
             envoy_bin,
