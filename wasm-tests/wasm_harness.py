@@ -85,6 +85,31 @@ def _cluster(name: str, port: int) -> dict:
     }
 
 
+# Envoy-generated local replies as OpenAI error JSON (HCM `local_reply_config`).
+LOCAL_REPLY_CONFIG = {
+    "mappers": [
+        {
+            "filter": {
+                "response_flag_filter": {
+                    "flags": ["UF", "UR", "UC", "URX", "UH", "UT", "UO", "UPE", "NR", "DC", "UMSDR", "OM", "DF", "SI"]
+                }
+            },
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {
+                    "error": {
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "type": "api_error",
+                        "param": None,
+                        "code": "%RESPONSE_CODE_DETAILS%",
+                    }
+                },
+            },
+        }
+    ]
+}
+
+
 def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S) -> dict:
     """The Envoy bootstrap (as a dict; JSON is valid YAML) for one plugin configuration."""
     return {
@@ -103,6 +128,13 @@ def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_time
                                     "typed_config": {
                                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                                         "stat_prefix": "ingress",
+                                        # What `unigate serve` renders too: the filter's own 400s do not
+                                        # close HTTP/1.1 keep-alive connections ...
+                                        "stream_error_on_invalid_http_message": True,
+                                        # ... and replies Envoy generates itself (upstream reset or
+                                        # refused, timeouts, no route), which the filter never sees, are
+                                        # OpenAI error objects too.
+                                        "local_reply_config": LOCAL_REPLY_CONFIG,
                                         "route_config": {
                                             "virtual_hosts": [
                                                 {
