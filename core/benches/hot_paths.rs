@@ -1,0 +1,161 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! Criterion benches of the core's hot paths: request planning (2 KB and 1 MB bodies),
+//! SigV4 signing, non-streaming response translation, and stream chunk translation.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use serde_json::json;
+use unigate_core::config::Gateway;
+use unigate_core::detect::Format;
+use unigate_core::openai::ResponseMeta;
+use unigate_core::plan::{plan_chat, ChatInput, ResponsePlan};
+use unigate_core::response::translate_buffered;
+use unigate_core::route::UpstreamApi;
+use unigate_core::sigv4::AwsCredentials;
+use unigate_core::stream::eventstream::event_frame;
+use unigate_core::stream::StreamTranslator;
+
+fn gateway() -> Gateway {
+    let env = |k: &str| match k {
+        "API_KEY" => Some("k".to_string()),
+        "OPENAI_API_KEY" => Some("sk".to_string()),
+        _ => None,
+    };
+    Gateway::from_json(br#"{"aws_region":"us-east-1"}"#, &env).unwrap()
+}
+
+/// An OpenAI chat body of about `size` bytes: a system prompt and a multi-turn conversation.
+pub fn openai_body(model: &str, size: usize) -> Vec<u8> {
+    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
+    let turn = "Tell me something interesting about the history of computing, briefly. ";
+    let mut total = 0;
+    let mut i = 0;
+    while total < size {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(json!({"role": role, "content": turn}));
+        total += turn.len() + 40;
+        i += 1;
+    }
+    if i % 2 == 0 {
+        messages.push(json!({"role": "user", "content": "And one more?"}));
+    }
+    serde_json::to_vec(&json!({"model": model, "messages": messages, "max_tokens": 256, "temperature": 0.7})).unwrap()
+}
+
+fn input(body: &[u8]) -> ChatInput<'_> {
+    ChatInput {
+        body,
+        query: None,
+        target_header: None,
+        request_id: "0123456789abcdef0123456789abcdef",
+        session_header: None,
+        client: None,
+        files: None,
+        now_unix: 1_700_000_000,
+    }
+}
+
+fn creds() -> AwsCredentials {
+    AwsCredentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        session_token: Some("IQoJb3JpZ2luX2VjEXAMPLETOKEN".into()),
+        expires_at: None,
+    }
+}
+
+fn bench_requests(c: &mut Criterion) {
+    let gw = gateway();
+    let mut g = c.benchmark_group("plan");
+    for (name, model, size) in [
+        ("openai_to_claude_2k", "claude-3-haiku", 2048),
+        ("openai_to_openai_2k", "gpt-4o", 2048),
+        ("openai_to_converse_2k", "amazon.nova-pro-v1:0", 2048),
+        ("openai_to_claude_1m", "claude-3-haiku", 1 << 20),
+    ] {
+        let body = openai_body(model, size);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| plan_chat(&gw, &input(black_box(&body))).unwrap()));
+    }
+    let body = openai_body("claude-3-haiku", 2048);
+    let plan = plan_chat(&gw, &input(&body)).unwrap();
+    let c = creds();
+    g.bench_function("sign_2k", |b| {
+        b.iter(|| plan.upstream.signing_headers(black_box(&c), 1_700_000_000).unwrap())
+    });
+    g.finish();
+}
+
+fn response_plan(api: UpstreamApi, stream: bool) -> ResponsePlan {
+    ResponsePlan {
+        api,
+        input: Format::Openai,
+        target: Format::Openai,
+        stream,
+        include_usage: true,
+        structured: false,
+        passthrough: false,
+        meta: ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "claude-3-haiku".into(),
+            legacy_functions: false,
+        },
+        timeout_secs: 600,
+        extra_headers: Vec::new(),
+    }
+}
+
+fn bench_responses(c: &mut Criterion) {
+    let body = serde_json::to_vec(&json!({
+        "id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": "claude-3-haiku-20240307",
+        "content": [{"type": "text", "text": "Computing history is full of surprises. ".repeat(12)}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 512, "output_tokens": 128}
+    }))
+    .unwrap();
+    let plan = response_plan(UpstreamApi::BedrockAnthropic, false);
+    c.bench_function("response/claude_to_openai", |b| {
+        b.iter(|| translate_buffered(&plan, 200, None, black_box(&body)))
+    });
+}
+
+/// A Claude InvokeModelWithResponseStream body with `n` text deltas.
+pub fn claude_stream(n: usize) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        let raw = serde_json::to_vec(&v).unwrap();
+        let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(raw), "p": "abcdefgh"});
+        event_frame("chunk", payload.to_string().as_bytes())
+    };
+    let mut out = b64(json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "stop_reason": null, "usage": {"input_tokens": 20, "output_tokens": 1}}}));
+    out.extend(b64(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+    for i in 0..n {
+        out.extend(b64(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!(" word{i}")}})));
+    }
+    out.extend(b64(json!({"type": "content_block_stop", "index": 0})));
+    out.extend(b64(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": n}})));
+    out.extend(b64(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": n}})));
+    out
+}
+
+fn bench_streams(c: &mut Criterion) {
+    let stream = claude_stream(300);
+    let plan = response_plan(UpstreamApi::BedrockAnthropic, true);
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Elements(300));
+    g.bench_function("claude_300_chunks_to_openai", |b| {
+        b.iter(|| {
+            let mut t = StreamTranslator::new(&plan);
+            let mut n = 0;
+            for piece in black_box(&stream).chunks(4096) {
+                n += t.push(piece, false).len();
+            }
+            n += t.push(&[], true).len();
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_requests, bench_responses, bench_streams);
+criterion_main!(benches);
