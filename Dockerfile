@@ -34,17 +34,21 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # A fixed non-root uid/gid, so Kubernetes `runAsNonRoot` can verify it. The home directory
 # is where a mounted ~/.aws (profiles, SSO cache) goes: /home/unigate/.aws.
-# /srv/unigate-wasm is owned by that user: a named volume mounted there starts with this
-# ownership, so the non-root init container can copy the filter into it.
+# /srv/unigate-wasm and /var/lib/unigate/files are owned by that user: a named volume
+# mounted there starts with this ownership, so the non-root containers can write into it
+# (the init container copies the filter; the sidecar stores or spools uploaded files).
 RUN groupadd --system --gid 10001 unigate \
     && useradd --system --uid 10001 --gid unigate --create-home --home-dir /home/unigate \
        --shell /usr/sbin/nologin unigate \
-    && mkdir -p /srv/unigate-wasm \
-    && chown unigate:unigate /srv/unigate-wasm
+    && mkdir -p /srv/unigate-wasm /var/lib/unigate/files \
+    && chown unigate:unigate /srv/unigate-wasm /var/lib/unigate/files
 COPY --from=builder /src/target/release/unigate /usr/local/bin/unigate
 COPY --from=builder /src/target/wasm32-wasip1/wasm/unigate.wasm /etc/unigate/unigate.wasm
 # `unigate serve` inside this image (or --print-config) points Envoy at the bundled filter.
 ENV UNIGATE_WASM=/etc/unigate/unigate.wasm
+# The Files API's local storage (and, with S3_FILES_BUCKET, its upload spool): a volume
+# mount point, so the root filesystem can stay read-only.
+ENV FILES_DIR=/var/lib/unigate/files
 USER 10001:10001
 WORKDIR /home/unigate
 ENTRYPOINT ["unigate"]

@@ -334,7 +334,8 @@ def test_compose_optional_aws_variables_are_passed_only_when_set(compose):
     # sidecar); optional variables are pass-through (null), never `${X:-}`.
     env = compose["services"]["sidecar"]["environment"]
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "S3_FILES_BUCKET", "AWS_ENDPOINT_URL_S3"):
+                 "AWS_ROLE_ARN", "AWS_EXTERNAL_ID", "S3_FILES_BUCKET", "S3_FILES_PREFIX",
+                 "AWS_ENDPOINT_URL_S3"):
         assert env[name] is None, f"{name} should be pass-through (no value) in docker-compose.yaml"
 
 
@@ -351,7 +352,7 @@ def test_env_example_mentions_every_variable_compose_reads(compose):
         env = svc.get("environment") or {}
         if isinstance(env, dict):
             referenced |= {k for k, v in env.items() if v is None}
-    missing = referenced - mentioned - {"RUST_LOG"}
+    missing = referenced - mentioned
     assert not missing, f".env.example does not mention {sorted(missing)}"
     # Required variables are present uncommented, so `cp .env.example .env` shows them.
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text)) - {"MINIO_ROOT_PASSWORD"}
@@ -489,6 +490,17 @@ def test_k8s_sidecar_listens_where_the_sidecar_cluster_points(k8s, envoy):
     probe = " ".join(c["livenessProbe"]["exec"]["command"])
     assert f"/dev/tcp/127.0.0.1/{envoy.sidecar_port}" in probe and "GET /health" in probe
     assert not c.get("ports")
+
+
+def test_sidecar_files_dir_is_a_writable_volume(k8s, compose, dockerfile):
+    # The root filesystem is read-only; FILES_DIR (set in the image) must be a volume.
+    (runtime,) = [n for n in dockerfile.stages if n != "builder"]
+    env = dict(e.split("=", 1) for e in dockerfile.steps(runtime, "ENV"))
+    files_dir = env["FILES_DIR"]
+    assert any(files_dir in r for r in dockerfile.steps(runtime, "RUN")), "the image must create FILES_DIR"
+    mounts = [m["mountPath"] for m in _container(_pod(k8s), "sidecar")["volumeMounts"]]
+    assert files_dir in mounts
+    assert files_dir in [_volume(v)[1] for v in compose["services"]["sidecar"]["volumes"]]
 
 
 def test_k8s_pod_security(k8s, dockerfile):
