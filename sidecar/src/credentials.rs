@@ -1,14 +1,19 @@
 //! AWS credentials for the filter: resolved with the AWS SDK's default credential chain,
 //! cached, and refreshed before they expire.
 //!
+//! The chain is [`Chain`]: the AWS SDK's default chain, plus an explicit STS AssumeRole on top
+//! of it when `AWS_ROLE_ARN` is set without a web identity token file.
+//!
 //! At most one resolution runs at a time, in a background task, so concurrent requests never
 //! stampede the provider. A request waits for a running resolution only for [`WAIT_LIMIT`]
 //! (below the filter's 2 s call timeout); after that, or while a refresh runs behind still
 //! valid credentials or a recent error, it gets an immediate answer.
 
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::BehaviorVersion;
 use aws_credential_types::credential_feature::AwsCredentialFeature;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,12 +90,182 @@ enum Step {
 }
 
 struct Inner {
-    /// The provider; built from the default chain on first use unless given.
-    provider: OnceCell<SharedCredentialsProvider>,
+    /// The provider.
+    provider: SharedCredentialsProvider,
     state: Mutex<State>,
     /// Bumped after every finished resolution.
     finished: watch::Sender<u64>,
     wait_limit: Duration,
+}
+
+/// Default `AWS_ROLE_SESSION_NAME`.
+pub const DEFAULT_SESSION_NAME: &str = "unigate";
+/// Default `AWS_ROLE_DURATION_SECONDS`.
+pub const DEFAULT_ROLE_DURATION: Duration = Duration::from_secs(3600);
+
+/// An explicit AssumeRole on top of the default chain (`AWS_ROLE_ARN` without
+/// `AWS_WEB_IDENTITY_TOKEN_FILE`; with a token file the default chain does web identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSettings {
+    /// `AWS_ROLE_ARN`.
+    pub role_arn: String,
+    /// `AWS_EXTERNAL_ID`.
+    pub external_id: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME` (default `unigate`).
+    pub session_name: String,
+    /// `AWS_ROLE_DURATION_SECONDS` (default 3600; STS allows 900 to 43200).
+    pub duration: Duration,
+}
+
+impl RoleSettings {
+    /// Reads the role settings; `None` when no explicit AssumeRole is asked for.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<RoleSettings>, String> {
+        let get = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let Some(role_arn) = get("AWS_ROLE_ARN") else {
+            return Ok(None);
+        };
+        if get("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+            return Ok(None);
+        }
+        if !role_arn.starts_with("arn:") {
+            return Err(format!(
+                "AWS_ROLE_ARN `{role_arn}` is not an ARN (arn:aws:iam::<account>:role/<name>)"
+            ));
+        }
+        let session_name =
+            get("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
+        let valid_name = (2..=64).contains(&session_name.len())
+            && session_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c));
+        if !valid_name {
+            return Err(format!(
+                "AWS_ROLE_SESSION_NAME `{session_name}` must be 2 to 64 letters, digits or =,.@-_"
+            ));
+        }
+        let duration = match get("AWS_ROLE_DURATION_SECONDS") {
+            None => DEFAULT_ROLE_DURATION,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (900..=43_200).contains(&n) => Duration::from_secs(n),
+                _ => {
+                    return Err(format!(
+                        "AWS_ROLE_DURATION_SECONDS `{v}` must be a number of seconds between 900 and 43200"
+                    ))
+                }
+            },
+        };
+        Ok(Some(RoleSettings {
+            role_arn,
+            external_id: get("AWS_EXTERNAL_ID"),
+            session_name,
+            duration,
+        }))
+    }
+}
+
+/// The sidecar's credential chain: the default chain, or AssumeRole over it. Built on first
+/// use (loading the chain may touch the network), shared by every client of the sidecar.
+#[derive(Clone)]
+pub struct Chain {
+    inner: Arc<ChainInner>,
+}
+
+struct ChainInner {
+    role: Option<RoleSettings>,
+    region: Option<String>,
+    provider: OnceCell<SharedCredentialsProvider>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("role", &self.inner.role)
+            .finish()
+    }
+}
+
+impl Chain {
+    /// The chain for this environment (`AWS_ROLE_ARN` & co, `AWS_REGION`).
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Chain, String> {
+        let role = RoleSettings::from_env(env)?;
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty());
+        Ok(Chain {
+            inner: Arc::new(ChainInner {
+                role,
+                region,
+                provider: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The explicit AssumeRole, if any.
+    pub fn role(&self) -> Option<&RoleSettings> {
+        self.inner.role.as_ref()
+    }
+
+    /// This chain as an SDK provider (for S3 and STS clients).
+    pub fn shared(&self) -> SharedCredentialsProvider {
+        SharedCredentialsProvider::new(self.clone())
+    }
+
+    /// The underlying provider, built once.
+    async fn provider(&self) -> Result<&SharedCredentialsProvider, CredentialsError> {
+        self.inner
+            .provider
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(r) = &self.inner.region {
+                    loader = loader.region(aws_config::Region::new(r.clone()));
+                }
+                let conf = loader.load().await;
+                let base = conf.credentials_provider().ok_or_else(|| {
+                    CredentialsError::not_loaded(
+                        "the AWS SDK configuration has no credentials provider",
+                    )
+                })?;
+                let Some(role) = &self.inner.role else {
+                    return Ok(base);
+                };
+                let mut builder = AssumeRoleProvider::builder(role.role_arn.clone())
+                    .session_name(role.session_name.clone())
+                    .session_length(role.duration)
+                    .configure(&conf);
+                if let Some(id) = &role.external_id {
+                    builder = builder.external_id(id.clone());
+                }
+                Ok(SharedCredentialsProvider::new(
+                    builder.build_from_provider(base).await,
+                ))
+            })
+            .await
+    }
+}
+
+impl ProvideCredentials for Chain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let provider = self.provider().await?;
+            let creds = provider.provide_credentials().await;
+            match (&self.inner.role, creds) {
+                (Some(role), Err(e)) => Err(CredentialsError::provider_error(format!(
+                    "assuming role {} failed: {}",
+                    role.role_arn,
+                    error_chain(&e)
+                ))),
+                (_, c) => c,
+            }
+        })
+    }
 }
 
 /// A cached, single-flight view of an AWS credentials provider.
@@ -100,19 +275,17 @@ pub struct CredentialCache {
 }
 
 impl CredentialCache {
-    /// A cache over the AWS default credential chain (env, profile/SSO, web identity, ECS,
-    /// IMDS); the chain is built on first use.
-    pub fn default_chain() -> CredentialCache {
-        CredentialCache::new(OnceCell::new(), WAIT_LIMIT)
+    /// A cache over the sidecar's chain (default chain, or AssumeRole over it).
+    pub fn over(chain: &Chain) -> CredentialCache {
+        CredentialCache::with_provider(chain.shared(), WAIT_LIMIT)
     }
 
     /// A cache over a given provider, with its own wait limit.
-    #[cfg(test)]
     pub fn with_provider(provider: SharedCredentialsProvider, wait: Duration) -> CredentialCache {
-        CredentialCache::new(OnceCell::new_with(Some(provider)), wait)
+        CredentialCache::new(provider, wait)
     }
 
-    fn new(provider: OnceCell<SharedCredentialsProvider>, wait_limit: Duration) -> CredentialCache {
+    fn new(provider: SharedCredentialsProvider, wait_limit: Duration) -> CredentialCache {
         CredentialCache {
             inner: Arc::new(Inner {
                 provider,
@@ -233,21 +406,7 @@ impl CredentialCache {
 
     /// Asks the provider once; returns the credentials and a description of their source.
     async fn resolve(&self) -> Result<(Credentials, String), NoCredentials> {
-        let provider = self
-            .inner
-            .provider
-            .get_or_try_init(|| async {
-                aws_config::defaults(BehaviorVersion::latest())
-                    .load()
-                    .await
-                    .credentials_provider()
-                    .ok_or_else(|| NoCredentials {
-                        message: format!(
-                            "The AWS SDK configuration has no credentials provider. {WHAT_TO_SET}"
-                        ),
-                    })
-            })
-            .await?;
+        let provider = &self.inner.provider;
         match provider.provide_credentials().await {
             Ok(creds) => {
                 let sources = describe_sources(&creds);
@@ -271,7 +430,7 @@ impl Inner {
 }
 
 /// What a user can set to give the sidecar credentials.
-pub const WHAT_TO_SET: &str = "Give the unigate sidecar AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE for a profile in ~/.aws (run `aws sso login` first for SSO), or run it with an IAM role (EKS web identity, ECS task role, EC2 instance profile).";
+pub const WHAT_TO_SET: &str = "Give the unigate sidecar AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary keys), or AWS_PROFILE for a profile in ~/.aws (run `aws sso login` first for SSO), or run it with an IAM role (EKS web identity, ECS task role, EC2 instance profile); AWS_ROLE_ARN assumes a role on top of any of these.";
 
 /// The wire form served to the filter.
 fn to_wire(c: &Credentials) -> AwsCredentials {
@@ -287,7 +446,7 @@ fn to_wire(c: &Credentials) -> AwsCredentials {
 }
 
 /// A readable name for where credentials came from (the SDK records it as features).
-fn describe_sources(c: &Credentials) -> String {
+pub fn describe_sources(c: &Credentials) -> String {
     let names: Vec<String> = c
         .get_property::<Vec<AwsCredentialFeature>>()
         .map(|features| features.iter().map(feature_name).collect())
@@ -322,7 +481,7 @@ fn feature_name(f: &AwsCredentialFeature) -> String {
 }
 
 /// An error and its sources, joined (the SDK's top-level message alone is often vague).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

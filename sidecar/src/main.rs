@@ -1,12 +1,20 @@
-//! `unigate`: runs the gateway (Envoy + the unigate filter + this sidecar) or only the sidecar.
+//! `unigate`: runs the gateway (Envoy + the unigate filter + this sidecar) or only the sidecar,
+//! and talks to a running gateway from the command line.
 //!
 //! ```text
 //! unigate serve [--port N] [--bind IP] [--wasm FILE] [--envoy-bin FILE] [--run-dir DIR] [--print-config]
 //! unigate sidecar [--port N]
+//! unigate chat [--model M] [--system TEXT] [--temperature T] [--max-tokens N]
+//! unigate models
+//! unigate files upload|list|get|download|delete
+//! unigate config show|check <envoy.yaml>|init
+//! unigate aws test
 //! ```
 
+mod cli;
 mod credentials;
 mod envoy_config;
+mod files;
 mod serve;
 mod server;
 mod settings;
@@ -32,10 +40,12 @@ enum Commands {
     /// Configured by the environment: API_KEY (client keys, comma-separated; one is generated
     /// and printed if unset), OPENAI_API_KEY, OPENAI_BASE_URL, AWS_REGION / AWS_DEFAULT_REGION,
     /// AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS credentials (default chain: env keys, AWS_PROFILE,
-    /// SSO, web identity, ECS, IMDS), GATEWAY_PORT, GATEWAY_BIND, UPSTREAM_TIMEOUT_SECONDS,
-    /// MAX_REQUEST_BYTES, ENVOY_ADMIN_PORT, UNIGATE_SIDECAR_PORT, ENVOY_BIN, UNIGATE_WASM,
-    /// ENVOY_CONCURRENCY, ENVOY_LOG_LEVEL, UNIGATE_RUN_DIR, SSL_CERT_FILE. The flags below
-    /// override their variables.
+    /// SSO, web identity, ECS, IMDS; AWS_ROLE_ARN assumes a role on top), GATEWAY_PORT,
+    /// GATEWAY_BIND, UPSTREAM_TIMEOUT_SECONDS, MAX_REQUEST_BYTES, ENVOY_ADMIN_PORT,
+    /// UNIGATE_SIDECAR_PORT, ENVOY_BIN, UNIGATE_WASM, ENVOY_CONCURRENCY, ENVOY_LOG_LEVEL,
+    /// UNIGATE_RUN_DIR, SSL_CERT_FILE, and for the Files API S3_FILES_BUCKET, S3_FILES_PREFIX,
+    /// AWS_ENDPOINT_URL_S3, FILES_DIR, FILES_MAX_BYTES, FILE_CONTEXT_MAX_BYTES. The flags below
+    /// override their variables. `unigate config init` writes them all to a commented .env.
     Serve {
         /// Gateway port [env: GATEWAY_PORT] [default: 8080].
         #[arg(long)]
@@ -58,13 +68,29 @@ enum Commands {
     },
     /// Run only the sidecar (e.g. in a Kubernetes pod next to an Envoy with the filter).
     ///
-    /// Listens on 127.0.0.1 only. Needs UNIGATE_SIDECAR_TOKEN, the secret the filter sends in
-    /// x-unigate-token (give Envoy the same value). AWS credentials come from the default chain.
+    /// Serves AWS credentials and the Files API to the filter. Listens on 127.0.0.1 only.
+    /// Needs UNIGATE_SIDECAR_TOKEN, the secret the filter sends in x-unigate-token (give Envoy
+    /// the same value). AWS credentials come from the default chain (plus AWS_ROLE_ARN); files
+    /// go to S3_FILES_BUCKET or FILES_DIR.
     Sidecar {
         /// Port on 127.0.0.1 [env: UNIGATE_SIDECAR_PORT] [default: 8081].
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Chat with a running gateway (a REPL; reads stdin, so it can be scripted).
+    ///
+    /// Type a message and press Enter; the answer streams as it arrives. Commands:
+    /// `/file <path>` uploads a file (purpose user_data) and attaches it to the next message,
+    /// `/reset` forgets the conversation, `/exit` (or end of input) quits.
+    Chat(cli::chat::ChatArgs),
+    /// List the models the gateway routes.
+    Models(cli::models::ModelsArgs),
+    /// Upload, list, inspect, download and delete files (the gateway's /v1/files).
+    Files(cli::files::FilesArgs),
+    /// Show, check or create configuration.
+    Config(cli::config::ConfigArgs),
+    /// Check AWS credentials and access.
+    Aws(cli::aws::AwsArgs),
 }
 
 fn main() -> ExitCode {
@@ -129,10 +155,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             runtime.block_on(serve::serve(settings, &process_env))
         }
         Commands::Sidecar { port } => runtime.block_on(sidecar(port)),
+        Commands::Chat(args) => runtime.block_on(cli::chat::run(args)),
+        Commands::Models(args) => runtime.block_on(cli::models::run(args)),
+        Commands::Files(args) => runtime.block_on(cli::files::run(args)),
+        Commands::Config(args) => cli::config::run(args, &process_env),
+        Commands::Aws(args) => runtime.block_on(cli::aws::run(args, &process_env)),
     }
 }
 
-/// `unigate sidecar`: the credentials server alone, until SIGINT/SIGTERM.
+/// `unigate sidecar`: the credentials and files server alone, until SIGINT/SIGTERM.
 async fn sidecar(port: Option<u16>) -> Result<ExitCode, String> {
     let port = match port {
         Some(p) => p,
@@ -154,10 +185,7 @@ async fn sidecar(port: Option<u16>) -> Result<ExitCode, String> {
             )
         })?;
     let listener = server::bind(port).await?;
-    let state = Arc::new(server::AppState {
-        token,
-        credentials: credentials::CredentialCache::default_chain(),
-    });
+    let state = Arc::new(serve::sidecar_state(token, &process_env).await?);
     serve::prewarm(&state);
     match listener.local_addr() {
         Ok(addr) => tracing::info!("unigate sidecar listening on {addr}"),

@@ -1,8 +1,9 @@
 //! `unigate serve`: starts the sidecar, renders the Envoy configuration, runs Envoy with the
 //! filter, and stops everything cleanly on SIGINT/SIGTERM.
 
-use crate::credentials::CredentialCache;
+use crate::credentials::{Chain, CredentialCache};
 use crate::envoy_config;
+use crate::files::{Files, FilesSettings};
 use crate::server::{self, AppState};
 use crate::settings::Settings;
 use std::io::ErrorKind;
@@ -141,10 +142,7 @@ pub async fn serve(
 
     // The sidecar first: the filter may ask it for credentials as soon as Envoy is up.
     let listener = server::bind(settings.sidecar_port).await?;
-    let state = Arc::new(AppState {
-        token: token.clone(),
-        credentials: CredentialCache::default_chain(),
-    });
+    let state = Arc::new(sidecar_state(token.clone(), env).await?);
     if settings.aws_region.is_some() {
         prewarm(&state);
     }
@@ -211,6 +209,25 @@ pub async fn serve(
     let _ = stop_sidecar.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), sidecar).await;
     code
+}
+
+/// The sidecar's state for this environment: the credential chain (with `AWS_ROLE_ARN`'s
+/// AssumeRole) and file storage (`S3_FILES_BUCKET` or `FILES_DIR`).
+pub async fn sidecar_state(
+    token: String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AppState, String> {
+    let chain = Chain::from_env(env)?;
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
+    let files_settings = FilesSettings::from_env(env, &cwd)?;
+    tracing::info!(storage = %files_settings.describe(), "files API storage");
+    let files = Files::new(files_settings, chain.shared()).await?;
+    Ok(AppState {
+        token,
+        credentials: CredentialCache::over(&chain),
+        files,
+    })
 }
 
 /// Resolves credentials once in the background, so the first Bedrock request does not wait

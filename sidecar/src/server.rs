@@ -1,6 +1,8 @@
-//! The sidecar's HTTP server (loopback only): `/health` and the filter's credentials endpoint.
+//! The sidecar's HTTP server (loopback only): `/health`, the filter's credentials endpoint, and
+//! the Files API ([`crate::files::api`]).
 
 use crate::credentials::CredentialCache;
+use crate::files::Files;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +21,8 @@ pub struct AppState {
     pub token: String,
     /// The credentials cache.
     pub credentials: CredentialCache,
+    /// File storage.
+    pub files: Files,
 }
 
 /// The sidecar's routes.
@@ -26,7 +30,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(SIDECAR_CREDENTIALS_PATH, get(aws_credentials))
+        .merge(crate::files::api::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -55,22 +61,28 @@ async fn health() -> Response {
     json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
 }
 
+/// Checks `x-unigate-token` (constant time); the error answer when it is missing or wrong.
+// The error is the finished answer; it is returned at once, never stored.
+#[allow(clippy::result_large_err)]
+pub fn check_token(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get(SIDECAR_TOKEN_HEADER).map(HeaderValue::as_bytes) {
+        None => Err(error(&GatewayError::unauthorized(format!(
+            "Missing {SIDECAR_TOKEN_HEADER}: this endpoint is only for the unigate filter."
+        )))),
+        Some(p) if !constant_time_eq(p, state.token.as_bytes()) => {
+            tracing::warn!("sidecar request with a wrong {SIDECAR_TOKEN_HEADER}");
+            Err(error(&GatewayError::unauthorized(format!(
+                "Incorrect {SIDECAR_TOKEN_HEADER}."
+            ))))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// `GET /v1/internal/aws-credentials`: the AWS credentials, for callers with the token.
 async fn aws_credentials(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let presented = headers.get(SIDECAR_TOKEN_HEADER).map(HeaderValue::as_bytes);
-    match presented {
-        None => {
-            return error(&GatewayError::unauthorized(format!(
-                "Missing {SIDECAR_TOKEN_HEADER}: this endpoint is only for the unigate filter."
-            )))
-        }
-        Some(p) if !constant_time_eq(p, state.token.as_bytes()) => {
-            tracing::warn!("credentials request with a wrong {SIDECAR_TOKEN_HEADER}");
-            return error(&GatewayError::unauthorized(format!(
-                "Incorrect {SIDECAR_TOKEN_HEADER}."
-            )));
-        }
-        Some(_) => {}
+    if let Err(r) = check_token(&state, &headers) {
+        return r;
     }
     match state.credentials.get().await {
         Ok(creds) => match serde_json::to_vec(&creds) {
@@ -96,14 +108,22 @@ async fn not_found() -> Response {
     error(&GatewayError::not_found("not found"))
 }
 
+/// A known path with another method.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(&GatewayError::method_not_allowed(
+        method.as_str(),
+        uri.path(),
+    ))
+}
+
 /// An OpenAI-style error response.
-fn error(e: &GatewayError) -> Response {
+pub fn error(e: &GatewayError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, e.to_json())
 }
 
 /// A JSON response.
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(
