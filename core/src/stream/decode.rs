@@ -9,7 +9,9 @@ use crate::ir::{StopReason, Usage};
 use crate::route::UpstreamApi;
 use crate::{anthropic, converse, openai, titan};
 use base64::Engine;
+use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Decodes one upstream API's stream.
 #[derive(Debug)]
@@ -25,13 +27,13 @@ pub struct UpstreamDecoder {
     started: bool,
 }
 
-/// Raw model events (decoded JSON) kept for same-format pass-through of Claude/Titan streams.
+/// Raw model events kept for same-format pass-through of Claude/Titan streams.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Raw {
-    /// An Anthropic stream event JSON (invocation metrics removed).
-    Anthropic(Value),
-    /// A Titan stream chunk JSON (invocation metrics removed).
-    Titan(Value),
+    /// An Anthropic stream event: its `type` and its JSON bytes (invocation metrics removed).
+    Anthropic(String, Vec<u8>),
+    /// A Titan stream chunk's JSON bytes (invocation metrics removed).
+    Titan(Vec<u8>),
     /// An OpenAI SSE event exactly as received, and whether it is a usage-only chunk.
     OpenaiSse(Vec<u8>, bool),
 }
@@ -100,6 +102,261 @@ pub fn exception_error(kind: &str, payload: &[u8]) -> GatewayError {
         message: crate::upstream_error::redact_aws_secrets(&message),
         code: Some(kind.to_string()),
         ..mapped
+    }
+}
+
+/// A string field that borrows from the input unless it had escapes.
+type Str<'a> = Cow<'a, str>;
+
+/// `{"bytes": "<base64>", "p": "<padding>"}` of InvokeModelWithResponseStream chunks.
+#[derive(Deserialize)]
+struct BytesPayload<'a> {
+    #[serde(borrow)]
+    bytes: Option<Str<'a>>,
+}
+
+/// `amazon-bedrock-invocationMetrics`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct Metrics {
+    input_token_count: Option<u64>,
+    output_token_count: Option<u64>,
+    cache_read_input_token_count: Option<u64>,
+    cache_write_input_token_count: Option<u64>,
+}
+
+const METRICS_KEY: &str = "amazon-bedrock-invocationMetrics";
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    data: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    partial_json: Option<Str<'a>>,
+    #[serde(borrow)]
+    thinking: Option<Str<'a>>,
+    #[serde(borrow)]
+    signature: Option<Str<'a>>,
+    #[serde(borrow)]
+    stop_reason: Option<Str<'a>>,
+    #[serde(borrow)]
+    stop_sequence: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicError<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    message: Option<Str<'a>>,
+}
+
+/// One Anthropic stream event (unknown fields are ignored, so new ones do not break it).
+#[derive(Deserialize)]
+struct AnthropicEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Str<'a>,
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    message: Option<AnthropicMessage<'a>>,
+    #[serde(borrow)]
+    content_block: Option<AnthropicBlock<'a>>,
+    #[serde(borrow)]
+    delta: Option<AnthropicDelta<'a>>,
+    usage: Option<AnthropicUsage>,
+    #[serde(borrow)]
+    error: Option<AnthropicError<'a>>,
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<Metrics>,
+}
+
+/// One Titan stream chunk.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanChunk<'a> {
+    #[serde(borrow)]
+    output_text: Option<Str<'a>>,
+    input_text_token_count: Option<u64>,
+    total_output_text_token_count: Option<u64>,
+    #[serde(borrow)]
+    completion_reason: Option<Str<'a>>,
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<Metrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseToolStart<'a> {
+    #[serde(borrow)]
+    tool_use_id: Option<Str<'a>>,
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseStart<'a> {
+    #[serde(borrow)]
+    tool_use: Option<ConverseToolStart<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ConverseToolDelta<'a> {
+    #[serde(borrow)]
+    input: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseReasoningDelta<'a> {
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    signature: Option<Str<'a>>,
+    #[serde(borrow)]
+    redacted_content: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseDelta<'a> {
+    #[serde(borrow)]
+    text: Option<Str<'a>>,
+    #[serde(borrow)]
+    tool_use: Option<ConverseToolDelta<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<ConverseReasoningDelta<'a>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct ConverseUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_write_input_tokens: Option<u64>,
+}
+
+/// The payload of any ConverseStream event (the event type comes from the frame header).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseEvent<'a> {
+    #[serde(default)]
+    content_block_index: u64,
+    #[serde(borrow)]
+    start: Option<ConverseStart<'a>>,
+    #[serde(borrow)]
+    delta: Option<ConverseDelta<'a>>,
+    #[serde(borrow)]
+    stop_reason: Option<Str<'a>>,
+    usage: Option<ConverseUsage>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiFunctionDelta<'a> {
+    #[serde(borrow)]
+    name: Option<Str<'a>>,
+    #[serde(borrow)]
+    arguments: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiToolDelta<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    function: Option<OpenaiFunctionDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiDelta<'a> {
+    #[serde(borrow)]
+    content: Option<Str<'a>>,
+    #[serde(borrow)]
+    reasoning_content: Option<Str<'a>>,
+    #[serde(borrow)]
+    reasoning: Option<Str<'a>>,
+    #[serde(borrow)]
+    tool_calls: Option<Vec<OpenaiToolDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiChoice<'a> {
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    delta: Option<OpenaiDelta<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Str<'a>>,
+}
+
+/// One OpenAI `chat.completion.chunk` (or an in-band error).
+#[derive(Deserialize)]
+struct OpenaiChunk<'a> {
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<OpenaiChoice<'a>>>,
+    usage: Option<Value>,
+    error: Option<Value>,
+}
+
+fn owned(s: Option<Str<'_>>) -> String {
+    s.map(Cow::into_owned).unwrap_or_default()
+}
+
+fn block_id(index: u64) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+/// The JSON bytes of a model event without its invocation metrics (only re-serialized when
+/// the metrics are there, which is once per stream).
+fn without_metrics(raw: &[u8], had_metrics: bool) -> Vec<u8> {
+    if !had_metrics {
+        return raw.to_vec();
+    }
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(mut v) => {
+            if let Some(o) = v.as_object_mut() {
+                o.remove(METRICS_KEY);
+            }
+            serde_json::to_vec(&v).unwrap_or_else(|_| raw.to_vec())
+        }
+        Err(_) => raw.to_vec(),
     }
 }
 
@@ -208,28 +465,35 @@ impl UpstreamDecoder {
             }
             _ => {}
         }
-        let Ok(payload) = serde_json::from_slice::<Value>(&frame.payload) else {
-            out.events()
-                .push(StreamEvent::Error(upstream_failure(format!(
-                    "Bedrock sent a `{}` event whose payload is not JSON.",
-                    frame.kind
-                ))));
-            return;
+        let not_json = |kind: &str| {
+            StreamEvent::Error(upstream_failure(format!(
+                "Bedrock sent a `{kind}` event whose payload is not the expected JSON."
+            )))
         };
         match self.api {
-            UpstreamApi::BedrockConverse => self.converse_event(&frame.kind, &payload, out),
+            UpstreamApi::BedrockConverse => {
+                match serde_json::from_slice::<ConverseEvent<'_>>(&frame.payload) {
+                    Ok(ev) => self.converse_event(&frame.kind, ev, &frame.payload, out),
+                    Err(_) => out.events().push(not_json(&frame.kind)),
+                }
+            }
             UpstreamApi::BedrockAgent => {
-                if frame.kind == "chunk" {
-                    if !self.started {
-                        self.started = true;
-                        out.events().push(StreamEvent::Start {
-                            id: None,
-                            usage: self.usage,
-                        });
-                    }
-                    if let Some(t) = crate::agent::chunk_text(&payload) {
-                        out.events().push(StreamEvent::TextDelta(t));
-                    }
+                if frame.kind != "chunk" {
+                    return;
+                }
+                let Ok(payload) = serde_json::from_slice::<Value>(&frame.payload) else {
+                    out.events().push(not_json(&frame.kind));
+                    return;
+                };
+                if !self.started {
+                    self.started = true;
+                    out.events().push(StreamEvent::Start {
+                        id: None,
+                        usage: self.usage,
+                    });
+                }
+                if let Some(t) = crate::agent::chunk_text(&payload) {
+                    out.events().push(StreamEvent::TextDelta(t));
                 }
             }
             UpstreamApi::BedrockAnthropic | UpstreamApi::BedrockTitan => {
@@ -238,144 +502,159 @@ impl UpstreamDecoder {
                 }
                 // InvokeModelWithResponseStream wraps each model event in base64 `bytes`
                 // (next to random `p` padding, which is ignored).
-                let inner = payload
-                    .get("bytes")
-                    .and_then(Value::as_str)
-                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                match inner {
-                    Some(v) if self.api == UpstreamApi::BedrockAnthropic => {
-                        self.anthropic_event(v, out)
-                    }
-                    Some(v) => self.titan_chunk(v, out),
-                    None => out.events().push(StreamEvent::Error(upstream_failure(
+                let inner = serde_json::from_slice::<BytesPayload<'_>>(&frame.payload)
+                    .ok()
+                    .and_then(|p| p.bytes)
+                    .and_then(|b| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b.as_bytes())
+                            .ok()
+                    });
+                let Some(inner) = inner else {
+                    out.events().push(StreamEvent::Error(upstream_failure(
                         "Bedrock sent a chunk without decodable `bytes`.".into(),
-                    ))),
+                    )));
+                    return;
+                };
+                let ok = if self.api == UpstreamApi::BedrockAnthropic {
+                    match serde_json::from_slice::<AnthropicEvent<'_>>(&inner) {
+                        Ok(ev) => {
+                            self.anthropic_event(ev, &inner, out);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                } else {
+                    match serde_json::from_slice::<TitanChunk<'_>>(&inner) {
+                        Ok(ev) => {
+                            self.titan_chunk(ev, &inner, out);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                };
+                if !ok {
+                    out.events().push(not_json("chunk"));
                 }
             }
             UpstreamApi::OpenaiChat => {}
         }
     }
 
-    /// Takes `amazon-bedrock-invocationMetrics` out of a model event (used as usage fallback).
-    fn take_metrics(&mut self, v: &mut Value) -> bool {
-        let Some(m) = v
-            .as_object_mut()
-            .and_then(|o| o.remove("amazon-bedrock-invocationMetrics"))
-        else {
-            return false;
-        };
-        let n = |k: &str| m.get(k).and_then(Value::as_u64);
-        let cache_read = n("cacheReadInputTokenCount").unwrap_or(self.usage.cache_read_tokens);
-        let cache_write = n("cacheWriteInputTokenCount").unwrap_or(self.usage.cache_write_tokens);
-        if let Some(input) = n("inputTokenCount") {
+    /// Uses `amazon-bedrock-invocationMetrics` as the usage of record.
+    fn apply_metrics(&mut self, m: Metrics) {
+        let cache_read = m
+            .cache_read_input_token_count
+            .unwrap_or(self.usage.cache_read_tokens);
+        let cache_write = m
+            .cache_write_input_token_count
+            .unwrap_or(self.usage.cache_write_tokens);
+        if let Some(input) = m.input_token_count {
             self.usage.prompt_tokens = input.saturating_add(cache_read).saturating_add(cache_write);
         }
-        if let Some(output) = n("outputTokenCount") {
+        if let Some(output) = m.output_token_count {
             self.usage.completion_tokens = output;
         }
         self.usage.cache_read_tokens = cache_read;
         self.usage.cache_write_tokens = cache_write;
-        true
     }
 
-    fn anthropic_event(&mut self, mut v: Value, out: &mut Decoded) {
-        let had_metrics = self.take_metrics(&mut v);
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+    fn anthropic_usage(u: AnthropicUsage) -> Usage {
+        let cache_read = u.cache_read_input_tokens.unwrap_or(0);
+        let cache_write = u.cache_creation_input_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: u
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(cache_read)
+                .saturating_add(cache_write),
+            completion_tokens: u.output_tokens.unwrap_or(0),
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: None,
+        }
+    }
+
+    fn anthropic_event(&mut self, ev: AnthropicEvent<'_>, raw: &[u8], out: &mut Decoded) {
+        let had_metrics = ev.metrics.is_some();
+        if let Some(m) = ev.metrics {
+            self.apply_metrics(m);
+        }
+        let kind = ev.kind.as_ref();
         // The raw event goes first, so pass-through output keeps the provider's order; errors
         // are rendered by the encoder instead.
         if kind != "ping" && kind != "error" {
-            out.raw(Raw::Anthropic(v.clone()));
+            out.raw(Raw::Anthropic(
+                kind.to_string(),
+                without_metrics(raw, had_metrics),
+            ));
         }
-        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let block = u32::try_from(index).unwrap_or(u32::MAX);
-        match kind.as_str() {
+        let block = block_id(ev.index);
+        match kind {
             "message_start" => {
-                let msg = v.get("message");
-                if let Some(u) = msg.and_then(|m| m.get("usage")) {
-                    let parsed = anthropic::parse_usage(u);
-                    self.usage.prompt_tokens = parsed.prompt_tokens;
-                    self.usage.cache_read_tokens = parsed.cache_read_tokens;
-                    self.usage.cache_write_tokens = parsed.cache_write_tokens;
-                    self.usage.completion_tokens = parsed.completion_tokens;
+                let msg = ev.message;
+                if let Some(u) = msg.as_ref().and_then(|m| m.usage) {
+                    self.usage = Self::anthropic_usage(u);
                 }
                 out.events().push(StreamEvent::Start {
-                    id: msg
-                        .and_then(|m| m.get("id"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    id: msg.and_then(|m| m.id).map(Cow::into_owned),
                     usage: self.usage,
                 });
             }
             "content_block_start" => {
-                let cb = v.get("content_block");
-                match cb.and_then(|c| c.get("type")).and_then(Value::as_str) {
+                let Some(cb) = ev.content_block else { return };
+                match cb.kind.as_deref() {
                     Some("tool_use") => out.events().push(StreamEvent::ToolCallStart {
                         block,
-                        id: str_at(cb, "id"),
-                        name: str_at(cb, "name"),
+                        id: owned(cb.id),
+                        name: owned(cb.name),
                     }),
                     Some("text") => {
-                        let t = str_at(cb, "text");
+                        let t = owned(cb.text);
                         if !t.is_empty() {
                             out.events().push(StreamEvent::TextDelta(t));
                         }
                     }
                     Some("redacted_thinking") => out
                         .events()
-                        .push(StreamEvent::RedactedReasoning(str_at(cb, "data"))),
+                        .push(StreamEvent::RedactedReasoning(owned(cb.data))),
                     _ => {}
                 }
             }
             "content_block_delta" => {
-                let d = v.get("delta");
-                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
-                    Some("text_delta") => {
-                        out.events().push(StreamEvent::TextDelta(str_at(d, "text")))
-                    }
+                let Some(d) = ev.delta else { return };
+                match d.kind.as_deref() {
+                    Some("text_delta") => out.events().push(StreamEvent::TextDelta(owned(d.text))),
                     Some("input_json_delta") => out.events().push(StreamEvent::ToolArgsDelta {
                         block,
-                        json: str_at(d, "partial_json"),
+                        json: owned(d.partial_json),
                     }),
                     Some("thinking_delta") => out
                         .events()
-                        .push(StreamEvent::ReasoningDelta(str_at(d, "thinking"))),
+                        .push(StreamEvent::ReasoningDelta(owned(d.thinking))),
                     Some("signature_delta") => out
                         .events()
-                        .push(StreamEvent::ReasoningSignature(str_at(d, "signature"))),
+                        .push(StreamEvent::ReasoningSignature(owned(d.signature))),
                     _ => {}
                 }
             }
             "content_block_stop" => out.events().push(StreamEvent::BlockStop { block }),
             "message_delta" => {
-                if let Some(u) = v.get("usage") {
-                    if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
+                if let Some(u) = ev.usage {
+                    if let Some(o) = u.output_tokens {
                         self.usage.completion_tokens = o;
                     }
-                    if let Some(i) = u.get("input_tokens").and_then(Value::as_u64) {
-                        let parsed = anthropic::parse_usage(u);
-                        if i > 0 {
-                            self.usage.prompt_tokens = parsed.prompt_tokens;
-                        }
+                    if u.input_tokens.is_some_and(|i| i > 0) {
+                        self.usage.prompt_tokens = Self::anthropic_usage(u).prompt_tokens;
                     }
                 }
-                if let Some(r) = v
-                    .get("delta")
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str)
-                {
-                    out.events().push(StreamEvent::Stop {
-                        reason: anthropic::parse_stop_reason(r),
-                        stop_sequence: v
-                            .get("delta")
-                            .and_then(|d| d.get("stop_sequence"))
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
-                    });
+                if let Some(d) = ev.delta {
+                    if let Some(r) = d.stop_reason {
+                        out.events().push(StreamEvent::Stop {
+                            reason: anthropic::parse_stop_reason(&r),
+                            stop_sequence: d.stop_sequence.map(Cow::into_owned),
+                        });
+                    }
                 }
             }
             "message_stop" => {
@@ -383,9 +662,10 @@ impl UpstreamDecoder {
                 out.events().push(StreamEvent::End);
             }
             "error" => {
-                let err = v.get("error");
-                let etype = str_at(err, "type");
-                let message = str_at(err, "message");
+                let (etype, message) = match ev.error {
+                    Some(e) => (owned(e.kind), owned(e.message)),
+                    None => (String::new(), String::new()),
+                };
                 let (status, kind) = match etype.as_str() {
                     "overloaded_error" => (503, ErrorType::Api),
                     "rate_limit_error" => (429, ErrorType::RateLimit),
@@ -403,9 +683,12 @@ impl UpstreamDecoder {
         }
     }
 
-    fn titan_chunk(&mut self, mut v: Value, out: &mut Decoded) {
-        let had_metrics = self.take_metrics(&mut v);
-        out.raw(Raw::Titan(v.clone()));
+    fn titan_chunk(&mut self, ev: TitanChunk<'_>, raw: &[u8], out: &mut Decoded) {
+        let had_metrics = ev.metrics.is_some();
+        if let Some(m) = ev.metrics {
+            self.apply_metrics(m);
+        }
+        out.raw(Raw::Titan(without_metrics(raw, had_metrics)));
         if !self.started {
             self.started = true;
             out.events().push(StreamEvent::Start {
@@ -413,27 +696,21 @@ impl UpstreamDecoder {
                 usage: self.usage,
             });
         }
-        let n = |k: &str| v.get(k).and_then(Value::as_u64);
-        if let Some(i) = n("inputTextTokenCount") {
-            if !had_metrics {
+        if !had_metrics {
+            if let Some(i) = ev.input_text_token_count {
                 self.usage.prompt_tokens = i;
             }
-        }
-        if let Some(o) = n("totalOutputTextTokenCount") {
-            if !had_metrics {
+            if let Some(o) = ev.total_output_text_token_count {
                 self.usage.completion_tokens = o;
             }
         }
-        let text = v
-            .get("outputText")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let text = owned(ev.output_text);
         if !text.is_empty() {
-            out.events().push(StreamEvent::TextDelta(text.to_string()));
+            out.events().push(StreamEvent::TextDelta(text));
         }
-        if let Some(r) = v.get("completionReason").and_then(Value::as_str) {
+        if let Some(r) = ev.completion_reason {
             out.events().push(StreamEvent::Stop {
-                reason: titan::parse_stop_reason(r),
+                reason: titan::parse_stop_reason(&r),
                 stop_sequence: None,
             });
         }
@@ -443,54 +720,49 @@ impl UpstreamDecoder {
         }
     }
 
-    fn converse_event(&mut self, kind: &str, v: &Value, out: &mut Decoded) {
-        let block = v
-            .get("contentBlockIndex")
-            .and_then(Value::as_u64)
-            .map(|b| u32::try_from(b).unwrap_or(u32::MAX))
-            .unwrap_or(0);
+    fn converse_event(&mut self, kind: &str, ev: ConverseEvent<'_>, raw: &[u8], out: &mut Decoded) {
+        let block = block_id(ev.content_block_index);
         match kind {
             "messageStart" => out.events().push(StreamEvent::Start {
                 id: None,
                 usage: self.usage,
             }),
             "contentBlockStart" => {
-                if let Some(tu) = v.get("start").and_then(|s| s.get("toolUse")) {
+                if let Some(tu) = ev.start.and_then(|s| s.tool_use) {
                     out.events().push(StreamEvent::ToolCallStart {
                         block,
-                        id: str_at(Some(tu), "toolUseId"),
-                        name: str_at(Some(tu), "name"),
+                        id: owned(tu.tool_use_id),
+                        name: owned(tu.name),
                     });
                 }
             }
             "contentBlockDelta" => {
-                let d = v.get("delta");
-                if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                    out.events().push(StreamEvent::TextDelta(t.to_string()));
-                } else if let Some(tu) = d.and_then(|d| d.get("toolUse")) {
+                let Some(d) = ev.delta else { return };
+                if let Some(t) = d.text {
+                    out.events().push(StreamEvent::TextDelta(t.into_owned()));
+                } else if let Some(tu) = d.tool_use {
                     out.events().push(StreamEvent::ToolArgsDelta {
                         block,
-                        json: str_at(Some(tu), "input"),
+                        json: owned(tu.input),
                     });
-                } else if let Some(rc) = d.and_then(|d| d.get("reasoningContent")) {
-                    if let Some(t) = rc.get("text").and_then(Value::as_str) {
+                } else if let Some(rc) = d.reasoning_content {
+                    if let Some(t) = rc.text {
                         out.events()
-                            .push(StreamEvent::ReasoningDelta(t.to_string()));
-                    } else if let Some(s) = rc.get("signature").and_then(Value::as_str) {
+                            .push(StreamEvent::ReasoningDelta(t.into_owned()));
+                    } else if let Some(s) = rc.signature {
                         out.events()
-                            .push(StreamEvent::ReasoningSignature(s.to_string()));
-                    } else if let Some(r) = rc.get("redactedContent").and_then(Value::as_str) {
+                            .push(StreamEvent::ReasoningSignature(s.into_owned()));
+                    } else if let Some(r) = rc.redacted_content {
                         out.events()
-                            .push(StreamEvent::RedactedReasoning(r.to_string()));
+                            .push(StreamEvent::RedactedReasoning(r.into_owned()));
                     }
                 }
             }
             "contentBlockStop" => out.events().push(StreamEvent::BlockStop { block }),
             "messageStop" => {
-                let reason = v
-                    .get("stopReason")
-                    .and_then(Value::as_str)
-                    .map(converse::parse_stop_reason)
+                let reason = ev
+                    .stop_reason
+                    .map(|r| converse::parse_stop_reason(&r))
                     .unwrap_or(StopReason::EndTurn);
                 out.events().push(StreamEvent::Stop {
                     reason,
@@ -498,16 +770,27 @@ impl UpstreamDecoder {
                 });
             }
             "metadata" => {
-                if let Some(u) = v.get("usage") {
-                    self.usage = converse::parse_usage(u);
+                if let Some(u) = ev.usage {
+                    let cache_read = u.cache_read_input_tokens.unwrap_or(0);
+                    let cache_write = u.cache_write_input_tokens.unwrap_or(0);
+                    self.usage = Usage {
+                        prompt_tokens: u
+                            .input_tokens
+                            .unwrap_or(0)
+                            .saturating_add(cache_read)
+                            .saturating_add(cache_write),
+                        completion_tokens: u.output_tokens.unwrap_or(0),
+                        cache_read_tokens: cache_read,
+                        cache_write_tokens: cache_write,
+                        reasoning_tokens: None,
+                    };
                 }
                 out.events().push(StreamEvent::Usage(self.usage));
                 out.events().push(StreamEvent::End);
             }
             other if other.ends_with("Exception") => {
-                let payload = serde_json::to_vec(v).unwrap_or_default();
                 out.events()
-                    .push(StreamEvent::Error(exception_error(other, &payload)));
+                    .push(StreamEvent::Error(exception_error(other, raw)));
             }
             _ => {}
         }
@@ -524,90 +807,78 @@ impl UpstreamDecoder {
             out.events().push(StreamEvent::End);
             return;
         }
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
+        let Ok(chunk) = serde_json::from_str::<OpenaiChunk<'_>>(data) else {
             out.events().push(StreamEvent::Error(upstream_failure(
-                "The OpenAI upstream sent a stream event that is not JSON.".into(),
+                "The OpenAI upstream sent a stream event that is not a chunk.".into(),
             )));
             return;
         };
-        if let Some(err) = v.get("error") {
+        if let Some(err) = chunk.error {
             let body = serde_json::to_vec(&serde_json::json!({ "error": err })).unwrap_or_default();
             let mut ge = crate::upstream_error::from_openai(500, &body);
             ge.status = 502;
             out.events().push(StreamEvent::Error(ge));
             return;
         }
-        let choices = v.get("choices").and_then(Value::as_array);
-        let usage_only =
-            choices.is_some_and(|c| c.is_empty()) && v.get("usage").is_some_and(|u| !u.is_null());
+        let usage = chunk.usage.filter(|u| !u.is_null());
+        let usage_only = chunk.choices.as_ref().is_some_and(Vec::is_empty) && usage.is_some();
+        let id = chunk.id.map(Cow::into_owned);
+        let choices = chunk.choices.unwrap_or_default();
         out.raw(Raw::OpenaiSse(e.raw, usage_only));
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            self.usage = openai::parse_usage(u);
+        if let Some(u) = usage {
+            self.usage = openai::parse_usage(&u);
             out.events().push(StreamEvent::Usage(self.usage));
         }
         if !self.started {
             self.started = true;
             out.events().push(StreamEvent::Start {
-                id: v.get("id").and_then(Value::as_str).map(str::to_string),
+                id,
                 usage: self.usage,
             });
         }
-        for choice in choices.into_iter().flatten() {
-            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+        for choice in choices {
+            if choice.index != 0 {
                 continue;
             }
-            let delta = choice.get("delta");
-            if let Some(r) = delta
-                .and_then(|d| d.get("reasoning_content").or_else(|| d.get("reasoning")))
-                .and_then(Value::as_str)
-            {
-                if !r.is_empty() {
-                    out.events()
-                        .push(StreamEvent::ReasoningDelta(r.to_string()));
+            if let Some(delta) = choice.delta {
+                if let Some(r) = delta.reasoning_content.or(delta.reasoning) {
+                    if !r.is_empty() {
+                        out.events()
+                            .push(StreamEvent::ReasoningDelta(r.into_owned()));
+                    }
+                }
+                if let Some(t) = delta.content {
+                    if !t.is_empty() {
+                        out.events().push(StreamEvent::TextDelta(t.into_owned()));
+                    }
+                }
+                for tc in delta.tool_calls.unwrap_or_default() {
+                    // Blocks 1000+ keep OpenAI tool calls apart from other block numbers.
+                    let block = 1000u32.saturating_add(u32::try_from(tc.index).unwrap_or(0));
+                    let (name, args) = match tc.function {
+                        Some(f) => (owned(f.name), owned(f.arguments)),
+                        None => (String::new(), String::new()),
+                    };
+                    if !self.openai_tools.contains(&tc.index) {
+                        self.openai_tools.push(tc.index);
+                        out.events().push(StreamEvent::ToolCallStart {
+                            block,
+                            id: owned(tc.id),
+                            name,
+                        });
+                    }
+                    if !args.is_empty() {
+                        out.events()
+                            .push(StreamEvent::ToolArgsDelta { block, json: args });
+                    }
                 }
             }
-            if let Some(t) = delta.and_then(|d| d.get("content")).and_then(Value::as_str) {
-                if !t.is_empty() {
-                    out.events().push(StreamEvent::TextDelta(t.to_string()));
-                }
-            }
-            for tc in delta
-                .and_then(|d| d.get("tool_calls"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let idx = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
-                // Blocks 1000+ keep OpenAI tool calls apart from other block numbers.
-                let block = 1000u32.saturating_add(u32::try_from(idx).unwrap_or(0));
-                let f = tc.get("function");
-                if !self.openai_tools.contains(&idx) {
-                    self.openai_tools.push(idx);
-                    out.events().push(StreamEvent::ToolCallStart {
-                        block,
-                        id: str_at(Some(tc), "id"),
-                        name: str_at(f, "name"),
-                    });
-                }
-                let args = str_at(f, "arguments");
-                if !args.is_empty() {
-                    out.events()
-                        .push(StreamEvent::ToolArgsDelta { block, json: args });
-                }
-            }
-            if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(r) = choice.finish_reason {
                 out.events().push(StreamEvent::Stop {
-                    reason: openai::parse_finish_reason(r),
+                    reason: openai::parse_finish_reason(&r),
                     stop_sequence: None,
                 });
             }
         }
     }
-}
-
-fn str_at(v: Option<&Value>, key: &str) -> String {
-    v.and_then(|v| v.get(key))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
 }

@@ -236,15 +236,18 @@ impl StreamTranslator {
 
     fn raw(&mut self, raw: Raw, out: &mut Vec<u8>) {
         match (raw, self.passthrough) {
-            (Raw::Anthropic(v), Passthrough::Anthropic) => {
-                let name = v
-                    .get("type")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("message")
-                    .to_string();
-                push_event(out, &name, &v);
+            (Raw::Anthropic(name, json), Passthrough::Anthropic) => {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\ndata: ");
+                out.extend_from_slice(&json);
+                out.extend_from_slice(b"\n\n");
             }
-            (Raw::Titan(v), Passthrough::Titan) => encode::push_data(out, &v),
+            (Raw::Titan(json), Passthrough::Titan) => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&json);
+                out.extend_from_slice(b"\n\n");
+            }
             (Raw::OpenaiSse(bytes, usage_only), Passthrough::Openai)
                 if !usage_only || self.include_usage =>
             {
