@@ -183,12 +183,7 @@ pub fn explain(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
             || t.contains("was not defined")
             || t.contains("no profile"))
     {
-        format!(
-            "The profile `{}` (AWS_PROFILE) is not defined in ~/.aws/config or ~/.aws/credentials (or AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE): check its name with `aws configure list-profiles`.",
-            env("AWS_PROFILE").unwrap_or_default()
-        )
-    } else if t.contains("web identity") || t.contains("web_identity") {
-        "The web identity token could not be used: check AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (on EKS, the service account's role annotation).".into()
+        profile_missing(env)
     } else if t.contains("sso") && (t.contains("token") || t.contains("login")) {
         "The SSO session is missing or expired: run `aws sso login` for this profile.".into()
     } else if t.contains("dispatch failure")
@@ -199,6 +194,12 @@ pub fn explain(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
         || t.contains("io error")
     {
         "AWS could not be reached: no network or DNS, a proxy or firewall in the way, or a wrong AWS_ENDPOINT_URL_STS.".into()
+    } else if env("AWS_PROFILE").is_some() && !profile_defined(env) {
+        profile_missing(env)
+    } else if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
+        && (t.contains("web identity") || t.contains("webidentity"))
+    {
+        "The web identity token could not be used: check AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN (on EKS, the service account's role annotation).".into()
     } else if t.contains("no providers in chain")
         || t.contains("no credentials")
         || t.contains("not loaded")
@@ -210,6 +211,33 @@ pub fn explain(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
         "AWS refused the request.".into()
     };
     format!("{why}\n(AWS SDK: {text})")
+}
+
+/// The explanation for an `AWS_PROFILE` that names no profile.
+fn profile_missing(env: &dyn Fn(&str) -> Option<String>) -> String {
+    format!(
+        "The profile `{}` (AWS_PROFILE) is not defined in ~/.aws/config or ~/.aws/credentials (or the files AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE name): check its name with `aws configure list-profiles`.",
+        env("AWS_PROFILE").unwrap_or_default()
+    )
+}
+
+/// Whether `AWS_PROFILE` has a section in the AWS config or credentials file.
+fn profile_defined(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let Some(profile) = env("AWS_PROFILE") else {
+        return true;
+    };
+    let home = env("HOME").unwrap_or_default();
+    let config = env("AWS_CONFIG_FILE").unwrap_or_else(|| format!("{home}/.aws/config"));
+    let creds =
+        env("AWS_SHARED_CREDENTIALS_FILE").unwrap_or_else(|| format!("{home}/.aws/credentials"));
+    let wanted = [format!("[profile {profile}]"), format!("[{profile}]")];
+    [config, creds].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .any(|l| wanted.contains(&l))
+        })
+    })
 }
 
 #[cfg(test)]
@@ -244,5 +272,13 @@ mod tests {
             explain("ProfileFile provider: profile `nope` was not defined", &env)
                 .contains("not defined")
         );
+        let missing = |k: &str| match k {
+            "AWS_PROFILE" => Some("nope".to_string()),
+            "AWS_CONFIG_FILE" | "AWS_SHARED_CREDENTIALS_FILE" => Some("/nonexistent".to_string()),
+            _ => None,
+        };
+        let chain_text = "no credentials found in chain. WebIdentityToken: $AWS_WEB_IDENTITY_TOKEN_FILE was not set";
+        assert!(explain(chain_text, &missing).contains("`nope` (AWS_PROFILE) is not defined"));
+        assert!(explain(chain_text, &|_| None).contains("AWS_ACCESS_KEY_ID"));
     }
 }
