@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! Criterion benches of the core's hot paths: request planning (2 KB and 1 MB bodies),
 //! SigV4 signing, non-streaming response translation, and stream chunk translation.
 
@@ -38,7 +43,10 @@ pub fn openai_body(model: &str, size: usize) -> Vec<u8> {
     if i % 2 == 0 {
         messages.push(json!({"role": "user", "content": "And one more?"}));
     }
-    serde_json::to_vec(&json!({"model": model, "messages": messages, "max_tokens": 256, "temperature": 0.7})).unwrap()
+    serde_json::to_vec(
+        &json!({"model": model, "messages": messages, "max_tokens": 256, "temperature": 0.7}),
+    )
+    .unwrap()
 }
 
 fn input(body: &[u8]) -> ChatInput<'_> {
@@ -74,13 +82,19 @@ fn bench_requests(c: &mut Criterion) {
     ] {
         let body = openai_body(model, size);
         g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_function(name, |b| b.iter(|| plan_chat(&gw, &input(black_box(&body))).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| plan_chat(&gw, &input(black_box(&body))).unwrap())
+        });
     }
     let body = openai_body("claude-3-haiku", 2048);
     let plan = plan_chat(&gw, &input(&body)).unwrap();
     let c = creds();
     g.bench_function("sign_2k", |b| {
-        b.iter(|| plan.upstream.signing_headers(black_box(&c), 1_700_000_000).unwrap())
+        b.iter(|| {
+            plan.upstream
+                .signing_headers(black_box(&c), 1_700_000_000)
+                .unwrap()
+        })
     });
     g.finish();
 }
@@ -127,7 +141,9 @@ pub fn claude_stream(n: usize) -> Vec<u8> {
         let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(raw), "p": "abcdefgh"});
         event_frame("chunk", payload.to_string().as_bytes())
     };
-    let mut out = b64(json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "stop_reason": null, "usage": {"input_tokens": 20, "output_tokens": 1}}}));
+    let mut out = b64(
+        json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "stop_reason": null, "usage": {"input_tokens": 20, "output_tokens": 1}}}),
+    );
     out.extend(b64(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
     for i in 0..n {
         out.extend(b64(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!(" word{i}")}})));

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! A fixed workload for `valgrind --tool=callgrind`: plans and signs N translated requests and
 //! translates their answers. Usage: profile_plan [N]
 use serde_json::json;
@@ -8,7 +13,10 @@ use unigate_core::response::translate_buffered;
 use unigate_core::sigv4::AwsCredentials;
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
     let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk".to_string());
     let gw = Gateway::from_json(br#"{"aws_region":"us-east-1"}"#, &env).unwrap();
     let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
@@ -16,13 +24,37 @@ fn main() {
         let role = if i % 2 == 0 { "user" } else { "assistant" };
         messages.push(json!({"role": role, "content": "Tell me something interesting about the history of computing."}));
     }
-    let body = serde_json::to_vec(&json!({"model": "claude-3-haiku", "messages": messages, "max_tokens": 256})).unwrap();
+    let body = serde_json::to_vec(
+        &json!({"model": "claude-3-haiku", "messages": messages, "max_tokens": 256}),
+    )
+    .unwrap();
     let answer = serde_json::to_vec(&json!({"id": "msg_bdrk_01", "type": "message", "role": "assistant", "model": "claude", "content": [{"type": "text", "text": "Computing history is full of surprises. ".repeat(12)}], "stop_reason": "end_turn", "usage": {"input_tokens": 512, "output_tokens": 128}})).unwrap();
-    let creds = AwsCredentials { access_key_id: "AKID".into(), secret_access_key: "secret".into(), session_token: Some("token".into()), expires_at: None };
+    let creds = AwsCredentials {
+        access_key_id: "AKID".into(),
+        secret_access_key: "secret".into(),
+        session_token: Some("token".into()),
+        expires_at: None,
+    };
     let mut total = 0;
     for _ in 0..n {
-        let plan = plan_chat(&gw, &ChatInput { body: &body, query: None, target_header: None, request_id: "0123456789abcdef0123456789abcdef", session_header: None, client: None, files: None, now_unix: 1_700_000_000 }).unwrap();
-        let h = plan.upstream.signing_headers(&creds, 1_700_000_000).unwrap();
+        let plan = plan_chat(
+            &gw,
+            &ChatInput {
+                body: &body,
+                query: None,
+                target_header: None,
+                request_id: "0123456789abcdef0123456789abcdef",
+                session_header: None,
+                client: None,
+                files: None,
+                now_unix: 1_700_000_000,
+            },
+        )
+        .unwrap();
+        let h = plan
+            .upstream
+            .signing_headers(&creds, 1_700_000_000)
+            .unwrap();
         let r = translate_buffered(&plan.response, 200, None, &answer);
         total += h.len() + r.body.len() + plan.upstream.body.len();
     }

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! A fixed streaming workload for `valgrind --tool=callgrind`: N Claude streams of 300 text
 //! chunks translated to OpenAI chunks. Usage: profile_stream [N]
 use base64::Engine;
@@ -12,17 +17,23 @@ use unigate_core::stream::StreamTranslator;
 
 fn chunk(v: serde_json::Value) -> Vec<u8> {
     let raw = serde_json::to_vec(&v).unwrap();
-    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(raw), "p": "abcdefghij"});
+    let payload =
+        json!({"bytes": base64::engine::general_purpose::STANDARD.encode(raw), "p": "abcdefghij"});
     event_frame("chunk", payload.to_string().as_bytes())
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
     let target = match std::env::args().nth(2).as_deref() {
         Some("claude") => Format::BedrockClaude,
         _ => Format::Openai,
     };
-    let mut s = chunk(json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "usage": {"input_tokens": 20, "output_tokens": 1}}}));
+    let mut s = chunk(
+        json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "usage": {"input_tokens": 20, "output_tokens": 1}}}),
+    );
     s.extend(chunk(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
     for i in 0..300 {
         s.extend(chunk(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": format!(" token{i}")}})));
@@ -38,7 +49,12 @@ fn main() {
         include_usage: true,
         structured: false,
         passthrough: false,
-        meta: ResponseMeta { id: "chatcmpl-x".into(), created: 1, model: "claude-3-haiku".into(), legacy_functions: false },
+        meta: ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "claude-3-haiku".into(),
+            legacy_functions: false,
+        },
         timeout_secs: 600,
         extra_headers: Vec::new(),
     };

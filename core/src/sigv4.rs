@@ -2,10 +2,6 @@
 //! signed path and the wire path in agreement.
 
 use crate::error::GatewayError;
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-};
 use aws_sigv4::sign::v4;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,63 +84,177 @@ pub struct SignInput<'a> {
     pub service: &'a str,
 }
 
+/// `YYYYMMDD` and `YYYYMMDDTHHMMSSZ` for Unix seconds (UTC).
+pub fn amz_dates(now_unix: u64) -> (String, String) {
+    let days = i64::try_from(now_unix / 86_400).unwrap_or(0);
+    let secs = now_unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let date = format!("{year:04}{month:02}{day:02}");
+    let time = format!(
+        "{date}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    );
+    (date, time)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for b in d {
+        out.push(hex_digit(b >> 4).to_ascii_lowercase());
+        out.push(hex_digit(b & 0x0f).to_ascii_lowercase());
+    }
+    out
+}
+
+/// The canonical URI: the wire path percent-encoded once more (`%` → `%25`), which is what
+/// AWS expects for every service except S3.
+fn canonical_uri(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 16);
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b & 0x0f));
+        }
+    }
+    out
+}
+
+/// Trims and collapses inner whitespace of a header value (SigV4 canonical form).
+fn canonical_value(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Secret digest, day, region, service, and the key derived from them.
+type CachedKey = ([u8; 32], String, String, String, Vec<u8>);
+
+thread_local! {
+    /// The last derived signing key: it depends only on the secret, the day, the region and
+    /// the service, so one HMAC chain a day is enough (SHA-256 runs in software in Wasm).
+    static KEY_CACHE: std::cell::RefCell<Option<CachedKey>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn signing_key(secret: &str, date: &str, now_unix: u64, region: &str, service: &str) -> Vec<u8> {
+    let secret_digest = crate::auth::digest(secret);
+    let cached = KEY_CACHE.with(|c| {
+        c.borrow().as_ref().and_then(|(d, day, r, svc, key)| {
+            (d == &secret_digest && day == date && r == region && svc == service)
+                .then(|| key.clone())
+        })
+    });
+    if let Some(k) = cached {
+        return k;
+    }
+    let time = UNIX_EPOCH
+        .checked_add(Duration::from_secs(now_unix))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let key = v4::generate_signing_key(secret, time, region, service)
+        .as_ref()
+        .to_vec();
+    KEY_CACHE.with(|c| {
+        *c.borrow_mut() = Some((
+            secret_digest,
+            date.to_string(),
+            region.to_string(),
+            service.to_string(),
+            key.clone(),
+        ))
+    });
+    key
+}
+
 /// Signs a request and returns the headers to add (`authorization`, `x-amz-date`,
 /// `x-amz-content-sha256` and, for temporary credentials, `x-amz-security-token`).
 ///
-/// The canonical path is the wire path percent-encoded once more (aws-sigv4's default
-/// double encoding), which is what AWS expects for every service except S3.
+/// The signed headers are exactly those Envoy will not change afterwards: `content-type`,
+/// `host`, `x-amz-content-sha256`, `x-amz-date` and `x-amz-security-token`. The key
+/// derivation and the final HMAC are aws-sigv4's; the canonical request is built here because
+/// the header set is fixed, which lets the derived key be cached.
 pub fn sign_request(
     input: &SignInput<'_>,
     creds: &AwsCredentials,
     now_unix: u64,
 ) -> Result<Vec<(String, String)>, GatewayError> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        GatewayError::internal(format!("Could not sign the Bedrock request ({what}: {e})."))
-            .with_code("signing_failed")
+    if creds.access_key_id.is_empty() || creds.secret_access_key.is_empty() {
+        return Err(GatewayError::internal(
+            "Could not sign the Bedrock request: the AWS credentials are empty.",
+        )
+        .with_code("signing_failed"));
+    }
+    let (date, amz_date) = amz_dates(now_unix);
+    let payload_hash = sha256_hex(input.body);
+    let token = creds.session_token.as_deref().filter(|t| !t.is_empty());
+    let mut canonical = String::with_capacity(512);
+    canonical.push_str(input.method);
+    canonical.push('\n');
+    canonical.push_str(&canonical_uri(input.path));
+    canonical.push_str("\n\n");
+    canonical.push_str("content-type:");
+    canonical.push_str(&canonical_value(input.content_type));
+    canonical.push_str("\nhost:");
+    canonical.push_str(&canonical_value(input.authority));
+    canonical.push_str("\nx-amz-content-sha256:");
+    canonical.push_str(&payload_hash);
+    canonical.push_str("\nx-amz-date:");
+    canonical.push_str(&amz_date);
+    canonical.push('\n');
+    let signed_headers = if let Some(t) = token {
+        canonical.push_str("x-amz-security-token:");
+        canonical.push_str(&canonical_value(t));
+        canonical.push('\n');
+        "content-type;host;x-amz-content-sha256;x-amz-date;x-amz-security-token"
+    } else {
+        "content-type;host;x-amz-content-sha256;x-amz-date"
     };
-    let identity = Credentials::new(
-        creds.access_key_id.clone(),
-        creds.secret_access_key.clone(),
-        creds.session_token.clone(),
-        None,
-        "unigate",
-    )
-    .into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let time = UNIX_EPOCH
-        .checked_add(Duration::from_secs(now_unix))
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(input.region)
-        .name(input.service)
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| fail("parameters", &e))?
-        .into();
-    let url = format!("https://{}{}", input.authority, input.path);
-    // Passing `host` explicitly makes the signer use exactly the authority Envoy sends.
-    let headers = [
-        ("host", input.authority),
-        ("content-type", input.content_type),
+    canonical.push('\n');
+    canonical.push_str(signed_headers);
+    canonical.push('\n');
+    canonical.push_str(&payload_hash);
+
+    let scope = format!("{date}/{}/{}/aws4_request", input.region, input.service);
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    let key = signing_key(
+        &creds.secret_access_key,
+        &date,
+        now_unix,
+        input.region,
+        input.service,
+    );
+    let signature = v4::calculate_signature(&key, string_to_sign.as_bytes());
+    let mut headers = vec![
+        ("x-amz-date".to_string(), amz_date),
+        ("x-amz-content-sha256".to_string(), payload_hash),
+        (
+            "authorization".to_string(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
+                creds.access_key_id
+            ),
+        ),
     ];
-    let signable = SignableRequest::new(
-        input.method,
-        url,
-        headers.into_iter(),
-        SignableBody::Bytes(input.body),
-    )
-    .map_err(|e| fail("request", &e))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| fail("signature", &e))?
-        .into_parts();
-    let (headers, _query) = instructions.into_parts();
-    Ok(headers
-        .into_iter()
-        .map(|h| (h.name().to_string(), h.value().to_string()))
-        .collect())
+    if let Some(t) = token {
+        headers.push(("x-amz-security-token".to_string(), t.to_string()));
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -215,6 +325,48 @@ mod tests {
              SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date;x-amz-security-token, \
              Signature=84ed5a3019f213e913132aa7bb09c34a83a53b116124f1f2e4c98366cdca5ba3"
         );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(
+            amz_dates(1_735_732_800),
+            ("20250101".into(), "20250101T120000Z".into())
+        );
+        assert_eq!(amz_dates(0), ("19700101".into(), "19700101T000000Z".into()));
+        assert_eq!(
+            amz_dates(951_782_400),
+            ("20000229".into(), "20000229T000000Z".into())
+        );
+        assert_eq!(amz_dates(1_798_761_599).1, "20261231T235959Z");
+    }
+
+    #[test]
+    fn cached_key_gives_the_same_signature() {
+        let creds = AwsCredentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s1".into(),
+            session_token: None,
+            expires_at: None,
+        };
+        let input = SignInput {
+            method: "POST",
+            authority: "h",
+            path: "/model/a%3Ab/invoke",
+            content_type: "application/json",
+            body: b"{}",
+            region: "us-east-1",
+            service: "bedrock",
+        };
+        let a = sign_request(&input, &creds, 1_700_000_000).unwrap();
+        let b = sign_request(&input, &creds, 1_700_000_000).unwrap();
+        assert_eq!(a, b);
+        let other = AwsCredentials {
+            secret_access_key: "s2".into(),
+            ..creds
+        };
+        assert_ne!(sign_request(&input, &other, 1_700_000_000).unwrap(), a);
+        assert!(!a.iter().any(|(k, _)| k == "x-amz-security-token"));
     }
 
     #[test]

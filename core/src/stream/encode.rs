@@ -6,7 +6,7 @@ use crate::error::GatewayError;
 use crate::ir::{StopReason, Usage};
 use crate::openai::{self, ResponseMeta};
 use crate::titan;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Appends `data: <json>\n\n`.
 pub fn push_data(out: &mut Vec<u8>, v: &Value) {
@@ -35,6 +35,8 @@ pub struct OpenaiEncoder {
     finish: Option<StopReason>,
     finish_sent: bool,
     usage: Usage,
+    /// The constant start of every chunk (rendered on first use).
+    prefix: Vec<u8>,
 }
 
 impl OpenaiEncoder {
@@ -48,23 +50,58 @@ impl OpenaiEncoder {
             finish: None,
             finish_sent: false,
             usage: Usage::default(),
+            prefix: Vec::new(),
         }
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut c = Map::new();
-        c.insert("id".into(), json!(self.meta.id));
-        c.insert("object".into(), json!("chat.completion.chunk"));
-        c.insert("created".into(), json!(self.meta.created));
-        c.insert("model".into(), json!(self.meta.model));
-        c.insert(
-            "choices".into(),
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
-        );
-        if self.include_usage {
-            c.insert("usage".into(), Value::Null);
+    fn chunk(&mut self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        self.chunk_start(out);
+        let _ = serde_json::to_writer(&mut *out, &delta);
+        self.chunk_end(out, finish);
+    }
+
+    /// Everything of a chunk before its `delta` value, rendered once per stream (the id,
+    /// created and model never change) and copied for each chunk.
+    fn chunk_start(&mut self, out: &mut Vec<u8>) {
+        if self.prefix.is_empty() {
+            let mut p = b"data: {\"id\":".to_vec();
+            let _ = serde_json::to_writer(&mut p, &self.meta.id);
+            p.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+            p.extend_from_slice(self.meta.created.to_string().as_bytes());
+            p.extend_from_slice(b",\"model\":");
+            let _ = serde_json::to_writer(&mut p, &self.meta.model);
+            p.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+            self.prefix = p;
         }
-        push_data(out, &Value::Object(c));
+        out.extend_from_slice(&self.prefix);
+    }
+
+    fn chunk_end(&self, out: &mut Vec<u8>, finish: Option<&str>) {
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => {
+                out.push(b'"');
+                out.extend_from_slice(f.as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]");
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.extend_from_slice(b"}\n\n");
+    }
+
+    /// A chunk whose delta is one string field (the hot path: content and reasoning).
+    fn text_chunk(&mut self, out: &mut Vec<u8>, field: &str, text: &str) {
+        self.chunk_start(out);
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *out, text);
+        out.push(b'}');
+        self.chunk_end(out, None);
     }
 
     fn finish_str(&self, reason: StopReason) -> &'static str {
@@ -88,11 +125,11 @@ impl OpenaiEncoder {
             StreamEvent::Start { .. } => self.ensure_role(out),
             StreamEvent::TextDelta(t) => {
                 self.ensure_role(out);
-                self.chunk(out, json!({"content": t}), None);
+                self.text_chunk(out, "content", t);
             }
             StreamEvent::ReasoningDelta(t) => {
                 self.ensure_role(out);
-                self.chunk(out, json!({"reasoning_content": t}), None);
+                self.text_chunk(out, "reasoning_content", t);
             }
             StreamEvent::ToolCallStart { block, id, name } => {
                 self.ensure_role(out);
@@ -306,7 +343,13 @@ impl AnthropicEncoder {
             StreamEvent::TextDelta(t) => {
                 self.start(None, out);
                 let i = self.open(BlockKind::Text, json!({"type": "text", "text": ""}), out);
-                Self::delta(out, i, json!({"type": "text_delta", "text": t}));
+                out.extend_from_slice(
+                    b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+                );
+                out.extend_from_slice(i.to_string().as_bytes());
+                out.extend_from_slice(b",\"delta\":{\"type\":\"text_delta\",\"text\":");
+                let _ = serde_json::to_writer(&mut *out, t);
+                out.extend_from_slice(b"}}\n\n");
             }
             StreamEvent::ReasoningDelta(t) => {
                 self.start(None, out);
