@@ -110,4 +110,5 @@ pub fn read_answer(num_headers: usize, body_size: usize) -> Result<AwsCredential
     };
     let body = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
     parse_sidecar_answer(status, &body)
+        .and_then(|c| unigate_core::credentials::check_fresh(c, now_secs()))
 }

@@ -79,6 +79,25 @@ impl std::fmt::Display for SidecarFailure {
     }
 }
 
+fn has_error_object(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.get("message")).cloned())
+        .is_some()
+}
+
+/// Refuses credentials that are already expired (or expire within five seconds): signing with
+/// them only earns an `ExpiredTokenException` from AWS.
+pub fn check_fresh(creds: AwsCredentials, now: u64) -> Result<AwsCredentials, SidecarFailure> {
+    if creds.expired(now, 5) {
+        return Err(SidecarFailure::NoCredentials(format!(
+            "the sidecar handed out AWS credentials that expire at {} (now {now})",
+            creds.expires_at.unwrap_or(0)
+        )));
+    }
+    Ok(creds)
+}
+
 /// Interprets the sidecar's answer to a credentials request.
 pub fn parse_sidecar_answer(
     status: Option<u16>,
@@ -107,7 +126,10 @@ pub fn parse_sidecar_answer(
             }
             Ok(creds)
         }
-        404 | 503 => Err(SidecarFailure::NoCredentials(message())),
+        // The sidecar's own "no credentials" answer is a JSON error object; a 503 without one
+        // comes from Envoy (sidecar down, connection refused), not from the sidecar.
+        404 | 503 if has_error_object(body) => Err(SidecarFailure::NoCredentials(message())),
+        503 => Err(SidecarFailure::Unreachable),
         502 | 504 => Err(SidecarFailure::Unreachable),
         _ => Err(SidecarFailure::Invalid(message())),
     }
@@ -137,6 +159,13 @@ mod tests {
         assert!(r.usable(9_000) && !r.usable(9_996));
         assert!(CredentialsRecord::decode(b"{\"v\":9}").is_none());
         assert!(CredentialsRecord::decode(b"garbage").is_none());
+    }
+
+    #[test]
+    fn expired_credentials_are_refused() {
+        assert!(check_fresh(creds(Some(100)), 50).is_ok());
+        assert!(check_fresh(creds(Some(100)), 99).is_err());
+        assert!(check_fresh(creds(None), u64::MAX / 2).is_ok());
     }
 
     #[test]

@@ -416,31 +416,31 @@ impl UpstreamDecoder {
                     }
                 }
             }
-            _ => match self.frames.push(bytes) {
-                Ok(frames) => {
-                    for f in frames {
-                        self.frame(f, &mut out);
-                    }
-                    if end && self.frames.buffered() > 0 {
-                        out.events().push(StreamEvent::Error(truncated(
-                            "The Bedrock stream ended in the middle of a frame.",
-                        )));
-                    } else if end && self.api == UpstreamApi::BedrockAgent {
-                        // InvokeAgent has no closing event: a clean end of body completes it.
-                        out.events().push(StreamEvent::Stop {
-                            reason: StopReason::EndTurn,
-                            stop_sequence: None,
-                        });
-                        out.events().push(StreamEvent::Usage(self.usage));
-                        out.events().push(StreamEvent::End);
-                    }
+            _ => {
+                let (frames, err) = self.frames.push_all(bytes);
+                // Good frames before a bad one are still delivered.
+                for f in frames {
+                    self.frame(f, &mut out);
                 }
-                Err(e) => out
-                    .events()
-                    .push(StreamEvent::Error(upstream_failure(format!(
-                        "Bedrock sent an {e}."
-                    )))),
-            },
+                if let Some(e) = err {
+                    out.events()
+                        .push(StreamEvent::Error(upstream_failure(format!(
+                            "Bedrock sent an {e}."
+                        ))));
+                } else if end && self.frames.buffered() > 0 {
+                    out.events().push(StreamEvent::Error(truncated(
+                        "The Bedrock stream ended in the middle of a frame.",
+                    )));
+                } else if end && self.api == UpstreamApi::BedrockAgent {
+                    // InvokeAgent has no closing event: a clean end of body completes it.
+                    out.events().push(StreamEvent::Stop {
+                        reason: StopReason::EndTurn,
+                        stop_sequence: None,
+                    });
+                    out.events().push(StreamEvent::Usage(self.usage));
+                    out.events().push(StreamEvent::End);
+                }
+            }
         }
         out
     }

@@ -71,14 +71,28 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// Adds bytes and returns every frame they complete, in order. After an error the
-    /// decoder refuses further input.
+    /// Adds bytes and returns every frame they complete, in order. Fails on the first bad
+    /// frame; the good frames before it are still available from [`FrameDecoder::push_all`].
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
-        if self.failed {
-            return Err(FrameError("stream already failed".into()));
+        match self.push_all(bytes) {
+            (frames, None) => Ok(frames),
+            (_, Some(e)) => Err(e),
         }
-        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Adds bytes; returns the complete frames before any bad one, and the error if there was
+    /// one. After an error the decoder refuses further input.
+    pub fn push_all(&mut self, bytes: &[u8]) -> (Vec<Frame>, Option<FrameError>) {
+        if self.failed {
+            return (Vec::new(), Some(FrameError("stream already failed".into())));
+        }
         let mut frames = Vec::new();
+        let err = self.decode_into(bytes, &mut frames).err();
+        (frames, err)
+    }
+
+    fn decode_into(&mut self, bytes: &[u8], frames: &mut Vec<Frame>) -> Result<(), FrameError> {
+        self.buf.extend_from_slice(bytes);
         let mut start = 0;
         loop {
             let rest = self.buf.get(start..).unwrap_or_default();
@@ -122,7 +136,7 @@ impl FrameDecoder {
             start += total;
         }
         self.buf.drain(..start);
-        Ok(frames)
+        Ok(())
     }
 
     fn fail(&mut self, why: &str) -> FrameError {

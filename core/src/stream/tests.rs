@@ -57,3 +57,23 @@ fn abort_after_reset() {
     assert!(out.starts_with("event: error\n"));
     assert!(t.abort("again").is_empty());
 }
+
+#[test]
+fn good_frames_before_a_corrupt_one_are_kept() {
+    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut stream = event_frame("messageStart", br#"{"role":"assistant"}"#);
+    stream.extend(event_frame(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":"kept"}}"#,
+    ));
+    let mut bad = event_frame(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":"x"}}"#,
+    );
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    stream.extend(bad);
+    let out = String::from_utf8(t.push(&stream, false)).unwrap();
+    assert!(out.contains("\"content\":\"kept\""), "{out}");
+    assert!(out.contains("upstream_stream_error"), "{out}");
+}
