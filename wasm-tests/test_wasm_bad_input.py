@@ -114,7 +114,6 @@ def test_empty_body(client, fakes):
         pytest.param("POST", "/v1/models", 405, "method_not_allowed", id="POST-models"),
         pytest.param("GET", "/v2/chat/completions", 404, "not_found", id="unknown-path"),
         pytest.param("POST", "/v1/completions", 404, "not_found", id="legacy-completions"),
-        pytest.param("GET", "/v1/files", 404, "not_found", id="files-not-enabled"),
     ],
 )
 def test_wrong_method_or_path(client, fakes, method, path, status, code):

@@ -184,15 +184,6 @@ def _expect_text_then_error(resp, took):
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "part", datas
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (core/src/stream/eventstream.rs, EventStreamDecoder::push): when one upstream body chunk holds "
-    "valid frames followed by a corrupt one (bad message or prelude CRC), push() returns Err and drops the "
-    "`frames` it already decoded from that chunk, so the client loses the role chunk and the text 'part' that "
-    "Bedrock validly sent and gets only the error event. Whether data is lost depends on how TCP happens to "
-    "split the stream (test_bad_message_crc_mid_stream, with one frame per read, keeps the text). Expected: "
-    "return the frames decoded before the corrupt one, then the error.",
-)
 @pytest.mark.parametrize(
     "corrupt",
     [pytest.param(_bad_crc_frame(), id="message-crc"),
@@ -542,7 +533,7 @@ def refused_gw(start_envoy, fakes):
 @pytest.mark.parametrize(
     "model,status,code",
     [pytest.param("gpt-4o", 502, "upstream_unreachable", id="upstream-refused"),
-     pytest.param("claude-3-haiku", 503, ..., id="sidecar-down")],  # code: see the xfail below
+     pytest.param("claude-3-haiku", 503, "sidecar_unavailable", id="sidecar-down")],
 )
 def test_refused_keeps_connection(refused_gw, fakes, model, status, code):
     c = Client(refused_gw.url)
@@ -565,15 +556,6 @@ def test_refused_keeps_connection(refused_gw, fakes, model, status, code):
     refused_gw.watch.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (core/src/credentials.rs parse_sidecar_answer): when the sidecar is down, Envoy answers the "
-    "filter's credentials callout itself with a 503 ('upstream connect error or disconnect/reset before headers'), "
-    "which is taken for the sidecar's own 'no credentials' 503: the client gets code provider_not_configured and "
-    "the message 'AWS credentials are not available: HTTP 503' instead of docs/api.md's sidecar_unavailable "
-    "('the unigate sidecar did not answer'). Only 502/504 are treated as unreachable; a 503 whose body is not "
-    "the sidecar's JSON error should be too.",
-)
 def test_sidecar_down_is_reported_as_sidecar_unavailable(refused_gw, fakes):
     resp = Client(refused_gw.url).chat(chat("claude-3-haiku"), timeout=10)
     assert_error(resp, 503, "api_error", code="sidecar_unavailable", message_contains="sidecar")
@@ -661,16 +643,6 @@ def test_sidecar_slow_is_bounded(sidecar_gw, fakes, sidecar):
     sidecar_gw.watch.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (src/http.rs on_http_call_response, Phase::WaitCredentials; src/root.rs on_http_call_response): "
-    "credentials the sidecar hands out are stored and used for signing without checking expires_at. With "
-    "expires_at 60 s in the past, the request is signed with them and sent to Bedrock (the client gets 200 from "
-    "the fake, which does not model expiry; real Bedrock answers ExpiredTokenException -> 502). The refresh tick "
-    "also overwrites good cached credentials with expired ones. Expected: CredentialsRecord::usable(now) checked "
-    "on every sidecar answer; an expired answer is not stored, the filter asks again, and answers 503 if the "
-    "credentials are still expired.",
-)
 def test_sidecar_expired_credentials_are_not_used(sidecar_gw, fakes, sidecar):
     sidecar.raw = None
     sidecar.set_credentials(DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN, expires_in=-60)

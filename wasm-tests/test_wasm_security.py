@@ -67,3 +67,26 @@ def test_error_bodies_do_not_echo_the_client_key(client):
     resp = client.chat({"model": "gpt-4o", "messages": MSG}, key="sk-client-secret-value")
     assert_error(resp, 401, "authentication_error")
     assert "sk-client-secret-value" not in resp.body.decode()
+
+
+def test_files_go_to_the_sidecar_with_the_owner_and_the_shared_secret(client, fakes):
+    """/v1/files is served by the sidecar: the filter names the owner (a hash of the client key,
+    never the key), adds the shared secret, and drops the client's own credentials and any
+    spoofed owner header."""
+    fakes.sidecar.clear()
+    spoof = {"x-unigate-owner": "someone-else", "x-unigate-token": "guess", "x-api-key": "k"}
+    client.request("GET", "/v1/files?limit=2", headers=spoof)
+    rec = fakes.sidecar.last()
+    assert rec.path == "/v1/files?limit=2"
+    owner = rec.headers.get("x-unigate-owner", "")
+    assert len(owner) == 16 and all(c in "0123456789abcdef" for c in owner), owner
+    assert rec.headers.get("x-unigate-token") == SIDECAR_TOKEN
+    assert "authorization" not in rec.headers and "x-api-key" not in rec.headers
+    assert fakes.bedrock.requests == [] and fakes.openai.requests == []
+
+
+def test_files_need_a_key(client, fakes):
+    fakes.sidecar.clear()
+    resp = client.request("GET", "/v1/files", key=None)
+    assert_error(resp, 401, "authentication_error")
+    assert fakes.sidecar.requests == []
