@@ -4,13 +4,15 @@
 use crate::error::GatewayError;
 use crate::fields::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
-    string_or_list, type_name, Object,
+    string_or_list, type_name, Lazy, Object,
 };
 use crate::ir::{
     ChatRequest, ChatResponse, ImageSource, Message, Part, Reasoning, ResponseFormat, Role,
     StopReason, Tool, ToolChoice, Usage,
 };
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// The `anthropic_version` Bedrock requires.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
@@ -41,7 +43,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         Some(Value::String(s)) => req.system.push(Part::text(s.clone())),
         Some(Value::Array(blocks)) => {
             for (i, b) in blocks.iter().enumerate() {
-                let path = format!("system[{i}]");
+                let path = Lazy(|| format!("system[{i}]"));
                 req.system.push(decode_block(b, &path)?);
             }
         }
@@ -56,9 +58,9 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         }
     }
     for (i, raw) in raw_messages.iter().enumerate() {
-        let path = format!("messages[{i}]");
+        let path = Lazy(|| format!("messages[{i}]"));
         let m = as_object(raw, &path)?;
-        let role = match req_str(m, "role", &format!("{path}.role"))? {
+        let role = match req_str(m, "role", &Lazy(|| format!("{path}.role")))? {
             "user" => Role::User,
             "assistant" => Role::Assistant,
             other => {
@@ -68,13 +70,13 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
                 ))
             }
         };
-        let cpath = format!("{path}.content");
+        let cpath = Lazy(|| format!("{path}.content"));
         let content = match get(m, "content") {
             Some(Value::String(s)) => vec![Part::text(s.clone())],
             Some(Value::Array(blocks)) => blocks
                 .iter()
                 .enumerate()
-                .map(|(j, b)| decode_block(b, &format!("{cpath}[{j}]")))
+                .map(|(j, b)| decode_block(b, &Lazy(|| format!("{cpath}[{j}]"))))
                 .collect::<Result<Vec<_>, _>>()?,
             None => {
                 return Err(GatewayError::invalid(
@@ -84,7 +86,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
             }
             Some(v) => {
                 return Err(GatewayError::invalid(
-                    cpath.clone(),
+                    cpath.to_string(),
                     format!(
                         "Invalid type for `{cpath}`: expected a string or an array of content blocks, got {}.",
                         type_name(v)
@@ -105,11 +107,11 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     req.stream = opt_bool(obj, "stream", "stream")?.unwrap_or(false);
     if let Some(items) = opt_array(obj, "tools", "tools")? {
         for (i, item) in items.iter().enumerate() {
-            let path = format!("tools[{i}]");
+            let path = Lazy(|| format!("tools[{i}]"));
             let t = as_object(item, &path)?;
             req.tools.push(Tool {
-                name: req_str(t, "name", &format!("{path}.name"))?.to_string(),
-                description: opt_str(t, "description", &format!("{path}.description"))?
+                name: req_str(t, "name", &Lazy(|| format!("{path}.name")))?.to_string(),
+                description: opt_str(t, "description", &Lazy(|| format!("{path}.description")))?
                     .map(str::to_string),
                 parameters: get(t, "input_schema")
                     .cloned()
@@ -156,30 +158,34 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
-fn decode_block(raw: &Value, path: &str) -> Result<Part, GatewayError> {
+fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, GatewayError> {
     let b = as_object(raw, path)?;
-    let kind = req_str(b, "type", &format!("{path}.type"))?;
+    let kind = req_str(b, "type", &Lazy(|| format!("{path}.type")))?;
     let cache = b.get("cache_control").is_some();
     match kind {
         "text" => Ok(Part::Text {
-            text: opt_str(b, "text", &format!("{path}.text"))?
+            text: opt_str(b, "text", &Lazy(|| format!("{path}.text")))?
                 .unwrap_or_default()
                 .to_string(),
             cache,
         }),
         "image" => {
-            let spath = format!("{path}.source");
+            let spath = Lazy(|| format!("{path}.source"));
             let src = opt_object(b, "source", &spath)?.ok_or_else(|| {
-                GatewayError::invalid(spath.clone(), "Missing required parameter: `source`.")
+                GatewayError::invalid(spath.to_string(), "Missing required parameter: `source`.")
             })?;
-            match req_str(src, "type", &format!("{spath}.type"))? {
+            match req_str(src, "type", &Lazy(|| format!("{spath}.type")))? {
                 "base64" => Ok(Part::Image(ImageSource::Base64 {
-                    media_type: req_str(src, "media_type", &format!("{spath}.media_type"))?
-                        .to_string(),
-                    data: req_str(src, "data", &format!("{spath}.data"))?.to_string(),
+                    media_type: req_str(
+                        src,
+                        "media_type",
+                        &Lazy(|| format!("{spath}.media_type")),
+                    )?
+                    .to_string(),
+                    data: req_str(src, "data", &Lazy(|| format!("{spath}.data")))?.to_string(),
                 })),
                 "url" => Ok(Part::Image(ImageSource::Url(
-                    req_str(src, "url", &format!("{spath}.url"))?.to_string(),
+                    req_str(src, "url", &Lazy(|| format!("{spath}.url")))?.to_string(),
                 ))),
                 other => Err(GatewayError::invalid(
                     format!("{spath}.type"),
@@ -188,52 +194,53 @@ fn decode_block(raw: &Value, path: &str) -> Result<Part, GatewayError> {
             }
         }
         "document" => {
-            let spath = format!("{path}.source");
+            let spath = Lazy(|| format!("{path}.source"));
             let src = opt_object(b, "source", &spath)?.ok_or_else(|| {
-                GatewayError::invalid(spath.clone(), "Missing required parameter: `source`.")
+                GatewayError::invalid(spath.to_string(), "Missing required parameter: `source`.")
             })?;
-            let media_type = opt_str(src, "media_type", &format!("{spath}.media_type"))?
+            let media_type = opt_str(src, "media_type", &Lazy(|| format!("{spath}.media_type")))?
                 .unwrap_or("application/pdf")
                 .to_string();
-            let data = match opt_str(src, "type", &format!("{spath}.type"))? {
+            let data = match opt_str(src, "type", &Lazy(|| format!("{spath}.type")))? {
                 Some("text") => {
                     use base64::Engine;
                     base64::engine::general_purpose::STANDARD.encode(req_str(
                         src,
                         "data",
-                        &format!("{spath}.data"),
+                        &Lazy(|| format!("{spath}.data")),
                     )?)
                 }
-                _ => req_str(src, "data", &format!("{spath}.data"))?.to_string(),
+                _ => req_str(src, "data", &Lazy(|| format!("{spath}.data")))?.to_string(),
             };
             Ok(Part::Document {
                 media_type,
-                name: opt_str(b, "title", &format!("{path}.title"))?
+                name: opt_str(b, "title", &Lazy(|| format!("{path}.title")))?
                     .unwrap_or("document")
                     .to_string(),
                 data,
             })
         }
         "tool_use" => Ok(Part::ToolCall {
-            id: req_str(b, "id", &format!("{path}.id"))?.to_string(),
-            name: req_str(b, "name", &format!("{path}.name"))?.to_string(),
+            id: req_str(b, "id", &Lazy(|| format!("{path}.id")))?.to_string(),
+            name: req_str(b, "name", &Lazy(|| format!("{path}.name")))?.to_string(),
             arguments: serde_json::to_string(get(b, "input").unwrap_or(&json!({})))
                 .unwrap_or_else(|_| "{}".to_string()),
         }),
         "tool_result" => {
-            let id = req_str(b, "tool_use_id", &format!("{path}.tool_use_id"))?.to_string();
-            let cpath = format!("{path}.content");
+            let id =
+                req_str(b, "tool_use_id", &Lazy(|| format!("{path}.tool_use_id")))?.to_string();
+            let cpath = Lazy(|| format!("{path}.content"));
             let content = match get(b, "content") {
                 None => Vec::new(),
                 Some(Value::String(s)) => vec![Part::text(s.clone())],
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| decode_block(v, &format!("{cpath}[{i}]")))
+                    .map(|(i, v)| decode_block(v, &Lazy(|| format!("{cpath}[{i}]"))))
                     .collect::<Result<Vec<_>, _>>()?,
                 Some(v) => {
                     return Err(GatewayError::invalid(
-                        cpath.clone(),
+                        cpath.to_string(),
                         format!(
                             "Invalid type for `{cpath}`: expected a string or an array, got {}.",
                             type_name(v)
@@ -244,17 +251,19 @@ fn decode_block(raw: &Value, path: &str) -> Result<Part, GatewayError> {
             Ok(Part::ToolResult {
                 id,
                 content,
-                is_error: opt_bool(b, "is_error", &format!("{path}.is_error"))?.unwrap_or(false),
+                is_error: opt_bool(b, "is_error", &Lazy(|| format!("{path}.is_error")))?
+                    .unwrap_or(false),
             })
         }
         "thinking" => Ok(Part::Reasoning {
-            text: opt_str(b, "thinking", &format!("{path}.thinking"))?
+            text: opt_str(b, "thinking", &Lazy(|| format!("{path}.thinking")))?
                 .unwrap_or_default()
                 .to_string(),
-            signature: opt_str(b, "signature", &format!("{path}.signature"))?.map(str::to_string),
+            signature: opt_str(b, "signature", &Lazy(|| format!("{path}.signature")))?
+                .map(str::to_string),
         }),
         "redacted_thinking" => Ok(Part::RedactedReasoning {
-            data: req_str(b, "data", &format!("{path}.data"))?.to_string(),
+            data: req_str(b, "data", &Lazy(|| format!("{path}.data")))?.to_string(),
         }),
         other => Err(GatewayError::invalid(
             format!("{path}.type"),
@@ -279,59 +288,150 @@ pub fn effort_budget(effort: &str) -> u32 {
     }
 }
 
-/// Encodes the IR as a Bedrock InvokeModel body for an Anthropic Claude model.
-pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, GatewayError> {
-    let mut out = Map::new();
-    out.insert("anthropic_version".into(), json!(BEDROCK_ANTHROPIC_VERSION));
-    let mut max_tokens = req.max_tokens.unwrap_or(opts.default_max_tokens);
+/// `cache_control` of a prompt-cache breakpoint.
+#[derive(Serialize)]
+struct CacheControl {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
 
+const EPHEMERAL: Option<CacheControl> = Some(CacheControl { kind: "ephemeral" });
+
+/// A base64 image or document source.
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    media_type: Cow<'a, str>,
+    data: &'a str,
+}
+
+/// One Anthropic content block, serialized straight from the IR (no intermediate JSON tree).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+    Image {
+        source: Source<'a>,
+    },
+    Document {
+        source: Source<'a>,
+        title: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: Vec<Block<'a>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct Msg<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System<'a> {
+    Text(String),
+    Blocks(Vec<Block<'a>>),
+}
+
+/// The InvokeModel body.
+#[derive(Serialize)]
+struct Body<'a> {
+    anthropic_version: &'static str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<System<'a>>,
+    messages: Vec<Msg<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+}
+
+/// Encodes the IR as a Bedrock InvokeModel body (JSON bytes) for an Anthropic Claude model.
+pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Vec<u8>, GatewayError> {
+    let mut max_tokens = req.max_tokens.unwrap_or(opts.default_max_tokens);
     let budget = match &req.reasoning {
         Some(Reasoning::Effort(e)) => Some(effort_budget(e)),
         Some(Reasoning::Budget(b)) => Some(*b),
         _ => None,
     };
-    if let Some(b) = budget {
+    let thinking = budget.map(|b| {
         // The budget must stay below max_tokens; grow max_tokens rather than starve the answer.
         if max_tokens <= b {
             max_tokens = b.saturating_add(req.max_tokens.unwrap_or(opts.default_max_tokens));
         }
-        out.insert(
-            "thinking".into(),
-            json!({"type": "enabled", "budget_tokens": b}),
-        );
-    }
-    out.insert("max_tokens".into(), json!(max_tokens));
+        json!({"type": "enabled", "budget_tokens": b})
+    });
 
-    if !req.system.is_empty() {
-        let any_cache = req
-            .system
-            .iter()
-            .any(|p| matches!(p, Part::Text { cache: true, .. }));
-        if any_cache {
-            let blocks: Vec<Value> = req
-                .system
+    let system = if req.system.is_empty() {
+        None
+    } else if req
+        .system
+        .iter()
+        .any(|p| matches!(p, Part::Text { cache: true, .. }))
+    {
+        Some(System::Blocks(
+            req.system
                 .iter()
                 .filter_map(|p| match p {
-                    Part::Text { text, cache } => Some(text_block(text, *cache)),
+                    Part::Text { text, cache } => Some(Block::Text {
+                        text,
+                        cache_control: if *cache { EPHEMERAL } else { None },
+                    }),
                     _ => None,
                 })
-                .collect();
-            out.insert("system".into(), Value::Array(blocks));
-        } else {
-            out.insert("system".into(), json!(req.system_text()));
-        }
-    }
+                .collect(),
+        ))
+    } else {
+        Some(System::Text(req.system_text()))
+    };
 
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, msg) in req.messages.iter().enumerate() {
         let mut blocks = Vec::with_capacity(msg.content.len());
         // Bedrock wants tool results before any other content in a user turn.
-        let (results, others): (Vec<&Part>, Vec<&Part>) = msg
+        let results = msg
             .content
             .iter()
-            .partition(|p| matches!(p, Part::ToolResult { .. }));
-        for (j, part) in results.into_iter().chain(others).enumerate() {
-            if let Some(b) = encode_block(part, &format!("messages[{i}].content[{j}]"))? {
+            .filter(|p| matches!(p, Part::ToolResult { .. }));
+        let others = msg
+            .content
+            .iter()
+            .filter(|p| !matches!(p, Part::ToolResult { .. }));
+        for (j, part) in results.chain(others).enumerate() {
+            if let Some(b) = encode_block(part, &Lazy(|| format!("messages[{i}].content[{j}]")))? {
                 blocks.push(b);
             }
         }
@@ -342,9 +442,11 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, G
             Role::User => "user",
             Role::Assistant => "assistant",
         };
-        messages.push(json!({"role": role, "content": blocks}));
+        messages.push(Msg {
+            role,
+            content: blocks,
+        });
     }
-    out.insert("messages".into(), Value::Array(messages));
 
     if let Some(t) = req.temperature {
         if t > 1.0 {
@@ -353,24 +455,9 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, G
                 format!("`temperature` must be between 0 and 1 for Claude models, got {t}."),
             ));
         }
-        if budget.is_none() {
-            out.insert("temperature".into(), json!(t));
-        }
     }
-    if let Some(p) = req.top_p {
-        if budget.is_none() {
-            out.insert("top_p".into(), json!(p));
-        }
-    }
-    if let Some(k) = req.top_k {
-        if budget.is_none() {
-            out.insert("top_k".into(), json!(k));
-        }
-    }
-    let stops: Vec<&String> = req.stop.iter().filter(|s| !s.trim().is_empty()).collect();
-    if !stops.is_empty() {
-        out.insert("stop_sequences".into(), json!(stops));
-    }
+    // Extended thinking does not accept sampling parameters.
+    let sampling = budget.is_none();
 
     let mut tools: Vec<Value> = req
         .tools
@@ -416,46 +503,72 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Value, G
         }));
         tool_choice = Some(json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL}));
     }
-    if !tools.is_empty() {
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(mut tc) = tool_choice {
-            if req.parallel_tool_calls == Some(false) {
-                if let Some(o) = tc.as_object_mut() {
-                    if o.get("type") != Some(&json!("none")) {
-                        o.insert("disable_parallel_tool_use".into(), json!(true));
-                    }
+    if tools.is_empty() {
+        tool_choice = None;
+    } else if let Some(tc) = tool_choice.as_mut() {
+        if req.parallel_tool_calls == Some(false) {
+            if let Some(o) = tc.as_object_mut() {
+                if o.get("type") != Some(&json!("none")) {
+                    o.insert("disable_parallel_tool_use".into(), json!(true));
                 }
             }
-            out.insert("tool_choice".into(), tc);
         }
     }
-    Ok(Value::Object(out))
+
+    let body = Body {
+        anthropic_version: BEDROCK_ANTHROPIC_VERSION,
+        max_tokens,
+        thinking,
+        system,
+        messages,
+        temperature: req.temperature.filter(|_| sampling),
+        top_p: req.top_p.filter(|_| sampling),
+        top_k: req.top_k.filter(|_| sampling),
+        stop_sequences: req
+            .stop
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(String::as_str)
+            .collect(),
+        tools,
+        tool_choice,
+    };
+    serde_json::to_vec(&body)
+        .map_err(|e| GatewayError::internal(format!("Could not serialize the upstream body: {e}")))
 }
 
-fn text_block(text: &str, cache: bool) -> Value {
-    if cache {
-        json!({"type": "text", "text": text, "cache_control": {"type": "ephemeral"}})
-    } else {
-        json!({"type": "text", "text": text})
-    }
-}
-
-fn encode_block(part: &Part, path: &str) -> Result<Option<Value>, GatewayError> {
+fn encode_block<'a>(
+    part: &'a Part,
+    path: &dyn std::fmt::Display,
+) -> Result<Option<Block<'a>>, GatewayError> {
     Ok(Some(match part {
         Part::Text { text, cache } => {
             if text.is_empty() {
                 return Ok(None);
             }
-            text_block(text, *cache)
+            Block::Text {
+                text,
+                cache_control: if *cache { EPHEMERAL } else { None },
+            }
         }
         Part::Image(ImageSource::Base64 { media_type, data }) => {
             // Same four types as Converse; normalise image/jpg.
-            let format =
-                crate::converse::image_format(media_type, &format!("{path}.image_url.url"))?;
-            json!({
-                "type": "image",
-                "source": {"type": "base64", "media_type": format!("image/{format}"), "data": data},
-            })
+            let format = crate::converse::image_format(
+                media_type,
+                &Lazy(|| format!("{path}.image_url.url")),
+            )?;
+            let media_type = if media_type.strip_prefix("image/") == Some(format) {
+                Cow::Borrowed(media_type.as_str())
+            } else {
+                Cow::Owned(format!("image/{format}"))
+            };
+            Block::Image {
+                source: Source {
+                    kind: "base64",
+                    media_type,
+                    data,
+                },
+            }
         }
         Part::Image(ImageSource::Url(_)) => {
             return Err(remote_image_error(path));
@@ -464,52 +577,54 @@ fn encode_block(part: &Part, path: &str) -> Result<Option<Value>, GatewayError> 
             media_type,
             name,
             data,
-        } => json!({
-            "type": "document",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-            "title": name,
-        }),
+        } => Block::Document {
+            source: Source {
+                kind: "base64",
+                media_type: Cow::Borrowed(media_type),
+                data,
+            },
+            title: name,
+        },
         Part::ToolCall {
             id,
             name,
             arguments,
-        } => json!({
-            "type": "tool_use",
-            "id": id,
-            "name": name,
-            "input": parse_arguments(arguments, path)?,
-        }),
+        } => Block::ToolUse {
+            id,
+            name,
+            input: parse_arguments(arguments, path)?,
+        },
         Part::ToolResult {
             id,
             content,
             is_error,
         } => {
-            let mut inner = Vec::new();
+            let mut inner = Vec::with_capacity(content.len());
             for (i, p) in content.iter().enumerate() {
-                if let Some(b) = encode_block(p, &format!("{path}.content[{i}]"))? {
+                if let Some(b) = encode_block(p, &Lazy(|| format!("{path}.content[{i}]")))? {
                     inner.push(b);
                 }
             }
-            let mut o = Map::new();
-            o.insert("type".into(), json!("tool_result"));
-            o.insert("tool_use_id".into(), json!(id));
-            o.insert("content".into(), Value::Array(inner));
-            if *is_error {
-                o.insert("is_error".into(), json!(true));
+            Block::ToolResult {
+                tool_use_id: id,
+                content: inner,
+                is_error: *is_error,
             }
-            Value::Object(o)
         }
         Part::Reasoning { text, signature } => match signature {
-            Some(sig) => json!({"type": "thinking", "thinking": text, "signature": sig}),
+            Some(sig) => Block::Thinking {
+                thinking: text,
+                signature: sig,
+            },
             // Claude rejects unsigned thinking blocks in history; the text adds nothing.
             None => return Ok(None),
         },
-        Part::RedactedReasoning { data } => json!({"type": "redacted_thinking", "data": data}),
+        Part::RedactedReasoning { data } => Block::RedactedThinking { data },
     }))
 }
 
 /// The 400 for a remote image URL sent to Bedrock.
-pub fn remote_image_error(path: &str) -> GatewayError {
+pub fn remote_image_error(path: &dyn std::fmt::Display) -> GatewayError {
     GatewayError::invalid(
         format!("{path}.image_url.url"),
         "Remote image URLs are not supported for Bedrock models; send the image inline as a base64 data URL (data:image/png;base64,...). The gateway does not fetch URLs on the data plane.",
@@ -518,7 +633,10 @@ pub fn remote_image_error(path: &str) -> GatewayError {
 }
 
 /// Parses OpenAI tool-call arguments (JSON text) into the object Bedrock wants.
-pub fn parse_arguments(arguments: &str, path: &str) -> Result<Value, GatewayError> {
+pub fn parse_arguments(
+    arguments: &str,
+    path: &dyn std::fmt::Display,
+) -> Result<Value, GatewayError> {
     if arguments.trim().is_empty() {
         return Ok(json!({}));
     }

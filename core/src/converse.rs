@@ -4,7 +4,7 @@
 use crate::anthropic::{parse_arguments, remote_image_error, STRUCTURED_OUTPUT_TOOL};
 use crate::capabilities::Capabilities;
 use crate::error::GatewayError;
-use crate::fields::Object;
+use crate::fields::{Lazy, Object};
 use crate::ir::{
     ChatRequest, ChatResponse, ImageSource, Part, Reasoning, ResponseFormat, Role, StopReason,
     ToolChoice, Usage,
@@ -85,7 +85,10 @@ pub fn encode_request(
             if matches!(part, Part::ToolCall { .. } | Part::ToolResult { .. }) {
                 history_has_tools = true;
             }
-            blocks.extend(encode_block(part, &format!("messages[{i}].content[{j}]"))?);
+            blocks.extend(encode_block(
+                part,
+                &Lazy(|| format!("messages[{i}].content[{j}]")),
+            )?);
         }
         if blocks.is_empty() {
             continue;
@@ -208,7 +211,10 @@ pub fn encode_request(
 }
 
 /// Converse image `format` for a MIME type.
-pub fn image_format(media_type: &str, path: &str) -> Result<&'static str, GatewayError> {
+pub fn image_format(
+    media_type: &str,
+    path: &dyn std::fmt::Display,
+) -> Result<&'static str, GatewayError> {
     match media_type {
         "image/png" => Ok("png"),
         "image/jpeg" | "image/jpg" => Ok("jpeg"),
@@ -221,7 +227,10 @@ pub fn image_format(media_type: &str, path: &str) -> Result<&'static str, Gatewa
     }
 }
 
-fn document_format(media_type: &str, path: &str) -> Result<&'static str, GatewayError> {
+fn document_format(
+    media_type: &str,
+    path: &dyn std::fmt::Display,
+) -> Result<&'static str, GatewayError> {
     match media_type {
         "application/pdf" => Ok("pdf"),
         "text/csv" => Ok("csv"),
@@ -262,7 +271,7 @@ fn document_name(name: &str) -> String {
     }
 }
 
-fn encode_block(part: &Part, path: &str) -> Result<Vec<Value>, GatewayError> {
+fn encode_block(part: &Part, path: &dyn std::fmt::Display) -> Result<Vec<Value>, GatewayError> {
     Ok(match part {
         Part::Text { text, cache } => {
             let mut v = Vec::new();
@@ -275,7 +284,7 @@ fn encode_block(part: &Part, path: &str) -> Result<Vec<Value>, GatewayError> {
             v
         }
         Part::Image(ImageSource::Base64 { media_type, data }) => vec![json!({"image": {
-            "format": image_format(media_type, &format!("{path}.image_url.url"))?,
+            "format": image_format(media_type, &Lazy(|| format!("{path}.image_url.url")))?,
             "source": {"bytes": data},
         }})],
         Part::Image(ImageSource::Url(_)) => return Err(remote_image_error(path)),
@@ -304,7 +313,7 @@ fn encode_block(part: &Part, path: &str) -> Result<Vec<Value>, GatewayError> {
         } => {
             let mut inner = Vec::new();
             for (i, p) in content.iter().enumerate() {
-                for b in encode_block(p, &format!("{path}.content[{i}]"))? {
+                for b in encode_block(p, &Lazy(|| format!("{path}.content[{i}]")))? {
                     if b.get("cachePoint").is_none() {
                         inner.push(b);
                     }

@@ -77,8 +77,8 @@ impl GatewayError {
     }
 
     /// Sets `error.param`.
-    pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+    pub fn with_param(mut self, param: impl std::fmt::Display) -> Self {
+        self.param = Some(param.to_string());
         self
     }
 
@@ -89,7 +89,7 @@ impl GatewayError {
     }
 
     /// 400 `invalid_request_error` about one request field.
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(param: impl std::fmt::Display, message: impl Into<String>) -> Self {
         GatewayError::new(400, ErrorType::InvalidRequest, message)
             .with_param(param)
             .with_code("invalid_request")

@@ -2,6 +2,7 @@
 
 use crate::error::GatewayError;
 use serde_json::{Map, Value};
+use std::fmt::Display;
 
 /// A JSON object as decoded from a request body.
 pub type Object = Map<String, Value>;
@@ -34,6 +35,16 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
     }
 }
 
+/// A request-field path rendered only when an error message needs it (building every path
+/// eagerly was a measurable share of request decoding).
+pub struct Lazy<F>(pub F);
+
+impl<F: Fn() -> String> std::fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}
+
 /// A JSON type name for error messages.
 pub fn type_name(v: &Value) -> &'static str {
     match v {
@@ -46,9 +57,10 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(path: &str, expected: &str, got: &Value) -> GatewayError {
+fn wrong_type<P: Display + ?Sized>(path: &P, expected: &str, got: &Value) -> GatewayError {
+    let path = path.to_string();
     GatewayError::invalid(
-        path,
+        &path,
         format!(
             "Invalid type for `{path}`: expected {expected}, got {}.",
             type_name(got)
@@ -65,10 +77,10 @@ pub fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Value> {
 }
 
 /// An optional string field.
-pub fn opt_str<'a>(
+pub fn opt_str<'a, P: Display + ?Sized>(
     obj: &'a Object,
     key: &str,
-    path: &str,
+    path: &P,
 ) -> Result<Option<&'a str>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
@@ -78,7 +90,11 @@ pub fn opt_str<'a>(
 }
 
 /// A required, non-empty string field.
-pub fn req_str<'a>(obj: &'a Object, key: &str, path: &str) -> Result<&'a str, GatewayError> {
+pub fn req_str<'a, P: Display + ?Sized>(
+    obj: &'a Object,
+    key: &str,
+    path: &P,
+) -> Result<&'a str, GatewayError> {
     match opt_str(obj, key, path)? {
         Some(s) if !s.is_empty() => Ok(s),
         Some(_) => Err(GatewayError::invalid(
@@ -93,7 +109,11 @@ pub fn req_str<'a>(obj: &'a Object, key: &str, path: &str) -> Result<&'a str, Ga
 }
 
 /// An optional boolean field.
-pub fn opt_bool(obj: &Object, key: &str, path: &str) -> Result<Option<bool>, GatewayError> {
+pub fn opt_bool<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+) -> Result<Option<bool>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -102,10 +122,10 @@ pub fn opt_bool(obj: &Object, key: &str, path: &str) -> Result<Option<bool>, Gat
 }
 
 /// An optional number field within `[min, max]`.
-pub fn opt_f64(
+pub fn opt_f64<P: Display + ?Sized>(
     obj: &Object,
     key: &str,
-    path: &str,
+    path: &P,
     min: f64,
     max: f64,
 ) -> Result<Option<f64>, GatewayError> {
@@ -127,7 +147,12 @@ pub fn opt_f64(
 }
 
 /// An optional non-negative integer field that fits in `u32`, at least `min`.
-pub fn opt_u32(obj: &Object, key: &str, path: &str, min: u32) -> Result<Option<u32>, GatewayError> {
+pub fn opt_u32<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+    min: u32,
+) -> Result<Option<u32>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_u64().and_then(|x| u32::try_from(x).ok()) {
@@ -142,10 +167,10 @@ pub fn opt_u32(obj: &Object, key: &str, path: &str, min: u32) -> Result<Option<u
 }
 
 /// An optional array field.
-pub fn opt_array<'a>(
+pub fn opt_array<'a, P: Display + ?Sized>(
     obj: &'a Object,
     key: &str,
-    path: &str,
+    path: &P,
 ) -> Result<Option<&'a Vec<Value>>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
@@ -155,10 +180,10 @@ pub fn opt_array<'a>(
 }
 
 /// An optional object field.
-pub fn opt_object<'a>(
+pub fn opt_object<'a, P: Display + ?Sized>(
     obj: &'a Object,
     key: &str,
-    path: &str,
+    path: &P,
 ) -> Result<Option<&'a Object>, GatewayError> {
     match get(obj, key) {
         None => Ok(None),
@@ -168,7 +193,10 @@ pub fn opt_object<'a>(
 }
 
 /// An array element that must be an object.
-pub fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Object, GatewayError> {
+pub fn as_object<'a, P: Display + ?Sized>(
+    v: &'a Value,
+    path: &P,
+) -> Result<&'a Object, GatewayError> {
     match v {
         Value::Object(o) => Ok(o),
         other => Err(wrong_type(path, "an object", other)),
@@ -176,7 +204,11 @@ pub fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Object, GatewayErro
 }
 
 /// A field that is a string or an array of strings (OpenAI `stop`).
-pub fn string_or_list(obj: &Object, key: &str, path: &str) -> Result<Vec<String>, GatewayError> {
+pub fn string_or_list<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+) -> Result<Vec<String>, GatewayError> {
     match get(obj, key) {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.clone()]),

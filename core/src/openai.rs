@@ -3,7 +3,7 @@
 use crate::error::GatewayError;
 use crate::fields::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
-    string_or_list, type_name, Object, GATEWAY_FIELDS,
+    string_or_list, type_name, Lazy, Object, GATEWAY_FIELDS,
 };
 use crate::ir::{
     ChatRequest, ChatResponse, ImageSource, Message, Part, Reasoning, ResponseFormat, Role,
@@ -135,10 +135,10 @@ fn decode_message(
     i: usize,
     opts: DecodeOptions,
 ) -> Result<(), GatewayError> {
-    let path = format!("messages[{i}]");
+    let path = Lazy(|| format!("messages[{i}]"));
     let msg = as_object(raw, &path)?;
-    let role = req_str(msg, "role", &format!("{path}.role"))?;
-    let content_path = format!("{path}.content");
+    let role = req_str(msg, "role", &Lazy(|| format!("{path}.role")))?;
+    let content_path = Lazy(|| format!("{path}.content"));
     match role {
         "system" | "developer" => {
             let parts = decode_content(get(msg, "content"), &content_path, false, opts)?;
@@ -156,22 +156,29 @@ fn decode_message(
         }
         "assistant" => {
             let mut parts = Vec::new();
-            if let Some(blocks) =
-                opt_array(msg, "thinking_blocks", &format!("{path}.thinking_blocks"))?
-            {
+            if let Some(blocks) = opt_array(
+                msg,
+                "thinking_blocks",
+                &Lazy(|| format!("{path}.thinking_blocks")),
+            )? {
                 for (j, b) in blocks.iter().enumerate() {
-                    let bpath = format!("{path}.thinking_blocks[{j}]");
+                    let bpath = Lazy(|| format!("{path}.thinking_blocks[{j}]"));
                     let b = as_object(b, &bpath)?;
-                    match opt_str(b, "type", &format!("{bpath}.type"))? {
+                    match opt_str(b, "type", &Lazy(|| format!("{bpath}.type")))? {
                         Some("redacted_thinking") => parts.push(Part::RedactedReasoning {
-                            data: req_str(b, "data", &format!("{bpath}.data"))?.to_string(),
+                            data: req_str(b, "data", &Lazy(|| format!("{bpath}.data")))?
+                                .to_string(),
                         }),
                         _ => parts.push(Part::Reasoning {
-                            text: opt_str(b, "thinking", &format!("{bpath}.thinking"))?
+                            text: opt_str(b, "thinking", &Lazy(|| format!("{bpath}.thinking")))?
                                 .unwrap_or_default()
                                 .to_string(),
-                            signature: opt_str(b, "signature", &format!("{bpath}.signature"))?
-                                .map(str::to_string),
+                            signature: opt_str(
+                                b,
+                                "signature",
+                                &Lazy(|| format!("{bpath}.signature")),
+                            )?
+                            .map(str::to_string),
                         }),
                     }
                 }
@@ -189,9 +196,11 @@ fn decode_message(
                 false,
                 opts,
             )?);
-            if let Some(calls) = opt_array(msg, "tool_calls", &format!("{path}.tool_calls"))? {
+            if let Some(calls) =
+                opt_array(msg, "tool_calls", &Lazy(|| format!("{path}.tool_calls")))?
+            {
                 for (j, call) in calls.iter().enumerate() {
-                    let cpath = format!("{path}.tool_calls[{j}]");
+                    let cpath = Lazy(|| format!("{path}.tool_calls[{j}]"));
                     let part = decode_tool_call(call, &cpath)?;
                     if let (true, Part::ToolCall { arguments, .. }) = (opts.bedrock, &part) {
                         crate::anthropic::parse_arguments(arguments, &cpath)?;
@@ -199,11 +208,15 @@ fn decode_message(
                     parts.push(part);
                 }
             }
-            if let Some(fc) = opt_object(msg, "function_call", &format!("{path}.function_call"))? {
-                let fpath = format!("{path}.function_call");
-                let name = req_str(fc, "name", &format!("{fpath}.name"))?;
-                let arguments =
-                    opt_str(fc, "arguments", &format!("{fpath}.arguments"))?.unwrap_or("{}");
+            if let Some(fc) = opt_object(
+                msg,
+                "function_call",
+                &Lazy(|| format!("{path}.function_call")),
+            )? {
+                let fpath = Lazy(|| format!("{path}.function_call"));
+                let name = req_str(fc, "name", &Lazy(|| format!("{fpath}.name")))?;
+                let arguments = opt_str(fc, "arguments", &Lazy(|| format!("{fpath}.arguments")))?
+                    .unwrap_or("{}");
                 parts.push(Part::ToolCall {
                     id: name.to_string(),
                     name: name.to_string(),
@@ -216,9 +229,13 @@ fn decode_message(
         }
         "tool" | "function" => {
             let id = if role == "tool" {
-                req_str(msg, "tool_call_id", &format!("{path}.tool_call_id"))?
+                req_str(
+                    msg,
+                    "tool_call_id",
+                    &Lazy(|| format!("{path}.tool_call_id")),
+                )?
             } else {
-                req_str(msg, "name", &format!("{path}.name"))?
+                req_str(msg, "name", &Lazy(|| format!("{path}.name")))?
             };
             let content = decode_content(get(msg, "content"), &content_path, true, opts)?;
             push_turn(
@@ -257,18 +274,23 @@ fn push_turn(req: &mut ChatRequest, role: Role, parts: Vec<Part>) {
     });
 }
 
-fn decode_tool_call(raw: &Value, path: &str) -> Result<Part, GatewayError> {
+fn decode_tool_call(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, GatewayError> {
     let call = as_object(raw, path)?;
-    let id = req_str(call, "id", &format!("{path}.id"))?;
-    let function = opt_object(call, "function", &format!("{path}.function"))?.ok_or_else(|| {
-        GatewayError::invalid(
-            format!("{path}.function"),
-            "Missing required parameter: `function`.",
-        )
-    })?;
-    let name = req_str(function, "name", &format!("{path}.function.name"))?;
-    let arguments =
-        opt_str(function, "arguments", &format!("{path}.function.arguments"))?.unwrap_or("{}");
+    let id = req_str(call, "id", &Lazy(|| format!("{path}.id")))?;
+    let function =
+        opt_object(call, "function", &Lazy(|| format!("{path}.function")))?.ok_or_else(|| {
+            GatewayError::invalid(
+                format!("{path}.function"),
+                "Missing required parameter: `function`.",
+            )
+        })?;
+    let name = req_str(function, "name", &Lazy(|| format!("{path}.function.name")))?;
+    let arguments = opt_str(
+        function,
+        "arguments",
+        &Lazy(|| format!("{path}.function.arguments")),
+    )?
+    .unwrap_or("{}");
     Ok(Part::ToolCall {
         id: id.to_string(),
         name: name.to_string(),
@@ -283,7 +305,7 @@ fn decode_tool_call(raw: &Value, path: &str) -> Result<Part, GatewayError> {
 /// Decodes `content`: a string, an array of parts, or absent.
 fn decode_content(
     content: Option<&Value>,
-    path: &str,
+    path: &dyn std::fmt::Display,
     allow_media: bool,
     opts: DecodeOptions,
 ) -> Result<Vec<Part>, GatewayError> {
@@ -299,7 +321,7 @@ fn decode_content(
         Some(Value::Array(items)) => {
             let mut parts = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let ppath = format!("{path}[{i}]");
+                let ppath = Lazy(|| format!("{path}[{i}]"));
                 if let Some(p) = decode_part(item, &ppath, allow_media, opts)? {
                     parts.push(p);
                 }
@@ -318,20 +340,21 @@ fn decode_content(
 
 fn decode_part(
     raw: &Value,
-    path: &str,
+    path: &dyn std::fmt::Display,
     allow_media: bool,
     opts: DecodeOptions,
 ) -> Result<Option<Part>, GatewayError> {
     let part = as_object(raw, path)?;
-    let kind = req_str(part, "type", &format!("{path}.type"))?;
+    let kind = req_str(part, "type", &Lazy(|| format!("{path}.type")))?;
     match kind {
         "text" | "input_text" => {
-            let text = opt_str(part, "text", &format!("{path}.text"))?.ok_or_else(|| {
-                GatewayError::invalid(
-                    format!("{path}.text"),
-                    "Missing required parameter: `text`.",
-                )
-            })?;
+            let text =
+                opt_str(part, "text", &Lazy(|| format!("{path}.text")))?.ok_or_else(|| {
+                    GatewayError::invalid(
+                        format!("{path}.text"),
+                        "Missing required parameter: `text`.",
+                    )
+                })?;
             let cache = part.get("cache_control").is_some();
             Ok(Some(Part::Text {
                 text: text.to_string(),
@@ -341,7 +364,9 @@ fn decode_part(
         "image_url" if allow_media => {
             let url = match get(part, "image_url") {
                 Some(Value::String(s)) => s.as_str(),
-                Some(Value::Object(o)) => req_str(o, "url", &format!("{path}.image_url.url"))?,
+                Some(Value::Object(o)) => {
+                    req_str(o, "url", &Lazy(|| format!("{path}.image_url.url")))?
+                }
                 _ => {
                     return Err(GatewayError::invalid(
                         format!("{path}.image_url"),
@@ -349,19 +374,19 @@ fn decode_part(
                     ))
                 }
             };
-            let image = parse_image_url(url, &format!("{path}.image_url.url"))?;
+            let image = parse_image_url(url, &Lazy(|| format!("{path}.image_url.url")))?;
             if opts.bedrock && matches!(image, ImageSource::Url(_)) {
                 return Err(crate::anthropic::remote_image_error(path));
             }
             Ok(Some(Part::Image(image)))
         }
         "file" if allow_media => {
-            let fpath = format!("{path}.file");
+            let fpath = Lazy(|| format!("{path}.file"));
             let file = opt_object(part, "file", &fpath)?.ok_or_else(|| {
-                GatewayError::invalid(fpath.clone(), "Missing required parameter: `file`.")
+                GatewayError::invalid(fpath.to_string(), "Missing required parameter: `file`.")
             })?;
-            let data =
-                opt_str(file, "file_data", &format!("{fpath}.file_data"))?.ok_or_else(|| {
+            let data = opt_str(file, "file_data", &Lazy(|| format!("{fpath}.file_data")))?
+                .ok_or_else(|| {
                     GatewayError::invalid(
                         format!("{fpath}.file_data"),
                         "Only inline `file_data` (a base64 data URL) is supported for file parts.",
@@ -373,7 +398,7 @@ fn decode_part(
                     "`file_data` must be a base64 data URL (data:<type>;base64,<data>).",
                 )
             })?;
-            let name = opt_str(file, "filename", &format!("{fpath}.filename"))?
+            let name = opt_str(file, "filename", &Lazy(|| format!("{fpath}.filename")))?
                 .unwrap_or("document")
                 .to_string();
             Ok(Some(Part::Document {
@@ -403,7 +428,7 @@ pub fn split_data_url(url: &str) -> Option<(String, String)> {
     Some((media.to_ascii_lowercase(), data.to_string()))
 }
 
-fn parse_image_url(url: &str, path: &str) -> Result<ImageSource, GatewayError> {
+fn parse_image_url(url: &str, path: &dyn std::fmt::Display) -> Result<ImageSource, GatewayError> {
     if url.starts_with("data:") {
         let (media_type, data) = split_data_url(url).ok_or_else(|| {
             GatewayError::invalid(
@@ -426,36 +451,38 @@ fn decode_tools(obj: &Object) -> Result<Vec<Tool>, GatewayError> {
     let mut tools = Vec::new();
     if let Some(items) = opt_array(obj, "tools", "tools")? {
         for (i, item) in items.iter().enumerate() {
-            let path = format!("tools[{i}]");
+            let path = Lazy(|| format!("tools[{i}]"));
             let t = as_object(item, &path)?;
-            let kind = opt_str(t, "type", &format!("{path}.type"))?.unwrap_or("function");
+            let kind = opt_str(t, "type", &Lazy(|| format!("{path}.type")))?.unwrap_or("function");
             if kind != "function" {
                 return Err(GatewayError::invalid(
                     format!("{path}.type"),
                     format!("Unsupported tool type `{kind}`; only `function` tools are supported."),
                 ));
             }
-            let f = opt_object(t, "function", &format!("{path}.function"))?.ok_or_else(|| {
-                GatewayError::invalid(
-                    format!("{path}.function"),
-                    "Missing required parameter: `function`.",
-                )
-            })?;
-            tools.push(decode_function(f, &format!("{path}.function"))?);
+            let f = opt_object(t, "function", &Lazy(|| format!("{path}.function")))?.ok_or_else(
+                || {
+                    GatewayError::invalid(
+                        format!("{path}.function"),
+                        "Missing required parameter: `function`.",
+                    )
+                },
+            )?;
+            tools.push(decode_function(f, &Lazy(|| format!("{path}.function")))?);
         }
     }
     if let Some(items) = opt_array(obj, "functions", "functions")? {
         for (i, item) in items.iter().enumerate() {
-            let path = format!("functions[{i}]");
+            let path = Lazy(|| format!("functions[{i}]"));
             tools.push(decode_function(as_object(item, &path)?, &path)?);
         }
     }
     Ok(tools)
 }
 
-fn decode_function(f: &Object, path: &str) -> Result<Tool, GatewayError> {
-    let name = req_str(f, "name", &format!("{path}.name"))?;
-    let description = opt_str(f, "description", &format!("{path}.description"))?;
+fn decode_function(f: &Object, path: &dyn std::fmt::Display) -> Result<Tool, GatewayError> {
+    let name = req_str(f, "name", &Lazy(|| format!("{path}.name")))?;
+    let description = opt_str(f, "description", &Lazy(|| format!("{path}.description")))?;
     let parameters = match get(f, "parameters") {
         None => json!({"type": "object", "properties": {}}),
         Some(v @ Value::Object(_)) => v.clone(),
@@ -473,7 +500,7 @@ fn decode_function(f: &Object, path: &str) -> Result<Tool, GatewayError> {
         name: name.to_string(),
         description: description.map(str::to_string),
         parameters,
-        strict: opt_bool(f, "strict", &format!("{path}.strict"))?,
+        strict: opt_bool(f, "strict", &Lazy(|| format!("{path}.strict")))?,
     })
 }
 
@@ -497,8 +524,8 @@ fn decode_tool_choice(obj: &Object) -> Result<Option<ToolChoice>, GatewayError> 
         },
         Value::Object(o) => {
             let name = match get(o, "function") {
-                Some(Value::Object(f)) => req_str(f, "name", &format!("{path}.function.name"))?,
-                _ => req_str(o, "name", &format!("{path}.name"))?,
+                Some(Value::Object(f)) => req_str(f, "name", &Lazy(|| format!("{path}.function.name")))?,
+                _ => req_str(o, "name", &Lazy(|| format!("{path}.name")))?,
             };
             Ok(Some(ToolChoice::Function(name.to_string())))
         }

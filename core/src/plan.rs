@@ -372,12 +372,15 @@ fn build_body(
             Value::Object(obj)
         }
         (_, UpstreamApi::OpenaiChat) => openai::encode_request(req, model_id)?,
-        (_, UpstreamApi::BedrockAnthropic) => anthropic::encode_request(
-            req,
-            anthropic::EncodeOptions {
-                default_max_tokens: gw.config.default_max_tokens,
-            },
-        )?,
+        (_, UpstreamApi::BedrockAnthropic) => {
+            let body = anthropic::encode_request(
+                req,
+                anthropic::EncodeOptions {
+                    default_max_tokens: gw.config.default_max_tokens,
+                },
+            )?;
+            return Ok((body, req.response_format.is_some()));
+        }
         (_, UpstreamApi::BedrockTitan) => titan::encode_request(req)?,
         (_, UpstreamApi::BedrockAgent) => {
             return Err(GatewayError::internal("agent bodies are built separately"))
