@@ -77,6 +77,8 @@ pub struct Http {
     mode: ResponseMode,
     /// Size of the buffered request body (what a body replacement must cover).
     request_body_size: usize,
+    /// The client's request headers, read once (one host call instead of one per header).
+    headers: Vec<(String, Vec<u8>)>,
     /// For metrics: provider, model sent upstream, client-facing status, usage, timings.
     provider: &'static str,
     model_id: String,
@@ -115,6 +117,7 @@ impl Http {
             response_plan: None,
             mode: ResponseMode::Undecided,
             request_body_size: 0,
+            headers: Vec::new(),
             provider: "local",
             model_id: String::new(),
             status: 0,
@@ -126,9 +129,10 @@ impl Http {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        host::get_header(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Sends a complete local reply and ends our work on this request.
@@ -150,10 +154,13 @@ impl Http {
     }
 
     fn on_headers(&mut self, gw: &Gateway, end_of_stream: bool) -> Action {
-        for h in INTERNAL_HEADERS {
-            let _ = host::remove_header(MapType::HttpRequestHeaders, h);
-        }
         self.request_id = random_id();
+        self.headers = host::get_headers(MapType::HttpRequestHeaders).unwrap_or_default();
+        for h in INTERNAL_HEADERS {
+            if self.headers.iter().any(|(k, _)| k == h) {
+                let _ = host::remove_header(MapType::HttpRequestHeaders, h);
+            }
+        }
         let method = self.request_header(":method").unwrap_or_default();
         let full_path = self.request_header(":path").unwrap_or_default();
         let (path, query) = endpoints::split_path(&full_path);
@@ -444,10 +451,9 @@ impl Http {
         }
         if up.sign_region.is_some() {
             // Client-supplied AWS headers must not reach AWS next to our signature.
-            let existing = host::get_headers(map).map_err(host_err)?;
-            for (name, _) in existing {
+            for (name, _) in &self.headers {
                 if name.starts_with("x-amz-") || name.starts_with("x-amzn-") {
-                    host::remove_header(map, &name).map_err(host_err)?;
+                    host::remove_header(map, name).map_err(host_err)?;
                 }
             }
         }
