@@ -9,6 +9,7 @@ use crate::ir::{
     ChatRequest, ChatResponse, ImageSource, Part, Reasoning, ResponseFormat, Role, StopReason,
     ToolChoice, Usage,
 };
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// The instruction used for structured output on models that cannot be forced to call a tool.
@@ -32,7 +33,7 @@ fn json_instruction(rf: &ResponseFormat) -> String {
 pub fn encode_request(
     req: &ChatRequest,
     caps: Capabilities,
-) -> Result<(Value, bool), GatewayError> {
+) -> Result<(Vec<u8>, bool), GatewayError> {
     let mut out = Map::new();
     let mut req = std::borrow::Cow::Borrowed(req);
     let force_tool = req.response_format.is_some() && caps.tool_choice && caps.tools;
@@ -76,19 +77,24 @@ pub fn encode_request(
     let mut history_has_tools = false;
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, msg) in req.messages.iter().enumerate() {
-        let (results, others): (Vec<&Part>, Vec<&Part>) = msg
+        let results = msg
             .content
             .iter()
-            .partition(|p| matches!(p, Part::ToolResult { .. }));
+            .filter(|p| matches!(p, Part::ToolResult { .. }));
+        let others = msg
+            .content
+            .iter()
+            .filter(|p| !matches!(p, Part::ToolResult { .. }));
         let mut blocks = Vec::with_capacity(msg.content.len());
-        for (j, part) in results.into_iter().chain(others).enumerate() {
+        for (j, part) in results.chain(others).enumerate() {
             if matches!(part, Part::ToolCall { .. } | Part::ToolResult { .. }) {
                 history_has_tools = true;
             }
-            blocks.extend(encode_block(
+            encode_block(
                 part,
                 &Lazy(|| format!("messages[{i}].content[{j}]")),
-            )?);
+                &mut blocks,
+            )?;
         }
         if blocks.is_empty() {
             continue;
@@ -97,9 +103,11 @@ pub fn encode_request(
             Role::User => "user",
             Role::Assistant => "assistant",
         };
-        messages.push(json!({"role": role, "content": blocks}));
+        messages.push(Msg {
+            role,
+            content: blocks,
+        });
     }
-    out.insert("messages".into(), Value::Array(messages));
 
     let mut inference = Map::new();
     if let Some(m) = req.max_tokens {
@@ -207,7 +215,14 @@ pub fn encode_request(
             "This conversation contains tool calls or results; Bedrock Converse needs the `tools` definitions to be sent with it.",
         ));
     }
-    Ok((Value::Object(out), force_tool))
+    let body = Body {
+        messages,
+        rest: out,
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|e| {
+        GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
+    })?;
+    Ok((bytes, force_tool))
 }
 
 /// Converse image `format` for a MIME type.
@@ -271,73 +286,142 @@ fn document_name(name: &str) -> String {
     }
 }
 
-fn encode_block(part: &Part, path: &dyn std::fmt::Display) -> Result<Vec<Value>, GatewayError> {
-    Ok(match part {
+/// The request body: the messages typed, the rest of the (small) fields as a map.
+#[derive(Serialize)]
+struct Body<'a> {
+    messages: Vec<Msg<'a>>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Msg<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+#[derive(Serialize)]
+struct CachePoint {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Bytes<'a> {
+    bytes: &'a str,
+}
+
+#[derive(Serialize)]
+struct Image<'a> {
+    format: &'static str,
+    source: Bytes<'a>,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    format: &'static str,
+    name: String,
+    source: Bytes<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolUse<'a> {
+    tool_use_id: &'a str,
+    name: &'a str,
+    input: Value,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolResult<'a> {
+    tool_use_id: &'a str,
+    content: Vec<Block<'a>>,
+    status: &'static str,
+}
+
+/// One Converse content block (externally tagged, as Converse's union is).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum Block<'a> {
+    Text(&'a str),
+    CachePoint(CachePoint),
+    Image(Image<'a>),
+    Document(Document<'a>),
+    ToolUse(ToolUse<'a>),
+    ToolResult(ToolResult<'a>),
+    ReasoningContent(Value),
+}
+
+fn encode_block<'a>(
+    part: &'a Part,
+    path: &dyn std::fmt::Display,
+    out: &mut Vec<Block<'a>>,
+) -> Result<(), GatewayError> {
+    match part {
         Part::Text { text, cache } => {
-            let mut v = Vec::new();
             if !text.is_empty() {
-                v.push(json!({"text": text}));
+                out.push(Block::Text(text));
             }
             if *cache {
-                v.push(json!({"cachePoint": {"type": "default"}}));
+                out.push(Block::CachePoint(CachePoint { kind: "default" }));
             }
-            v
         }
-        Part::Image(ImageSource::Base64 { media_type, data }) => vec![json!({"image": {
-            "format": image_format(media_type, &Lazy(|| format!("{path}.image_url.url")))?,
-            "source": {"bytes": data},
-        }})],
+        Part::Image(ImageSource::Base64 { media_type, data }) => out.push(Block::Image(Image {
+            format: image_format(media_type, &Lazy(|| format!("{path}.image_url.url")))?,
+            source: Bytes { bytes: data },
+        })),
         Part::Image(ImageSource::Url(_)) => return Err(remote_image_error(path)),
         Part::Document {
             media_type,
             name,
             data,
-        } => vec![json!({"document": {
-            "format": document_format(media_type, path)?,
-            "name": document_name(name),
-            "source": {"bytes": data},
-        }})],
+        } => out.push(Block::Document(Document {
+            format: document_format(media_type, path)?,
+            name: document_name(name),
+            source: Bytes { bytes: data },
+        })),
         Part::ToolCall {
             id,
             name,
             arguments,
-        } => vec![json!({"toolUse": {
-            "toolUseId": id,
-            "name": name,
-            "input": parse_arguments(arguments, path)?,
-        }})],
+        } => out.push(Block::ToolUse(ToolUse {
+            tool_use_id: id,
+            name,
+            input: parse_arguments(arguments, path)?,
+        })),
         Part::ToolResult {
             id,
             content,
             is_error,
         } => {
-            let mut inner = Vec::new();
+            let mut inner = Vec::with_capacity(content.len());
             for (i, p) in content.iter().enumerate() {
-                for b in encode_block(p, &Lazy(|| format!("{path}.content[{i}]")))? {
-                    if b.get("cachePoint").is_none() {
-                        inner.push(b);
-                    }
-                }
+                encode_block(p, &Lazy(|| format!("{path}.content[{i}]")), &mut inner)?;
             }
+            // Cache points are not allowed inside tool results.
+            inner.retain(|b| !matches!(b, Block::CachePoint(_)));
             if inner.is_empty() {
-                inner.push(json!({"text": ""}));
+                inner.push(Block::Text(""));
             }
-            vec![json!({"toolResult": {
-                "toolUseId": id,
-                "content": inner,
-                "status": if *is_error { "error" } else { "success" },
-            }})]
+            out.push(Block::ToolResult(ToolResult {
+                tool_use_id: id,
+                content: inner,
+                status: if *is_error { "error" } else { "success" },
+            }));
         }
-        Part::Reasoning { text, signature } => match signature {
-            Some(sig) => vec![
-                json!({"reasoningContent": {"reasoningText": {"text": text, "signature": sig}}}),
-            ],
-            None => Vec::new(),
-        },
+        Part::Reasoning { text, signature } => {
+            if let Some(sig) = signature {
+                out.push(Block::ReasoningContent(
+                    json!({"reasoningText": {"text": text, "signature": sig}}),
+                ));
+            }
+        }
         Part::RedactedReasoning { data } => {
-            vec![json!({"reasoningContent": {"redactedContent": data}})]
+            out.push(Block::ReasoningContent(json!({"redactedContent": data})))
         }
-    })
+    }
+    Ok(())
 }
 
 /// Maps a Converse `stopReason` to the IR.

@@ -386,11 +386,7 @@ fn build_body(
             return Err(GatewayError::internal("agent bodies are built separately"))
         }
         (_, UpstreamApi::BedrockConverse) => {
-            let (v, forced) = converse::encode_request(req, caps)?;
-            let body = serde_json::to_vec(&v).map_err(|e| {
-                GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-            })?;
-            return Ok((body, forced));
+            return converse::encode_request(req, caps);
         }
     };
     let structured = req.response_format.is_some() && api != UpstreamApi::OpenaiChat;
