@@ -22,12 +22,31 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+thread_local! {
+    /// The last record decoded from shared data and its CAS: the JSON is only parsed again
+    /// when another worker (or a refresh) wrote a new one.
+    static DECODED: std::cell::RefCell<Option<(u32, CredentialsRecord)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The shared record, if any worker stored one.
 pub fn load() -> Option<CredentialsRecord> {
-    match host::get_shared_data(RECORD_KEY) {
-        Ok((Some(bytes), _)) => CredentialsRecord::decode(&bytes),
-        _ => None,
+    let (bytes, cas) = match host::get_shared_data(RECORD_KEY) {
+        Ok((Some(bytes), cas)) => (bytes, cas),
+        _ => return None,
+    };
+    let cached = DECODED.with(|d| {
+        d.borrow()
+            .as_ref()
+            .filter(|(c, _)| *c == cas && cas != 0)
+            .map(|(_, r)| r.clone())
+    });
+    if cached.is_some() {
+        return cached;
     }
+    let record = CredentialsRecord::decode(&bytes)?;
+    DECODED.with(|d| *d.borrow_mut() = Some((cas, record.clone())));
+    Some(record)
 }
 
 /// Stores fresh credentials for every worker.

@@ -459,7 +459,10 @@ impl Http {
         }
         host::set_header(map, ":path", &up.path).map_err(host_err)?;
         host::set_header(map, ":authority", &up.authority).map_err(host_err)?;
-        host::set_header(map, "content-length", &up.body.len().to_string()).map_err(host_err)?;
+        if up.body_changed {
+            host::set_header(map, "content-length", &up.body.len().to_string())
+                .map_err(host_err)?;
+        }
         for (name, value) in &up.headers {
             host::set_header(map, name, value).map_err(host_err)?;
         }
@@ -846,7 +849,9 @@ impl HttpContext for Http {
                 _ => metrics::record("unigate.upstream_latency_ms", millis(fwd, now)),
             }
         }
-        crate::info!(
+        // One line per request at debug: the JSON access log is the per-request record, and
+        // an info line per request costs Envoy a log write each time.
+        crate::debug!(
             "unigate {} (#{}): key={} provider={} model={} status={} prompt_tokens={} completion_tokens={} ms={}",
             self.request_id,
             self.context_id,

@@ -52,6 +52,8 @@ pub struct UpstreamRequest {
     pub path: String,
     /// The new body.
     pub body: Vec<u8>,
+    /// Whether `body` differs from the client's (an unchanged body is not rewritten).
+    pub body_changed: bool,
     /// Headers to set (besides `:path`, `:authority`, the cluster header and signing headers).
     pub headers: Vec<(&'static str, String)>,
     /// Client headers to remove before forwarding.
@@ -185,9 +187,19 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
         })?;
         extra_headers.push((crate::agent::SESSION_HEADER, session));
         (body, false)
+    } else if format == Format::Openai
+        && route.api == UpstreamApi::OpenaiChat
+        && !req.stream
+        && route.model_id == model
+        && input.files.is_none()
+        && !GATEWAY_FIELDS.iter().any(|f| obj.contains_key(*f))
+    {
+        // Nothing to change: the client's bytes go upstream as they are.
+        (input.body.to_vec(), false)
     } else {
         build_body(gw, format, route.api, &route.model_id, obj, &req, caps)?
     };
+    let body_changed = body.as_slice() != input.body;
     let passthrough = match (route.api, target) {
         (UpstreamApi::OpenaiChat, Format::Openai) => true,
         (UpstreamApi::BedrockAnthropic, Format::BedrockClaude) => !structured,
@@ -204,6 +216,7 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                 authority: up.url.authority.clone(),
                 path: format!("{}/chat/completions", up.url.path),
                 body,
+                body_changed,
                 headers: vec![
                     ("content-type", "application/json".into()),
                     (
@@ -249,6 +262,7 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                     encode_path_segment(&session)
                 ),
                 body,
+                body_changed,
                 headers: vec![
                     ("content-type", "application/json".into()),
                     ("accept", "application/json".into()),
@@ -281,6 +295,7 @@ pub fn plan_chat(gw: &Gateway, input: &ChatInput<'_>) -> Result<ChatPlan, Gatewa
                     encode_path_segment(&route.model_id)
                 ),
                 body,
+                body_changed,
                 headers: vec![
                     ("content-type", "application/json".into()),
                     (

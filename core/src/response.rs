@@ -125,14 +125,23 @@ pub fn translate_buffered(
 
 /// Usage in a successful upstream body that is passed through unchanged.
 pub fn usage_of(api: UpstreamApi, body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+    /// Only `usage` is kept; every other field is skipped without building values.
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<Value>,
+    }
     match api {
-        UpstreamApi::OpenaiChat => v.get("usage").map(openai::parse_usage),
-        UpstreamApi::BedrockAnthropic => v.get("usage").map(anthropic::parse_usage),
-        UpstreamApi::BedrockConverse => v.get("usage").map(converse::parse_usage),
+        UpstreamApi::OpenaiChat | UpstreamApi::BedrockAnthropic | UpstreamApi::BedrockConverse => {
+            let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
+            Some(match api {
+                UpstreamApi::OpenaiChat => openai::parse_usage(&u),
+                UpstreamApi::BedrockAnthropic => anthropic::parse_usage(&u),
+                _ => converse::parse_usage(&u),
+            })
+        }
         UpstreamApi::BedrockTitan => {
-            let obj = v.as_object()?;
-            titan::decode_response(obj).ok().map(|r| r.usage)
+            let v: Value = serde_json::from_slice(body).ok()?;
+            titan::decode_response(v.as_object()?).ok().map(|r| r.usage)
         }
         UpstreamApi::BedrockAgent => None,
     }
