@@ -459,7 +459,8 @@ impl Http {
         }
         host::set_header(map, ":path", &up.path).map_err(host_err)?;
         host::set_header(map, ":authority", &up.authority).map_err(host_err)?;
-        if up.body_changed {
+        // A length-delimited body upstream, also when the client sent it chunked.
+        if up.body_changed || self.request_header("content-length").is_none() {
             host::set_header(map, "content-length", &up.body.len().to_string())
                 .map_err(host_err)?;
         }
