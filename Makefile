@@ -11,7 +11,7 @@ WASM      := build/unigate.wasm
 UNIGATE   := target/release/unigate
 export ENVOY_BIN
 
-.PHONY: help setup build wasm sidecar run test test-core test-wasm test-system lint fmt fuzz clean
+.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system lint fmt fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -21,6 +21,9 @@ setup: ## install toolchains and Python packages (idempotent)
 
 wasm: ## build build/unigate.wasm
 	@scripts/build-wasm.sh
+
+wasm-trap: ## build the test-only build/unigate-trap.wasm (proves FAIL_RELOAD recovery)
+	@scripts/build-wasm.sh trap
 
 sidecar: ## build target/release/unigate
 	cargo build --release -p unigate-sidecar
@@ -36,7 +39,7 @@ test: setup build lint test-core test-wasm test-system ## all test layers
 test-core: ## Rust unit, golden and stream tests (core, sidecar)
 	cargo test --workspace --exclude unigate-filter
 
-test-wasm: ## the built .wasm in real Envoy with fake upstreams
+test-wasm: wasm-trap ## the built .wasm in real Envoy with fake upstreams
 	$(PY) -m pytest wasm-tests -q -ra
 
 test-system: ## the full stack as `make run` starts it, driven by the official SDKs

@@ -3,17 +3,24 @@
 #  1. rustup with the wasm32-wasip1 target (an ordinary developer laptop, the Dockerfile);
 #  2. Debian's rustc-web + rust-web-src + lld + wasi-libc, building std from source
 #     (machines where rustup cannot download targets).
-# Usage: scripts/build-wasm.sh [clippy]   (clippy: lint the filter for the wasm target instead)
+# Usage: scripts/build-wasm.sh [clippy|trap]
+#   clippy: lint the filter for the wasm target instead of building it
+#   trap:   build the test-only build/unigate-trap.wasm (feature test-trap; see Cargo.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-build}"
 out=build/unigate.wasm
+features=()
+if [ "$mode" = trap ]; then
+  out=build/unigate-trap.wasm
+  features=(--features test-trap)
+fi
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   if [ "$mode" = clippy ]; then
     exec cargo clippy -p unigate-filter --target wasm32-wasip1 -- -D warnings
   fi
-  cargo build -p unigate-filter --profile wasm --target wasm32-wasip1
+  cargo build -p unigate-filter --profile wasm --target wasm32-wasip1 "${features[@]}"
   src=target/wasm32-wasip1/wasm/unigate.wasm
 elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld >/dev/null; then
   export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
@@ -25,7 +32,7 @@ elif [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src
     PATH=/usr/bin:$PATH exec /usr/bin/cargo clippy -p unigate-filter --target wasm32-wasip1 \
       -Zbuild-std=std,panic_abort -- -D warnings
   fi
-  /usr/bin/cargo build -p unigate-filter --profile wasm --target wasm32-wasip1 -Zbuild-std=std,panic_abort
+  /usr/bin/cargo build -p unigate-filter --profile wasm --target wasm32-wasip1 -Zbuild-std=std,panic_abort "${features[@]}"
   src=target/wasm/wasm32-wasip1/wasm/unigate.wasm
 else
   echo "No wasm32-wasip1 toolchain: run 'rustup target add wasm32-wasip1', or on Debian 'make setup'." >&2

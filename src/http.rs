@@ -156,6 +156,13 @@ impl Http {
     fn on_headers(&mut self, gw: &Gateway, end_of_stream: bool) -> Action {
         self.request_id = random_id();
         self.headers = host::get_headers(MapType::HttpRequestHeaders).unwrap_or_default();
+        #[cfg(feature = "test-trap")]
+        if self.request_header("x-unigate-test-trap").is_some() {
+            #[allow(clippy::panic)]
+            {
+                panic!("deliberate trap (test-trap build)");
+            }
+        }
         for h in INTERNAL_HEADERS {
             if self.headers.iter().any(|(k, _)| k == h) {
                 let _ = host::remove_header(MapType::HttpRequestHeaders, h);

@@ -234,8 +234,10 @@ class Envoy:
     # Every started Envoy, so a failing test can print the logs of those still running.
     running: list["Envoy"] = []
 
-    def __init__(self, name: str, plugin_config: dict, env: dict, clusters: dict, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S):
+    def __init__(self, name: str, plugin_config: dict, env: dict, clusters: dict, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S,
+                 wasm: Optional[str] = None):
         self.name = name
+        self.wasm = wasm
         self.plugin_config = plugin_config
         self.env = env
         self.clusters = clusters
@@ -252,7 +254,7 @@ class Envoy:
 
     def start(self) -> "Envoy":
         envoy_bin = find_envoy()
-        wasm = find_wasm()
+        wasm = self.wasm or find_wasm()
         cfg = self.dir / "envoy.yaml"
         cfg.write_text(json.dumps(render_config(self.plugin_config, self.clusters, wasm, self.idle_timeout_s), indent=1))
         admin_path = self.dir / "admin.addr"
