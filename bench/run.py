@@ -489,7 +489,8 @@ def main():
             open(cfg, "w").write(f"""model_list:
   - model_name: claude-3-haiku
     litellm_params:
-      model: bedrock/anthropic.claude-3-haiku-20240307-v1:0
+      # invoke/: the same Anthropic-on-InvokeModel work unigate does for this model.
+      model: bedrock/invoke/anthropic.claude-3-haiku-20240307-v1:0
       aws_bedrock_runtime_endpoint: http://127.0.0.1:{up_port}
       aws_region_name: us-east-1
 general_settings:
