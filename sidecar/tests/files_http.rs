@@ -818,6 +818,44 @@ fn text_extraction_per_type() {
         assert_eq!(f["text"], *want, "{name}");
         assert_eq!(f["truncated"], false);
     }
+    // PDF text (the default `pdf` feature).
+    #[cfg(feature = "pdf")]
+    {
+        let content = "BT /F1 24 Tf 72 700 Td (Quarterly revenue grew) Tj ET";
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+            format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+        ];
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = pdf.len();
+        pdf.extend_from_slice(b"xref\n0 6\n0000000000 65535 f \n");
+        for off in offsets {
+            pdf.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+        }
+        pdf.extend_from_slice(
+            format!("trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
+        );
+        let id = sc.upload_ok(OWNER_A, "report.pdf", &pdf);
+        let r = sc.context(OWNER_A, &[&id]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let f = &r.json()["files"][0];
+        assert_eq!(f["content_type"], "application/pdf");
+        assert!(
+            f["text"]
+                .as_str()
+                .unwrap()
+                .contains("Quarterly revenue grew"),
+            "{f}"
+        );
+    }
     // Binary files are refused, naming the file.
     let png = sc.upload_ok(OWNER_A, "pic.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
     let bin = sc.upload_ok(OWNER_A, "blob", b"\x00\x01\x02\x03binary");

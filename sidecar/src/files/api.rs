@@ -10,7 +10,7 @@
 //! file of another owner is answered exactly like a missing one (404).
 
 use super::extract::{self, Kind};
-use super::{content_type_for, new_id, unix_now, valid_owner, FileMeta, StoreError, PURPOSES};
+use super::{content_type_for, new_id, unix_now_ns, valid_owner, FileMeta, StoreError, PURPOSES};
 use crate::server::{check_token, error, json_response, AppState};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -300,6 +300,7 @@ async fn upload(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         Ok(id) => id,
         Err(e) => return error(&GatewayError::internal(e)),
     };
+    let now_ns = unix_now_ns();
     let meta = FileMeta {
         content_type: content_type_for(&filename, declared_type.as_deref()),
         id,
@@ -307,7 +308,8 @@ async fn upload(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
         filename,
         purpose,
         bytes,
-        created_at: unix_now(),
+        created_at: now_ns / 1_000_000_000,
+        created_ns: now_ns,
     };
     if let Err(e) = state.files.store.put(&meta, &spool.path).await {
         return store_error(&meta.id, &e);
@@ -413,7 +415,7 @@ async fn list(
     if let Some(p) = query.get("purpose").filter(|p| !p.is_empty()) {
         files.retain(|f| &f.purpose == p);
     }
-    files.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    files.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
     if !ascending {
         files.reverse();
     }

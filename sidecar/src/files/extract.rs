@@ -834,4 +834,49 @@ mod tests {
                 .truncated
         );
     }
+
+    /// A one-page PDF showing `text` in Helvetica, with a correct cross-reference table.
+    #[cfg(feature = "pdf")]
+    fn tiny_pdf(text: &str) -> Vec<u8> {
+        let content = format!("BT /F1 24 Tf 72 700 Td ({text}) Tj ET");
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+            format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
+        ];
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
+        for off in offsets {
+            out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    #[cfg(feature = "pdf")]
+    #[test]
+    fn pdf() {
+        let data = tiny_pdf("Hello PDF world");
+        assert_eq!(kind("application/octet-stream", "x.pdf", &data), Kind::Pdf);
+        let e = extract(Kind::Pdf, "x.pdf", &data, false, 1000).unwrap();
+        assert!(e.text.contains("Hello PDF world"), "{:?}", e.text);
+        let bad = extract(Kind::Pdf, "bad.pdf", b"%PDF-1.4 garbage", false, 1000).unwrap_err();
+        assert!(bad.message.contains("bad.pdf"), "{}", bad.message);
+    }
 }

@@ -167,11 +167,24 @@ pub struct FileMeta {
     pub bytes: u64,
     /// Unix seconds of the upload.
     pub created_at: u64,
+    /// Unix nanoseconds of the upload (orders files uploaded within one second).
+    #[serde(default)]
+    pub created_ns: u64,
     /// Content type (from the extension, the upload's part header, or sniffed).
     pub content_type: String,
 }
 
 impl FileMeta {
+    /// The key files are listed by: upload time, then id.
+    pub fn order_key(&self) -> (u64, &str) {
+        let ns = if self.created_ns > 0 {
+            self.created_ns
+        } else {
+            self.created_at.saturating_mul(1_000_000_000)
+        };
+        (ns, &self.id)
+    }
+
     /// The OpenAI `FileObject`.
     pub fn object(&self) -> Value {
         json!({
@@ -385,11 +398,11 @@ pub fn content_type_for(filename: &str, declared: Option<&str>) -> String {
     declared.unwrap_or_else(|| "application/octet-stream".to_string())
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
+/// Nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }
 
@@ -472,6 +485,7 @@ mod tests {
             purpose: "user_data".into(),
             bytes: 3,
             created_at: 7,
+            created_ns: 7_000_000_001,
             content_type: "text/plain".into(),
         };
         let v = m.object();

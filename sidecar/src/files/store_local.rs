@@ -278,6 +278,7 @@ mod tests {
             purpose: "user_data".into(),
             bytes: 5,
             created_at: 1,
+            created_ns: 0,
             content_type: "text/plain".into(),
         }
     }

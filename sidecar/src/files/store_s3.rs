@@ -419,6 +419,7 @@ fn to_metadata(m: &FileMeta) -> HashMap<String, String> {
         ("unigate-purpose".to_string(), m.purpose.clone()),
         ("unigate-bytes".to_string(), m.bytes.to_string()),
         ("unigate-created-at".to_string(), m.created_at.to_string()),
+        ("unigate-created-ns".to_string(), m.created_ns.to_string()),
     ])
 }
 
@@ -446,6 +447,10 @@ fn from_metadata(
         bytes,
         created_at: md
             .get("unigate-created-at")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_default(),
+        created_ns: md
+            .get("unigate-created-ns")
             .and_then(|c| c.parse().ok())
             .unwrap_or_default(),
         content_type: content_type
@@ -503,6 +508,7 @@ mod tests {
             purpose: "user_data".into(),
             bytes: 12,
             created_at: 99,
+            created_ns: 99_000_000_005,
             content_type: "text/plain".into(),
         };
         let md = to_metadata(&m);
