@@ -662,4 +662,103 @@ mod tests {
         assert_eq!(w.session_token, None);
         assert_eq!(describe_sources(&creds), "environment variables");
     }
+
+    /// Succeeds once, then fails (a refresh that breaks, e.g. STS unreachable).
+    #[derive(Debug)]
+    struct FailsAfterFirst {
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl ProvideCredentials for FailsAfterFirst {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::new(async move {
+                if self.calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return Err(CredentialsError::provider_error("STS is unreachable"));
+                }
+                Ok(Credentials::builder()
+                    .access_key_id("ASIAGOOD")
+                    .secret_access_key("s")
+                    .session_token("t")
+                    .expiry(SystemTime::now() + Duration::from_secs(240))
+                    .provider_name("test")
+                    .build())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_good_credentials_are_served_while_a_refresh_fails() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = CredentialCache::with_provider(
+            SharedCredentialsProvider::new(FailsAfterFirst {
+                calls: calls.clone(),
+            }),
+            Duration::from_millis(500),
+        );
+        assert_eq!(c.get().await.unwrap().access_key_id, "ASIAGOOD");
+        // Inside the refresh window: a refresh starts and fails; the cached ones are served.
+        assert_eq!(c.get().await.unwrap().access_key_id, "ASIAGOOD");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(c.get().await.unwrap().access_key_id, "ASIAGOOD");
+    }
+
+    #[test]
+    fn role_settings() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(RoleSettings::from_env(&env(&[])).unwrap(), None);
+        let r = RoleSettings::from_env(&env(&[("AWS_ROLE_ARN", "arn:aws:iam::1:role/r")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.session_name, "unigate");
+        assert_eq!(r.duration, Duration::from_secs(3600));
+        assert_eq!(r.external_id, None);
+        // With a web identity token file, the default chain assumes the role itself.
+        assert_eq!(
+            RoleSettings::from_env(&env(&[
+                ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")
+            ]))
+            .unwrap(),
+            None
+        );
+        let r = RoleSettings::from_env(&env(&[
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("AWS_EXTERNAL_ID", "x-1"),
+            ("AWS_ROLE_SESSION_NAME", "gw@prod"),
+            ("AWS_ROLE_DURATION_SECONDS", "900"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (
+                r.external_id.as_deref(),
+                r.session_name.as_str(),
+                r.duration.as_secs()
+            ),
+            (Some("x-1"), "gw@prod", 900)
+        );
+        for bad in [
+            &[("AWS_ROLE_ARN", "role/r")][..],
+            &[
+                ("AWS_ROLE_ARN", "arn:x"),
+                ("AWS_ROLE_DURATION_SECONDS", "100"),
+            ][..],
+            &[
+                ("AWS_ROLE_ARN", "arn:x"),
+                ("AWS_ROLE_SESSION_NAME", "has space"),
+            ][..],
+        ] {
+            assert!(RoleSettings::from_env(&env(bad)).is_err(), "{bad:?}");
+        }
+    }
 }
