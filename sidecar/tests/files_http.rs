@@ -957,4 +957,13 @@ fn a_100_mb_upload_uses_bounded_memory() {
         after as f64 / 1024.0
     );
     assert!(growth_mib < 30.0, "peak RSS grew by {growth_mib:.1} MiB");
+    // 100 MiB need not stay in target/tmp.
+    let del = sc.req(
+        Some(OWNER_A),
+        "DELETE",
+        &format!("/v1/files/{id}"),
+        None,
+        b"",
+    );
+    assert_eq!(del.status, 200);
 }
