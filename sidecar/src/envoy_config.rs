@@ -203,8 +203,8 @@ const NO_BEDROCK_COMMENT: &str = "  # No Bedrock cluster: AWS_REGION (or AWS_DEF
 
 /// The sidecar cluster (AWS credentials for the filter).
 const SIDECAR_CLUSTER: &str =
-    "  # The unigate sidecar on loopback: the filter asks it for AWS credentials
-  # (GET /v1/internal/aws-credentials with the x-unigate-token shared secret).
+    "  # The unigate sidecar on loopback, trusted through the x-unigate-token shared secret: the
+  # filter asks it for AWS credentials and for the text of `file_ids`, and sends it /v1/files.
   - name: @NAME@
     type: STATIC
     connect_timeout: 2s
