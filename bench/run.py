@@ -384,7 +384,7 @@ def write_report(res, path):
         f"Measured {res['date']} on {res['machine']}. Absolute numbers drift 10–25 % between runs on these",
         "shared machines; the ratios come from configurations measured side by side in one run.",
         "",
-        "Command: `make bench` (= `.venv/bin/python bench/run.py " + res["args"] + "`).",
+        "Command: `make bench` (= `.venv/bin/python bench/run.py" + (" " + res["args"] if res["args"] else "") + "`; 10 s per cell by default).",
         "",
         "Topology: wrk (1 thread, pinned to core 0) → the gateway under test (Envoy `--concurrency 1`,",
         "pinned to core 1; for unigate also the sidecar process) → a fake upstream on core 0 (an Envoy",
@@ -406,6 +406,9 @@ def write_report(res, path):
     for k, v in res["targets"].items():
         lines.append(f"* {k}: {v}")
     lines += ["", "Raw results: `bench/results/` (JSON, one file per run).", ""]
+    analysis = os.path.join(ROOT, "bench", "analysis.md")
+    if os.path.exists(analysis):
+        lines += [open(analysis).read()]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
@@ -415,8 +418,11 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", default="1,16,64")
     ap.add_argument("--skip-litellm", action="store_true")
-    ap.add_argument("--only", default="")
+    ap.add_argument("--report", metavar="RESULTS_JSON", help="only rewrite docs/benchmarks.md from a saved run")
     args = ap.parse_args()
+    if args.report:
+        write_report(json.load(open(args.report)), os.path.join(ROOT, "docs", "benchmarks.md"))
+        return
     conns = [int(c) for c in args.connections.split(",")]
     envoy = os.environ.get("ENVOY_BIN") or os.path.join(ROOT, ".venv", "bin", "envoy")
     unigate = os.path.join(ROOT, "target", "release", "unigate")
