@@ -168,3 +168,32 @@ def test_body_size_cap(capped_gateway, fakes, size, chunked, status):
     else:
         assert_error(resp, 413, "invalid_request_error", code="request_too_large", message_contains=str(CAP))
         assert fakes.upstream_requests() == []
+
+
+# ---------------------------------------------------------------- hostile bodies: depth, UTF-8
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"[" * 10_000 + b"]" * 10_000, id="array-10000-deep"),
+        pytest.param(b'{"model":"gpt-4o","messages":' + b"[" * 10_000 + b"]" * 10_000 + b"}", id="messages-10000-deep"),
+        pytest.param(b'{"model":"claude-3-haiku","messages":[{"role":"user","content":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}]}",
+                     id="object-5000-deep"),
+    ],
+)
+def test_deeply_nested_json_is_a_400_not_a_trap(client, gateway, fakes, raw):
+    """serde_json stops at 128 levels, so a 10,000-deep body cannot exhaust the Wasm stack."""
+    resp = client.request("POST", "/v1/chat/completions", raw)
+    assert_error(resp, 400, "invalid_request_error")
+    assert fakes.upstream_requests() == []
+    # The VM is still alive: the next request on a new connection works.
+    assert client.request("GET", "/v1/models").status == 200
+    assert "panicked" not in gateway.log_tail(200)
+
+
+def test_invalid_utf8_is_a_400(client, fakes):
+    raw = b'{"model":"gpt-4o","messages":[{"role":"user","content":"caf\xe9 \xff\xfe"}]}'
+    resp = client.request("POST", "/v1/chat/completions", raw)
+    assert_error(resp, 400, "invalid_request_error", code="invalid_json")
+    assert fakes.upstream_requests() == []
