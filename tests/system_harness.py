@@ -95,14 +95,19 @@ def free_ports(n: int) -> list:
     return ports
 
 
-def http_get(url: str, headers: Optional[dict] = None, timeout: float = 5) -> tuple:
-    """(status, headers, body bytes) of a GET; never raises for HTTP error statuses."""
-    req = urllib.request.Request(url, headers=headers or {})
+def http(method: str, url: str, headers: Optional[dict] = None, body: Optional[bytes] = None, timeout: float = 10) -> tuple:
+    """(status, headers, body bytes) of one request; never raises for HTTP error statuses."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def http_get(url: str, headers: Optional[dict] = None, timeout: float = 5) -> tuple:
+    """(status, headers, body bytes) of a GET; never raises for HTTP error statuses."""
+    return http("GET", url, headers, timeout=timeout)
 
 
 def _children(pid: int) -> list:

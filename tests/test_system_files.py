@@ -11,7 +11,7 @@ import json
 import openai
 import pytest
 
-from files_stack import KEY_A, KEY_B, FilesStack, StackError, http
+from files_stack import KEY_A, KEY_B, FilesStack, HarnessError, http
 
 CSV = b"city,population\nParis,2102650\n\"Lyon, FR\",522250\n"
 JSON_DOC = b'{"name":"unigate","tags":["gateway","files"],"limits":{"files":512}}'
@@ -31,7 +31,7 @@ def stack():
     s = FilesStack()
     try:
         s.start()
-    except StackError as e:
+    except HarnessError as e:
         s.close()
         pytest.fail(str(e), pytrace=False)
     yield s

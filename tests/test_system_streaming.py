@@ -4,7 +4,6 @@ and 50 concurrent streams each with its own content."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
-from fakes import eventstream as es
+from fakes.usage import streamed_usage
 from system_harness import HAIKU, NOVA, SONNET4, TITAN, assert_bedrock_upstream, assert_openai_upstream, assert_usage, make_client
 
 STREAMS = [
@@ -23,38 +22,6 @@ STREAMS = [
     pytest.param("amazon.nova-pro-v1:0", "bedrock", NOVA, "converse-stream", id="nova-converse-stream"),
     pytest.param("amazon.titan-text-express-v1", "bedrock", TITAN, "invoke-with-response-stream", id="titan"),
 ]
-
-
-def upstream_stream_usage(rec) -> tuple:
-    """(prompt, completion) the fake reported inside its stream."""
-    # The fake records a streamed body once it has written all of it, which can be a moment
-    # after the gateway already delivered the end of the stream to the client.
-    deadline = time.monotonic() + 3
-    while not rec.response_body and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if rec.server == "openai":
-        for block in rec.response_body.decode().split("\n\n"):
-            if block.startswith("data: {") and '"usage":{' in block:
-                u = json.loads(block[6:])["usage"]
-                return u["prompt_tokens"], u["completion_tokens"]
-        raise AssertionError("no usage in the upstream stream")
-    msgs, _ = es.decode_messages(rec.response_body)
-    prompt = completion = None
-    for m in msgs:
-        p = json.loads(m["payload"])
-        et = m["headers"].get(":event-type")
-        if et == "chunk":
-            ev = json.loads(base64.b64decode(p["bytes"]))
-            if ev.get("type") == "message_start":
-                prompt = ev["message"]["usage"]["input_tokens"]
-            elif ev.get("type") == "message_delta":
-                completion = ev["usage"]["output_tokens"]
-            elif "outputText" in ev and "amazon-bedrock-invocationMetrics" in ev:
-                prompt = ev["amazon-bedrock-invocationMetrics"]["inputTokenCount"]
-                completion = ev["amazon-bedrock-invocationMetrics"]["outputTokenCount"]
-        elif et == "metadata":
-            prompt, completion = p["usage"]["inputTokens"], p["usage"]["outputTokens"]
-    return prompt, completion
 
 
 def check_upstream(fakes, server, model_path, op):
@@ -101,7 +68,7 @@ def test_stream_include_usage(client, fakes, model, server, model_path, op):
     assert last.choices == [], "the usage chunk has no choices"
     assert [c for c in chunks if not c.choices] == [last], "exactly one usage chunk, last"
     rec = check_upstream(fakes, server, model_path, op)
-    prompt, completion = upstream_stream_usage(rec)
+    prompt, completion = streamed_usage(rec)
     assert_usage(last.usage, prompt=prompt, completion=completion)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: usage please"
 

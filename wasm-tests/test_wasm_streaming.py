@@ -4,13 +4,12 @@ ending exactly once; mid-stream failures become in-band error events."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
 import pytest
 
-from fakes import eventstream as es
+from fakes.usage import streamed_usage
 from wasm_checks import assert_bedrock_upstream, assert_error, assert_openai_stream, assert_openai_upstream, parse_sse, stream_error
 
 HAIKU_STREAM = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-response-stream"
@@ -18,33 +17,6 @@ HAIKU_STREAM = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke-with-resp
 
 def sbody(model, text="a b c", **kw):
     return {"model": model, "messages": [{"role": "user", "content": text}], "stream": True, **kw}
-
-
-def upstream_usage(rec) -> tuple:
-    """(prompt, completion) as the fake upstream reported them in its stream."""
-    if rec.server == "openai":
-        for _, d in parse_sse(rec.response_body):
-            if d != "[DONE]" and json.loads(d).get("usage"):
-                u = json.loads(d)["usage"]
-                return u["prompt_tokens"], u["completion_tokens"]
-        raise AssertionError("no usage in upstream stream")
-    msgs, _ = es.decode_messages(rec.response_body)
-    prompt = completion = None
-    for m in msgs:
-        p = json.loads(m["payload"])
-        et = m["headers"].get(":event-type")
-        if et == "chunk":
-            ev = json.loads(base64.b64decode(p["bytes"]))
-            if ev.get("type") == "message_start":
-                prompt = ev["message"]["usage"]["input_tokens"]
-            elif ev.get("type") == "message_delta":
-                completion = ev["usage"]["output_tokens"]
-            elif "amazon-bedrock-invocationMetrics" in ev and "outputText" in ev:
-                prompt = ev["amazon-bedrock-invocationMetrics"]["inputTokenCount"]
-                completion = ev["amazon-bedrock-invocationMetrics"]["outputTokenCount"]
-        elif et == "metadata":
-            prompt, completion = p["usage"]["inputTokens"], p["usage"]["outputTokens"]
-    return prompt, completion
 
 
 STREAMS = [
@@ -76,7 +48,7 @@ def test_openai_stream(client, fakes, model, server, path, include_usage):
         assert up["stream"] is True
     # OpenAI passthrough keeps the upstream's model name; everything else echoes the request
     want_model = json.loads(parse_sse(rec.response_body)[0][1])["model"] if server == "openai" else model
-    assert_openai_stream(resp.body, want_model, "echo: a b c", usage=upstream_usage(rec) if include_usage else None)
+    assert_openai_stream(resp.body, want_model, "echo: a b c", usage=streamed_usage(rec) if include_usage else None)
 
 
 PIECES = [1, 5, 64]
@@ -93,7 +65,7 @@ def test_stream_split_anywhere(client, fakes, model, piece):
     assert resp.status == 200, resp
     rec = (fakes.openai if model == "gpt-4o" else fakes.bedrock).last()
     want_model = "gpt-4o-2024-08-06" if model == "gpt-4o" else model
-    assert_openai_stream(resp.body, want_model, "echo: " + text, usage=upstream_usage(rec))
+    assert_openai_stream(resp.body, want_model, "echo: " + text, usage=streamed_usage(rec))
 
 
 def _timed_stream(client, body, headers, timeout=20):
@@ -161,7 +133,7 @@ def test_openai_model_streamed_to_claude_caller(client, fakes):
     assert text == "echo: to claude"
     delta = next(json.loads(d) for n, d in events if n == "message_delta")
     assert delta["delta"]["stop_reason"] == "end_turn"
-    assert delta["usage"]["output_tokens"] == upstream_usage(fakes.openai.last())[1]
+    assert delta["usage"]["output_tokens"] == streamed_usage(fakes.openai.last())[1]
 
 
 def test_titan_body_stream_passthrough(client, fakes):

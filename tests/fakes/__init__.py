@@ -14,6 +14,7 @@ from .server import FakeServer, RecordedRequest, Reply
 from .sidecar import FakeSidecar
 from .sigv4 import SigCheck, verify
 from .text import count_tokens, echo_text
+from .usage import streamed_usage
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
@@ -28,5 +29,6 @@ __all__ = [
     "SigCheck",
     "count_tokens",
     "echo_text",
+    "streamed_usage",
     "verify",
 ]
