@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
+use unigate_core::endpoints::percent_decode;
 
 /// Files up to this size go up in one request.
 pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
@@ -459,7 +460,7 @@ fn from_metadata(
     })
 }
 
-/// Percent-encodes everything but unreserved ASCII (S3 metadata must be ASCII).
+/// Percent-encodes everything but unreserved ASCII (S3 metadata must be ASCII); `unigate_core::endpoints::percent_decode` reverses it.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -470,29 +471,6 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Reverses [`percent_encode`] (invalid escapes are kept as they are).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            if let Some(v) = hex {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
