@@ -2,7 +2,7 @@
 //! the sidecar by whichever worker holds the refresh lease.
 
 use crate::host;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::Status;
 use std::time::Duration;
 use unigate_core::config::Gateway;
 use unigate_core::credentials::{
@@ -117,17 +117,9 @@ pub fn timeout(gw: &Gateway) -> Duration {
     Duration::from_millis(gw.config.sidecar_timeout_ms.max(1))
 }
 
-/// Reads a finished sidecar call (`num_headers == 0` means it failed without an answer).
+/// Reads a finished sidecar credentials call.
 pub fn read_answer(num_headers: usize, body_size: usize) -> Result<AwsCredentials, SidecarFailure> {
-    let status = if num_headers == 0 {
-        None
-    } else {
-        host::get_header(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok())
-    };
-    let body = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
+    let (status, body) = host::call_answer(num_headers, body_size);
     parse_sidecar_answer(status, &body)
         .and_then(|c| unigate_core::credentials::check_fresh(c, now_secs()))
 }

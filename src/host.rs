@@ -241,6 +241,21 @@ pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
     Ok(get_header_bytes(map, name)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
+/// The `:status` and body of a finished `dispatch_http_call`; no status when it failed without
+/// an answer (`num_headers == 0`: reset, timeout, no healthy upstream).
+pub fn call_answer(num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+    let status = if num_headers == 0 {
+        None
+    } else {
+        get_header(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+    };
+    let body = get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
+    (status, body)
+}
+
 /// Sets (replaces) a header.
 pub fn set_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
     // SAFETY: pointers and lengths describe live strings.

@@ -530,16 +530,7 @@ impl Http {
 
 impl Http {
     fn on_files_answer(&mut self, num_headers: usize, body_size: usize) {
-        let status = if num_headers == 0 {
-            None
-        } else {
-            host::get_header(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<u16>().ok())
-        };
-        let answer =
-            host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
+        let (status, answer) = host::call_answer(num_headers, body_size);
         let Some(gw) = self.gateway.clone() else {
             return;
         };
