@@ -118,6 +118,21 @@ pub struct RoleSettings {
 }
 
 impl RoleSettings {
+    /// One line for the CLI: `<arn> (session <name>, <n> s[, external id set])`.
+    pub fn describe(&self) -> String {
+        let external = if self.external_id.is_some() {
+            ", external id set"
+        } else {
+            ""
+        };
+        format!(
+            "{} (session {}, {} s{external})",
+            self.role_arn,
+            self.session_name,
+            self.duration.as_secs()
+        )
+    }
+
     /// Reads the role settings; `None` when no explicit AssumeRole is asked for.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<RoleSettings>, String> {
         let get = |name: &str| {

@@ -59,17 +59,7 @@ async fn test(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         Err(e) => return fail("configuration", e),
     };
     if let Some(role) = chain.role() {
-        println!(
-            "assume role: {} (session {}, {} s{})",
-            role.role_arn,
-            role.session_name,
-            role.duration.as_secs(),
-            if role.external_id.is_some() {
-                ", external id set"
-            } else {
-                ""
-            }
-        );
+        println!("assume role: {}", role.describe());
     }
     let region = aws_config::default_provider::region::DefaultRegionChain::builder()
         .build()

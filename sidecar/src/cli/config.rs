@@ -250,15 +250,8 @@ fn show(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
     }
     match RoleSettings::from_env(env) {
         Ok(Some(r)) => println!(
-            "credentials: AWS default chain, then AssumeRole {} (session {}, {} s{})",
-            r.role_arn,
-            r.session_name,
-            r.duration.as_secs(),
-            if r.external_id.is_some() {
-                ", external id set"
-            } else {
-                ""
-            }
+            "credentials: AWS default chain, then AssumeRole {}",
+            r.describe()
         ),
         Ok(None) => println!("credentials: AWS default chain"),
         Err(e) => errors.push(e),
