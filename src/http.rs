@@ -12,12 +12,14 @@ use std::time::Instant;
 use unigate_core::auth::ClientKey;
 use unigate_core::config::{CredentialsSource, Gateway};
 use unigate_core::credentials::{CredentialsRecord, SidecarFailure, SIDECAR_TOKEN_HEADER};
-use unigate_core::detect::{self, Format};
+use unigate_core::detect;
+use unigate_core::doors::Door;
 use unigate_core::endpoints::{self, Endpoint};
 use unigate_core::error::{ErrorType, GatewayError};
 use unigate_core::files::{self, FileContext};
+use unigate_core::formats::Format;
 use unigate_core::ir::Usage;
-use unigate_core::plan::{self, ChatInput, ChatPlan, ResponsePlan, CLUSTER_HEADER};
+use unigate_core::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
 use unigate_core::response::{self, ClientResponse};
 use unigate_core::sigv4::AwsCredentials;
 use unigate_core::stream::StreamTranslator;
@@ -72,7 +74,9 @@ pub struct Http {
     session_header: Option<String>,
     request_id: String,
     client: Option<ClientKey>,
-    plan: Option<ChatPlan>,
+    /// The front door the request came through.
+    door: Door,
+    plan: Option<Plan>,
     response_plan: Option<ResponsePlan>,
     mode: ResponseMode,
     /// Size of the buffered request body (what a body replacement must cover).
@@ -107,12 +111,13 @@ impl Http {
             gateway,
             env_credentials,
             phase: Phase::Start,
-            target: Format::Openai,
+            target: Format::OpenaiChat,
             query: None,
             target_header: None,
             session_header: None,
             request_id: String::new(),
             client: None,
+            door: Door::Chat,
             plan: None,
             response_plan: None,
             mode: ResponseMode::Undecided,
@@ -175,8 +180,12 @@ impl Http {
         self.target_header = self.request_header("x-target-format");
         self.session_header = self.request_header("x-session-id");
         // Errors are written in the requested format when it parses; OpenAI otherwise.
-        self.target = detect::target_format(self.query.as_deref(), self.target_header.as_deref())
-            .unwrap_or(Format::Openai);
+        self.target = detect::target_format(
+            self.query.as_deref(),
+            self.target_header.as_deref(),
+            Format::OpenaiChat,
+        )
+        .unwrap_or(Format::OpenaiChat);
         let endpoint = endpoints::classify(&method, path);
         crate::debug!(
             "unigate {}: {} {} -> {}",
@@ -206,7 +215,8 @@ impl Http {
                 Ok(r) => self.reply(&r),
                 Err(e) => self.reply_error(&e),
             },
-            Endpoint::Chat => {
+            Endpoint::Door(door) => {
+                self.door = door;
                 let declared = self
                     .request_header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -332,18 +342,16 @@ impl Http {
         file_context: Option<&[FileContext]>,
     ) -> Action {
         let now = credentials::now_secs();
-        let planned = plan::plan_chat(
+        let planned = plan::plan(
             gw,
-            &ChatInput {
-                body,
-                query: self.query.as_deref(),
-                target_header: self.target_header.as_deref(),
-                request_id: &self.request_id,
-                session_header: self.session_header.as_deref(),
-                client: self.client.as_ref(),
-                files: file_context,
-                now_unix: now,
-            },
+            &PlanInput::new(self.door, body)
+                .query(self.query.as_deref())
+                .target_header(self.target_header.as_deref())
+                .request_id(&self.request_id)
+                .session_header(self.session_header.as_deref())
+                .client(self.client.as_ref())
+                .files(file_context)
+                .now(now),
         );
         let chat_plan = match planned {
             Ok(p) => p,
@@ -358,7 +366,7 @@ impl Http {
         self.provider = chat_plan.upstream.provider.as_str();
         self.model_id = chat_plan.model_id.clone();
         metrics::count(
-            &format!("unigate.format.{}", chat_plan.response.input.as_str()),
+            &format!("unigate.format.{}", chat_plan.response.input.target_name()),
             1,
         );
         if let Some(k) = &self.client {
@@ -373,7 +381,7 @@ impl Http {
             self.client.as_ref().map_or("-", |k| k.label.as_str()),
             chat_plan.response.meta.model,
             chat_plan.model_id,
-            chat_plan.response.api.as_str()
+            chat_plan.response.upstream.as_str()
         );
         if chat_plan.upstream.sign_region.is_none() {
             return self.forward(chat_plan, None);
@@ -418,7 +426,7 @@ impl Http {
     }
 
     /// Applies a plan to the held request and lets it continue upstream.
-    fn forward(&mut self, chat_plan: ChatPlan, creds: Option<&AwsCredentials>) -> Action {
+    fn forward(&mut self, chat_plan: Plan, creds: Option<&AwsCredentials>) -> Action {
         match self.apply(&chat_plan, creds) {
             Ok(()) => {
                 self.response_plan = Some(chat_plan.response);
@@ -430,11 +438,7 @@ impl Http {
         }
     }
 
-    fn apply(
-        &self,
-        chat_plan: &ChatPlan,
-        creds: Option<&AwsCredentials>,
-    ) -> Result<(), GatewayError> {
+    fn apply(&self, chat_plan: &Plan, creds: Option<&AwsCredentials>) -> Result<(), GatewayError> {
         let up = &chat_plan.upstream;
         let signing = match creds {
             Some(c) => up
@@ -683,7 +687,10 @@ impl HttpContext for Http {
         }
         if ok && rp.stream && !end_of_stream {
             // Headers go out now; every chunk is translated and passed on as it arrives.
-            let translator = StreamTranslator::new(rp);
+            let translator = match StreamTranslator::new(rp) {
+                Ok(t) => t,
+                Err(e) => return self.reply_error(&e),
+            };
             let _ = host::set_header(map, "content-type", "text/event-stream");
             let _ = host::set_header(map, "cache-control", "no-cache");
             for name in [
@@ -697,7 +704,7 @@ impl HttpContext for Http {
             self.mode = ResponseMode::Stream(Box::new(translator));
             return Action::Continue;
         }
-        if ok && rp.passthrough && !rp.stream {
+        if ok && rp.relay && !rp.stream {
             self.mode = ResponseMode::Inspect;
             return Action::Continue;
         }
@@ -761,7 +768,7 @@ impl HttpContext for Http {
                 if let Some(u) = self
                     .response_plan
                     .as_ref()
-                    .and_then(|rp| response::usage_of(rp.api, &body))
+                    .and_then(|rp| response::usage_of(rp.upstream, &body))
                 {
                     self.record_usage(u);
                 }

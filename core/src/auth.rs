@@ -164,6 +164,21 @@ pub fn presented_key<'a>(
     x_api_key.map(str::trim).filter(|k| !k.is_empty())
 }
 
+/// Headers that carry credentials (the client's or the gateway's): removed before anything
+/// is forwarded upstream and never printed.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "x-amz-security-token",
+    "cookie",
+];
+
+/// Whether a header name (lower case) carries credentials.
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name)
+}
+
 /// A short, non-reversible label for a key, safe to log.
 pub fn key_label(key: &str) -> String {
     let d = digest(key);

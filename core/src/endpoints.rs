@@ -3,6 +3,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::Gateway;
+use crate::doors::Door;
 use crate::error::GatewayError;
 use crate::response::ClientResponse;
 use serde_json::json;
@@ -20,8 +21,8 @@ pub enum Endpoint {
     Model(String),
     /// `GET /v1/providers`.
     Providers,
-    /// `POST /v1/chat/completions`.
-    Chat,
+    /// A front door (`POST /v1/chat/completions`, …): planned and sent upstream.
+    Door(Door),
     /// `/v1/files…`, served by the sidecar.
     Files,
     /// A known path with the wrong method.
@@ -44,7 +45,7 @@ impl Endpoint {
             Endpoint::Models => "models",
             Endpoint::Model(_) => "model",
             Endpoint::Providers => "providers",
-            Endpoint::Chat => "chat",
+            Endpoint::Door(d) => d.name(),
             Endpoint::Files => "files",
             Endpoint::WrongMethod => "wrong_method",
             Endpoint::Unknown => "unknown",
@@ -122,7 +123,7 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
         }
         "/v1/chat/completions" => {
             if method == "POST" {
-                Endpoint::Chat
+                Endpoint::Door(Door::Chat)
             } else {
                 Endpoint::WrongMethod
             }
@@ -234,7 +235,10 @@ mod tests {
             classify("GET", "/v1/models/anthropic.claude-3-haiku-20240307-v1%3A0"),
             Endpoint::Model("anthropic.claude-3-haiku-20240307-v1:0".into())
         );
-        assert_eq!(classify("POST", "/v1/chat/completions"), Endpoint::Chat);
+        assert_eq!(
+            classify("POST", "/v1/chat/completions"),
+            Endpoint::Door(Door::Chat)
+        );
         assert_eq!(classify("GET", "/v1/providers"), Endpoint::Providers);
         assert_eq!(
             classify("GET", "/v1/chat/completions"),

@@ -116,6 +116,17 @@ impl GatewayError {
         .with_code("model_not_found")
     }
 
+    /// 403 for a model the client key may not use.
+    pub fn model_not_allowed(model: &str) -> Self {
+        GatewayError::new(
+            403,
+            ErrorType::Permission,
+            format!("This API key is not allowed to use the model `{model}`."),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed")
+    }
+
     /// 404 for a path the gateway does not serve.
     pub fn not_found(message: impl Into<String>) -> Self {
         GatewayError::new(404, ErrorType::InvalidRequest, message).with_code("not_found")

@@ -5,6 +5,23 @@
 
 use serde_json::{Map, Value};
 
+/// What a request asks of a model. Routing and planning depend on it: an embedding model id
+/// never lands on a chat API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Generate a chat answer.
+    Chat,
+}
+
+impl Operation {
+    /// Short name for logs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+        }
+    }
+}
+
 /// Who wrote a conversation turn. System and developer text lives in [`ChatRequest::system`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -254,6 +271,18 @@ impl Usage {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
+    /// Usage from counts where the input excludes cache reads and writes (Anthropic, Converse,
+    /// Bedrock's invocation metrics): the prompt total is their sum.
+    pub fn from_uncached(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+        Usage {
+            prompt_tokens: input.saturating_add(cache_read).saturating_add(cache_write),
+            completion_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: None,
+        }
+    }
+
     /// Prompt tokens that were neither read from nor written to the cache (Anthropic's
     /// `input_tokens`).
     pub fn uncached_prompt_tokens(&self) -> u64 {
@@ -289,4 +318,17 @@ impl ChatResponse {
         }
         out
     }
+}
+
+/// Identity of a response as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseMeta {
+    /// Response id in the client format's style (`chatcmpl-…`, `msg_…`).
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model name echoed to the client (as it asked).
+    pub model: String,
+    /// The client used the legacy OpenAI `functions` API: answer with `function_call`.
+    pub legacy_functions: bool,
 }

@@ -2,6 +2,7 @@
 //! family uses.
 
 use crate::error::GatewayError;
+use crate::formats::Format;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -34,43 +35,6 @@ impl Provider {
     }
 }
 
-/// The upstream API a request is translated into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamApi {
-    /// OpenAI `/chat/completions`.
-    OpenaiChat,
-    /// Bedrock InvokeModel with an Anthropic Messages body.
-    BedrockAnthropic,
-    /// Bedrock InvokeModel with a Titan body.
-    BedrockTitan,
-    /// Bedrock Converse.
-    BedrockConverse,
-    /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
-    BedrockAgent,
-}
-
-impl UpstreamApi {
-    /// Short name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamApi::OpenaiChat => "openai_chat",
-            UpstreamApi::BedrockAnthropic => "bedrock_anthropic",
-            UpstreamApi::BedrockTitan => "bedrock_titan",
-            UpstreamApi::BedrockConverse => "bedrock_converse",
-            UpstreamApi::BedrockAgent => "bedrock_agent",
-        }
-    }
-
-    /// The provider serving this API.
-    pub fn provider(self) -> Provider {
-        match self {
-            UpstreamApi::OpenaiChat => Provider::Openai,
-            _ => Provider::Bedrock,
-        }
-    }
-}
-
 /// One row of the routing table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,9 +43,10 @@ pub struct RouteRule {
     pub pattern: String,
     /// Provider for matching models.
     pub provider: Provider,
-    /// Force an upstream API instead of picking one from the model family.
+    /// Force an upstream API (by its wire format) instead of picking one from the model
+    /// family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api: Option<UpstreamApi>,
+    pub api: Option<Format>,
 }
 
 /// Model ids of the form `bedrock-agent/<agentId>/<aliasId>` invoke a Bedrock agent.
@@ -140,7 +105,7 @@ pub fn default_rules() -> Vec<RouteRule> {
     rules.push(RouteRule {
         pattern: format!("{AGENT_PREFIX}*"),
         provider: Provider::Bedrock,
-        api: Some(UpstreamApi::BedrockAgent),
+        api: Some(Format::Agent),
     });
     let mut add = |pattern: String, provider| {
         rules.push(RouteRule {
@@ -248,19 +213,19 @@ pub fn base_model_id(model: &str) -> &str {
     }
 }
 
-/// Picks the Bedrock API for a model id from its family.
-pub fn bedrock_api_for(model: &str) -> UpstreamApi {
+/// Picks the Bedrock API (by its wire format) for a model id from its family.
+pub fn bedrock_format_for(model: &str) -> Format {
     if model.contains(":application-inference-profile/") {
         // An application profile hides the family; Converse works for every family.
-        return UpstreamApi::BedrockConverse;
+        return Format::Converse;
     }
     let base = base_model_id(model);
     if base.starts_with("anthropic.") {
-        UpstreamApi::BedrockAnthropic
+        Format::Anthropic
     } else if base.starts_with("amazon.titan-text") || base.starts_with("amazon.titan-tg1") {
-        UpstreamApi::BedrockTitan
+        Format::Titan
     } else {
-        UpstreamApi::BedrockConverse
+        Format::Converse
     }
 }
 
@@ -269,8 +234,8 @@ pub fn bedrock_api_for(model: &str) -> UpstreamApi {
 pub struct Route {
     /// The id sent upstream (aliases resolved).
     pub model_id: String,
-    /// The upstream API.
-    pub api: UpstreamApi,
+    /// The upstream API's wire format.
+    pub format: Format,
 }
 
 /// Routes model ids to providers.
@@ -307,18 +272,18 @@ impl Router {
             (None, Some(p)) => (p, None),
             (None, None) => return Err(GatewayError::model_not_found(model)),
         };
-        let api = api.unwrap_or(match provider {
-            Provider::Openai => UpstreamApi::OpenaiChat,
-            Provider::Bedrock => bedrock_api_for(&model_id),
+        let format = api.unwrap_or(match provider {
+            Provider::Openai => Format::OpenaiChat,
+            Provider::Bedrock => bedrock_format_for(&model_id),
         });
-        if api.provider() != provider {
+        if format.provider() != provider {
             return Err(GatewayError::internal(format!(
                 "Routing rule for `{model}` names API {} for provider {}.",
-                api.as_str(),
+                format.as_str(),
                 provider.as_str()
             )));
         }
-        Ok(Route { model_id, api })
+        Ok(Route { model_id, format })
     }
 }
 
@@ -346,30 +311,30 @@ mod tests {
     #[test]
     fn routing_table() {
         let r = router();
-        let cases: &[(&str, UpstreamApi, &str)] = &[
-            ("gpt-4o", UpstreamApi::OpenaiChat, "gpt-4o"),
-            ("o3-mini", UpstreamApi::OpenaiChat, "o3-mini"),
-            ("anthropic.claude-3-haiku-20240307-v1:0", UpstreamApi::BedrockAnthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
-            ("us.anthropic.claude-sonnet-4-20250514-v1:0", UpstreamApi::BedrockAnthropic, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
-            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", UpstreamApi::BedrockAnthropic, "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
-            ("claude-3-haiku", UpstreamApi::BedrockAnthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
-            ("amazon.titan-text-express-v1", UpstreamApi::BedrockTitan, "amazon.titan-text-express-v1"),
-            ("amazon.nova-pro-v1:0", UpstreamApi::BedrockConverse, "amazon.nova-pro-v1:0"),
-            ("eu.amazon.nova-lite-v1:0", UpstreamApi::BedrockConverse, "eu.amazon.nova-lite-v1:0"),
-            ("meta.llama3-1-70b-instruct-v1:0", UpstreamApi::BedrockConverse, "meta.llama3-1-70b-instruct-v1:0"),
-            ("apac.meta.llama3-2-90b-instruct-v1:0", UpstreamApi::BedrockConverse, "apac.meta.llama3-2-90b-instruct-v1:0"),
-            ("mistral.mistral-large-2407-v1:0", UpstreamApi::BedrockConverse, "mistral.mistral-large-2407-v1:0"),
-            ("cohere.command-r-plus-v1:0", UpstreamApi::BedrockConverse, "cohere.command-r-plus-v1:0"),
-            ("ai21.jamba-1-5-large-v1:0", UpstreamApi::BedrockConverse, "ai21.jamba-1-5-large-v1:0"),
-            ("openai.gpt-oss-120b-1:0", UpstreamApi::BedrockConverse, "openai.gpt-oss-120b-1:0"),
+        let cases: &[(&str, Format, &str)] = &[
+            ("gpt-4o", Format::OpenaiChat, "gpt-4o"),
+            ("o3-mini", Format::OpenaiChat, "o3-mini"),
+            ("anthropic.claude-3-haiku-20240307-v1:0", Format::Anthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
+            ("us.anthropic.claude-sonnet-4-20250514-v1:0", Format::Anthropic, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", Format::Anthropic, "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ("claude-3-haiku", Format::Anthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
+            ("amazon.titan-text-express-v1", Format::Titan, "amazon.titan-text-express-v1"),
+            ("amazon.nova-pro-v1:0", Format::Converse, "amazon.nova-pro-v1:0"),
+            ("eu.amazon.nova-lite-v1:0", Format::Converse, "eu.amazon.nova-lite-v1:0"),
+            ("meta.llama3-1-70b-instruct-v1:0", Format::Converse, "meta.llama3-1-70b-instruct-v1:0"),
+            ("apac.meta.llama3-2-90b-instruct-v1:0", Format::Converse, "apac.meta.llama3-2-90b-instruct-v1:0"),
+            ("mistral.mistral-large-2407-v1:0", Format::Converse, "mistral.mistral-large-2407-v1:0"),
+            ("cohere.command-r-plus-v1:0", Format::Converse, "cohere.command-r-plus-v1:0"),
+            ("ai21.jamba-1-5-large-v1:0", Format::Converse, "ai21.jamba-1-5-large-v1:0"),
+            ("openai.gpt-oss-120b-1:0", Format::Converse, "openai.gpt-oss-120b-1:0"),
             (
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
-                UpstreamApi::BedrockAnthropic,
+                Format::Anthropic,
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
             ),
             (
                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abcdef123456",
-                UpstreamApi::BedrockConverse,
+                Format::Converse,
                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abcdef123456",
             ),
         ];
@@ -377,7 +342,7 @@ mod tests {
             let route = r
                 .route(model, None)
                 .unwrap_or_else(|e| panic!("{model}: {e}"));
-            assert_eq!(route.api, *api, "{model}");
+            assert_eq!(route.format, *api, "{model}");
             assert_eq!(route.model_id, *id, "{model}");
         }
     }
@@ -387,7 +352,7 @@ mod tests {
         let route = router()
             .route("bedrock-agent/AGENT12345/ALIAS12345", None)
             .unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockAgent);
+        assert_eq!(route.format, Format::Agent);
         assert_eq!(
             agent_ids("bedrock-agent/A1/TSTALIASID"),
             Some(("A1", "TSTALIASID"))
@@ -407,13 +372,13 @@ mod tests {
     fn forced_provider() {
         let r = router();
         let route = r.route("my-vllm-model", Some(Provider::Openai)).unwrap();
-        assert_eq!(route.api, UpstreamApi::OpenaiChat);
+        assert_eq!(route.format, Format::OpenaiChat);
         let route = r
             .route("anthropic.claude-x", Some(Provider::Bedrock))
             .unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockAnthropic);
+        assert_eq!(route.format, Format::Anthropic);
         // A forced provider skips rules of the other provider.
         let route = r.route("gpt-4o", Some(Provider::Bedrock)).unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockConverse);
+        assert_eq!(route.format, Format::Converse);
     }
 }

@@ -14,7 +14,8 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use unigate_core::config::Gateway;
-use unigate_core::plan::{plan_chat, ChatInput};
+use unigate_core::doors::Door;
+use unigate_core::plan::{plan, PlanInput};
 use unigate_core::response::translate_buffered;
 
 const NOW: u64 = 1_700_000_000;
@@ -70,18 +71,12 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
     let target = case["target_format"]
         .as_str()
         .map(|t| format!("target_format={t}"));
-    let planned = plan_chat(
+    let planned = plan(
         gw,
-        &ChatInput {
-            body: &body,
-            query: target.as_deref(),
-            target_header: None,
-            request_id: REQUEST_ID,
-            session_header: None,
-            client: None,
-            files: None,
-            now_unix: NOW,
-        },
+        &PlanInput::new(Door::Chat, &body)
+            .query(target.as_deref())
+            .request_id(REQUEST_ID)
+            .now(NOW),
     );
     match planned {
         Ok(plan) => {
@@ -97,8 +92,8 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
                 "path": plan.upstream.path,
                 "headers": headers,
                 "signed": plan.upstream.sign_region.is_some(),
-                "response_api": plan.response.api.as_str(),
-                "passthrough": plan.response.passthrough,
+                "response_api": plan.response.upstream.as_str(),
+                "passthrough": plan.response.relay,
                 "body": body_value(&plan.upstream.body),
             })
         }
@@ -139,18 +134,12 @@ fn response_fixtures() {
         let query = case["target_format"]
             .as_str()
             .map(|t| format!("target_format={t}"));
-        let plan = plan_chat(
+        let plan = plan(
             &gw,
-            &ChatInput {
-                body: &req,
-                query: query.as_deref(),
-                target_header: None,
-                request_id: REQUEST_ID,
-                session_header: None,
-                client: None,
-                files: None,
-                now_unix: NOW,
-            },
+            &PlanInput::new(Door::Chat, &req)
+                .query(query.as_deref())
+                .request_id(REQUEST_ID)
+                .now(NOW),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let status = case["upstream_status"].as_u64().unwrap_or(200) as u16;

@@ -1,14 +1,13 @@
-//! Bedrock Converse: request encoder and response decoder (every non-Claude, non-Titan
-//! Bedrock family goes through Converse).
+//! Bedrock Converse requests: the encoder from the IR.
 
-use crate::anthropic::{parse_arguments, remote_image_error, STRUCTURED_OUTPUT_TOOL};
 use crate::capabilities::Capabilities;
 use crate::error::GatewayError;
-use crate::fields::{Lazy, Object};
-use crate::ir::{
-    ChatRequest, ChatResponse, ImageSource, Part, Reasoning, ResponseFormat, Role, StopReason,
-    ToolChoice, Usage,
+use crate::formats::bedrock::{
+    check_reserved_tool_name, image_format, parse_arguments, remote_image_error, structured_schema,
+    STRUCTURED_OUTPUT_DESCRIPTION, STRUCTURED_OUTPUT_TOOL,
 };
+use crate::ir::{ChatRequest, ImageSource, Part, Reasoning, ResponseFormat, Role, ToolChoice};
+use crate::json::Lazy;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -185,20 +184,11 @@ pub fn encode_request(
         tools.clear();
     }
     if let (Some(rf), true) = (&req.response_format, force_tool) {
-        if req.tools.iter().any(|t| t.name == STRUCTURED_OUTPUT_TOOL) {
-            return Err(GatewayError::invalid(
-                "tools",
-                format!("The tool name `{STRUCTURED_OUTPUT_TOOL}` is reserved by the gateway."),
-            ));
-        }
-        let schema = match rf {
-            ResponseFormat::JsonObject => json!({"type": "object"}),
-            ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
-        };
+        check_reserved_tool_name(&req.tools)?;
         tools.push(json!({"toolSpec": {
             "name": STRUCTURED_OUTPUT_TOOL,
-            "description": "Answer with the final response as the input of this tool.",
-            "inputSchema": {"json": schema},
+            "description": STRUCTURED_OUTPUT_DESCRIPTION,
+            "inputSchema": {"json": structured_schema(rf)},
         }}));
         choice = Some(json!({"tool": {"name": STRUCTURED_OUTPUT_TOOL}}));
     }
@@ -223,23 +213,6 @@ pub fn encode_request(
         GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
     })?;
     Ok((bytes, force_tool))
-}
-
-/// Converse image `format` for a MIME type.
-pub fn image_format(
-    media_type: &str,
-    path: &dyn std::fmt::Display,
-) -> Result<&'static str, GatewayError> {
-    match media_type {
-        "image/png" => Ok("png"),
-        "image/jpeg" | "image/jpg" => Ok("jpeg"),
-        "image/gif" => Ok("gif"),
-        "image/webp" => Ok("webp"),
-        other => Err(GatewayError::invalid(
-            path,
-            format!("Unsupported image type `{other}`; expected image/png, image/jpeg, image/gif or image/webp."),
-        )),
-    }
 }
 
 fn document_format(
@@ -422,105 +395,4 @@ fn encode_block<'a>(
         }
     }
     Ok(())
-}
-
-/// Maps a Converse `stopReason` to the IR.
-pub fn parse_stop_reason(reason: &str) -> StopReason {
-    match reason {
-        "max_tokens" => StopReason::MaxTokens,
-        "stop_sequence" => StopReason::StopSequence,
-        "tool_use" => StopReason::ToolUse,
-        "guardrail_intervened" | "content_filtered" => StopReason::ContentFilter,
-        "model_context_window_exceeded" => StopReason::ContextWindowExceeded,
-        _ => StopReason::EndTurn,
-    }
-}
-
-/// Parses a Converse `usage` object.
-pub fn parse_usage(v: &Value) -> Usage {
-    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cache_read = n("cacheReadInputTokens");
-    let cache_write = n("cacheWriteInputTokens");
-    Usage {
-        prompt_tokens: n("inputTokens")
-            .saturating_add(cache_read)
-            .saturating_add(cache_write),
-        completion_tokens: n("outputTokens"),
-        cache_read_tokens: cache_read,
-        cache_write_tokens: cache_write,
-        reasoning_tokens: None,
-    }
-}
-
-/// Decodes a Converse response body into the IR.
-pub fn decode_response(obj: &Object, structured: bool) -> Result<ChatResponse, GatewayError> {
-    // Bedrock has been seen answering 200 without `output` (framework errors, guardrails).
-    let blocks = obj
-        .get("output")
-        .and_then(|o| o.get("message"))
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            GatewayError::bad_gateway(
-                "Bedrock Converse returned a response without `output.message`.",
-            )
-        })?;
-    let mut content = Vec::with_capacity(blocks.len());
-    let mut forced_output = false;
-    for b in blocks {
-        if let Some(t) = b.get("text").and_then(Value::as_str) {
-            content.push(Part::text(t));
-        } else if let Some(tu) = b.get("toolUse") {
-            let name = tu.get("name").and_then(Value::as_str).unwrap_or_default();
-            let arguments = serde_json::to_string(tu.get("input").unwrap_or(&json!({})))
-                .unwrap_or_else(|_| "{}".into());
-            if structured && name == STRUCTURED_OUTPUT_TOOL {
-                forced_output = true;
-                content.push(Part::text(arguments));
-            } else {
-                content.push(Part::ToolCall {
-                    id: tu
-                        .get("toolUseId")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    name: name.to_string(),
-                    arguments,
-                });
-            }
-        } else if let Some(rc) = b.get("reasoningContent") {
-            if let Some(rt) = rc.get("reasoningText") {
-                content.push(Part::Reasoning {
-                    text: rt
-                        .get("text")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    signature: rt
-                        .get("signature")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                });
-            } else if let Some(data) = rc.get("redactedContent").and_then(Value::as_str) {
-                content.push(Part::RedactedReasoning {
-                    data: data.to_string(),
-                });
-            }
-        }
-    }
-    let mut stop_reason = obj
-        .get("stopReason")
-        .and_then(Value::as_str)
-        .map(parse_stop_reason)
-        .unwrap_or_default();
-    if forced_output && stop_reason == StopReason::ToolUse {
-        stop_reason = StopReason::EndTurn;
-    }
-    Ok(ChatResponse {
-        id: None,
-        content,
-        stop_reason,
-        stop_sequence: None,
-        usage: obj.get("usage").map(parse_usage).unwrap_or_default(),
-    })
 }

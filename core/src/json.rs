@@ -1,4 +1,4 @@
-//! Typed access to JSON request fields with errors that name the offending field.
+//! JSON bodies: typed access to request fields with errors that name the offending field.
 
 use crate::error::GatewayError;
 use serde_json::{Map, Value};
@@ -222,6 +222,24 @@ pub fn string_or_list<P: Display + ?Sized>(
             .collect(),
         Some(v) => Err(wrong_type(path, "a string or an array of strings", v)),
     }
+}
+
+/// Parses an upstream answer that must be a JSON object; `upstream` names the API in the error.
+pub fn parse_upstream(body: &[u8], upstream: &str) -> Result<Object, GatewayError> {
+    parse_object(body).map_err(|_| {
+        GatewayError::bad_gateway(format!(
+            "The upstream ({upstream}) answered with a body that is not a JSON object."
+        ))
+    })
+}
+
+/// The `usage` field of an answer, skipping every other field without building values.
+pub fn usage_field(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<Value>,
+    }
+    serde_json::from_slice::<UsageOnly>(body).ok()?.usage
 }
 
 /// The gateway's own request fields, removed before a body goes upstream.

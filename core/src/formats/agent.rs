@@ -1,12 +1,96 @@
-//! Bedrock Agents (InvokeAgent on bedrock-agent-runtime): request building and answer
-//! decoding. Model ids look like `bedrock-agent/<agentId>/<aliasId>`.
+//! Bedrock Agents (InvokeAgent on bedrock-agent-runtime): request building, answer decoding
+//! and the answer stream. Model ids look like `bedrock-agent/<agentId>/<aliasId>`.
 
+use super::bedrock::{exception_error, not_json, EventStreamDecoder, FrameHandler};
+use super::{EncodeContext, Encoded, Format, ResponseContext, UpstreamCodec};
 use crate::error::GatewayError;
-use crate::ir::{ChatRequest, ChatResponse, Part, Role, StopReason};
-use crate::stream::decode::exception_error;
+use crate::ir::{ChatRequest, ChatResponse, Part, Role, StopReason, Usage};
 use crate::stream::eventstream::FrameDecoder;
+use crate::stream::{Decoded, StreamDecoder, StreamEvent};
 use base64::Engine;
 use serde_json::{json, Value};
+
+/// The Bedrock Agents codec (an upstream API only).
+pub struct Agent;
+
+impl UpstreamCodec for Agent {
+    fn format(&self) -> Format {
+        Format::Agent
+    }
+
+    fn encode_request(
+        &self,
+        req: &ChatRequest,
+        _ctx: &EncodeContext<'_>,
+    ) -> Result<Encoded, GatewayError> {
+        let body = serde_json::to_vec(&encode_request(req)?).map_err(|e| {
+            GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
+        })?;
+        Ok(Encoded {
+            body,
+            structured: false,
+        })
+    }
+
+    fn decode_response(
+        &self,
+        body: &[u8],
+        _ctx: ResponseContext,
+    ) -> Result<ChatResponse, GatewayError> {
+        // InvokeAgent always answers with an event stream, even for a non-streaming client.
+        decode_response(body)
+    }
+
+    fn usage_of(&self, _body: &[u8]) -> Option<Usage> {
+        None
+    }
+
+    fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
+        Box::new(EventStreamDecoder::new(AgentFrames::default()))
+    }
+}
+
+/// Decodes InvokeAgent `chunk` frames (text only; traces are skipped).
+#[derive(Debug, Default)]
+pub struct AgentFrames {
+    started: bool,
+}
+
+impl FrameHandler for AgentFrames {
+    fn event(&mut self, kind: &str, payload: &[u8], out: &mut Decoded) {
+        if kind != "chunk" {
+            return;
+        }
+        let Ok(payload) = serde_json::from_slice::<Value>(payload) else {
+            out.event(not_json(kind));
+            return;
+        };
+        if !self.started {
+            self.started = true;
+            out.event(StreamEvent::Start {
+                id: None,
+                usage: Usage::default(),
+            });
+        }
+        if let Some(t) = chunk_text(&payload) {
+            out.event(StreamEvent::TextDelta(t));
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    fn clean_end(&mut self, out: &mut Decoded) {
+        // InvokeAgent has no closing event: a clean end of body completes it.
+        out.event(StreamEvent::Stop {
+            reason: StopReason::EndTurn,
+            stop_sequence: None,
+        });
+        out.event(StreamEvent::Usage(Usage::default()));
+        out.event(StreamEvent::End);
+    }
+}
 
 /// Response header carrying the agent session id back to the client.
 pub const SESSION_HEADER: &str = "x-session-id";

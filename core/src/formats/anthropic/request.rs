@@ -1,14 +1,15 @@
-//! Anthropic Messages as Bedrock takes it (InvokeModel with `anthropic_version`): request
-//! decoder and encoder, response decoder and encoder.
+//! Anthropic Messages requests: the decoder into the IR and the encoder for Claude on Bedrock
+//! (InvokeModel with `anthropic_version`).
 
 use crate::error::GatewayError;
-use crate::fields::{
+use crate::formats::bedrock::{
+    check_reserved_tool_name, image_format, parse_arguments, remote_image_error, structured_schema,
+    STRUCTURED_OUTPUT_DESCRIPTION, STRUCTURED_OUTPUT_TOOL,
+};
+use crate::ir::{ChatRequest, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice};
+use crate::json::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
     string_or_list, type_name, Lazy, Object,
-};
-use crate::ir::{
-    ChatRequest, ChatResponse, ImageSource, Message, Part, Reasoning, ResponseFormat, Role,
-    StopReason, Tool, ToolChoice, Usage,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -17,10 +18,7 @@ use std::borrow::Cow;
 /// The `anthropic_version` Bedrock requires.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
-/// Name of the tool the gateway adds to force structured output; never shown to clients.
-pub const STRUCTURED_OUTPUT_TOOL: &str = "unigate_structured_output";
-
-/// Decodes a Bedrock-Claude (Anthropic Messages) request body into the IR.
+/// Decodes an Anthropic Messages request body into the IR.
 pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     let model = req_str(obj, "model", "model")?.to_string();
     opt_str(obj, "anthropic_version", "anthropic_version")?;
@@ -486,20 +484,11 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Vec<u8>,
                 "`response_format` cannot be combined with reasoning on Claude models (a forced tool call is not allowed with extended thinking).",
             ));
         }
-        if req.tools.iter().any(|t| t.name == STRUCTURED_OUTPUT_TOOL) {
-            return Err(GatewayError::invalid(
-                "tools",
-                format!("The tool name `{STRUCTURED_OUTPUT_TOOL}` is reserved by the gateway."),
-            ));
-        }
-        let schema = match rf {
-            ResponseFormat::JsonObject => json!({"type": "object"}),
-            ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
-        };
+        check_reserved_tool_name(&req.tools)?;
         tools.push(json!({
             "name": STRUCTURED_OUTPUT_TOOL,
-            "description": "Answer with the final response as the input of this tool.",
-            "input_schema": schema,
+            "description": STRUCTURED_OUTPUT_DESCRIPTION,
+            "input_schema": structured_schema(rf),
         }));
         tool_choice = Some(json!({"type": "tool", "name": STRUCTURED_OUTPUT_TOOL}));
     }
@@ -553,10 +542,7 @@ fn encode_block<'a>(
         }
         Part::Image(ImageSource::Base64 { media_type, data }) => {
             // Same four types as Converse; normalise image/jpg.
-            let format = crate::converse::image_format(
-                media_type,
-                &Lazy(|| format!("{path}.image_url.url")),
-            )?;
+            let format = image_format(media_type, &Lazy(|| format!("{path}.image_url.url")))?;
             let media_type = if media_type.strip_prefix("image/") == Some(format) {
                 Cow::Borrowed(media_type.as_str())
             } else {
@@ -621,211 +607,4 @@ fn encode_block<'a>(
         },
         Part::RedactedReasoning { data } => Block::RedactedThinking { data },
     }))
-}
-
-/// The 400 for a remote image URL sent to Bedrock.
-pub fn remote_image_error(path: &dyn std::fmt::Display) -> GatewayError {
-    GatewayError::invalid(
-        format!("{path}.image_url.url"),
-        "Remote image URLs are not supported for Bedrock models; send the image inline as a base64 data URL (data:image/png;base64,...). The gateway does not fetch URLs on the data plane.",
-    )
-    .with_code("unsupported_image_url")
-}
-
-/// Parses OpenAI tool-call arguments (JSON text) into the object Bedrock wants.
-pub fn parse_arguments(
-    arguments: &str,
-    path: &dyn std::fmt::Display,
-) -> Result<Value, GatewayError> {
-    if arguments.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(GatewayError::invalid(
-            format!("{path}.function.arguments"),
-            "Tool-call `arguments` must be a JSON object.",
-        )),
-        Err(e) => Err(GatewayError::invalid(
-            format!("{path}.function.arguments"),
-            format!("Tool-call `arguments` must be a JSON object; it is not valid JSON ({e})."),
-        )),
-    }
-}
-
-/// Maps an Anthropic `stop_reason` to the IR.
-pub fn parse_stop_reason(reason: &str) -> StopReason {
-    match reason {
-        "max_tokens" => StopReason::MaxTokens,
-        "stop_sequence" => StopReason::StopSequence,
-        "tool_use" => StopReason::ToolUse,
-        "refusal" => StopReason::Refusal,
-        "model_context_window_exceeded" => StopReason::ContextWindowExceeded,
-        "pause_turn" => StopReason::PauseTurn,
-        "guardrail_intervened" | "content_filtered" => StopReason::ContentFilter,
-        _ => StopReason::EndTurn,
-    }
-}
-
-/// Maps an IR stop reason to Anthropic's `stop_reason`.
-pub fn stop_reason_str(stop: StopReason) -> &'static str {
-    match stop {
-        StopReason::EndTurn => "end_turn",
-        StopReason::StopSequence => "stop_sequence",
-        StopReason::MaxTokens => "max_tokens",
-        StopReason::ToolUse => "tool_use",
-        StopReason::ContentFilter | StopReason::Refusal => "refusal",
-        StopReason::ContextWindowExceeded => "model_context_window_exceeded",
-        StopReason::PauseTurn => "pause_turn",
-    }
-}
-
-/// Parses an Anthropic `usage` object (input excludes cache reads and writes).
-pub fn parse_usage(v: &Value) -> Usage {
-    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cache_read = n("cache_read_input_tokens");
-    let cache_write = n("cache_creation_input_tokens");
-    Usage {
-        prompt_tokens: n("input_tokens")
-            .saturating_add(cache_read)
-            .saturating_add(cache_write),
-        completion_tokens: n("output_tokens"),
-        cache_read_tokens: cache_read,
-        cache_write_tokens: cache_write,
-        reasoning_tokens: None,
-    }
-}
-
-/// The Anthropic `usage` object for IR usage.
-pub fn usage_value(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.uncached_prompt_tokens(),
-        "cache_creation_input_tokens": u.cache_write_tokens,
-        "cache_read_input_tokens": u.cache_read_tokens,
-        "output_tokens": u.completion_tokens,
-    })
-}
-
-/// Decodes an Anthropic Messages response body into the IR. `structured` says whether the
-/// gateway forced the structured-output tool (its input becomes the text answer).
-pub fn decode_response(obj: &Object, structured: bool) -> Result<ChatResponse, GatewayError> {
-    let blocks = match obj.get("content") {
-        Some(Value::Array(b)) => b,
-        _ => {
-            return Err(GatewayError::bad_gateway(
-                "Bedrock returned a Claude response without `content`.",
-            ))
-        }
-    };
-    let mut content = Vec::with_capacity(blocks.len());
-    let mut forced_output = false;
-    for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                let t = b.get("text").and_then(Value::as_str).unwrap_or_default();
-                content.push(Part::text(t));
-            }
-            Some("tool_use") => {
-                let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
-                let input = b.get("input").cloned().unwrap_or_else(|| json!({}));
-                let arguments = serde_json::to_string(&input).unwrap_or_else(|_| "{}".into());
-                if structured && name == STRUCTURED_OUTPUT_TOOL {
-                    forced_output = true;
-                    content.push(Part::text(arguments));
-                } else {
-                    content.push(Part::ToolCall {
-                        id: b
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string(),
-                        name: name.to_string(),
-                        arguments,
-                    });
-                }
-            }
-            Some("thinking") => content.push(Part::Reasoning {
-                text: b
-                    .get("thinking")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                signature: b
-                    .get("signature")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            }),
-            Some("redacted_thinking") => content.push(Part::RedactedReasoning {
-                data: b
-                    .get("data")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            }),
-            _ => {}
-        }
-    }
-    let mut stop_reason = obj
-        .get("stop_reason")
-        .and_then(Value::as_str)
-        .map(parse_stop_reason)
-        .unwrap_or_default();
-    if forced_output && stop_reason == StopReason::ToolUse {
-        stop_reason = StopReason::EndTurn;
-    }
-    Ok(ChatResponse {
-        id: obj.get("id").and_then(Value::as_str).map(str::to_string),
-        content,
-        stop_reason,
-        stop_sequence: obj
-            .get("stop_sequence")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        usage: obj.get("usage").map(parse_usage).unwrap_or_default(),
-    })
-}
-
-/// Encodes an IR response as an Anthropic Messages response (`target_format=bedrock_claude`).
-pub fn encode_response(resp: &ChatResponse, id: &str, model: &str) -> Value {
-    let mut blocks = Vec::with_capacity(resp.content.len());
-    for part in &resp.content {
-        match part {
-            Part::Text { text, .. } => blocks.push(json!({"type": "text", "text": text})),
-            Part::ToolCall {
-                id,
-                name,
-                arguments,
-            } => {
-                let input = serde_json::from_str::<Value>(arguments)
-                    .ok()
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
-            }
-            Part::Reasoning { text, signature } => blocks.push(json!({
-                "type": "thinking",
-                "thinking": text,
-                "signature": signature.clone().unwrap_or_default(),
-            })),
-            Part::RedactedReasoning { data } => {
-                blocks.push(json!({"type": "redacted_thinking", "data": data}))
-            }
-            _ => {}
-        }
-    }
-    // Keep Anthropic's own message id; ids from other providers do not look like one.
-    let id = match &resp.id {
-        Some(own) if own.starts_with("msg_") => own.clone(),
-        _ => id.to_string(),
-    };
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": blocks,
-        "stop_reason": stop_reason_str(resp.stop_reason),
-        "stop_sequence": resp.stop_sequence,
-        "usage": usage_value(&resp.usage),
-    })
 }

@@ -1,0 +1,52 @@
+//! Front doors: the client-facing APIs the gateway serves. A door fixes the operation, the
+//! format requests arrive in (or says to detect it), the format answers go out in, and the
+//! error envelope its clients understand.
+//!
+//! Adding a door means a variant here, its row in each method below, and its path in
+//! `endpoints::classify`.
+
+use crate::formats::Format;
+use crate::ir::Operation;
+
+/// A client-facing API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Door {
+    /// `POST /v1/chat/completions`: OpenAI, Bedrock-Claude or Bedrock-Titan bodies (detected),
+    /// answered as OpenAI unless `target_format` says otherwise.
+    Chat,
+}
+
+impl Door {
+    /// Short name for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Door::Chat => "chat",
+        }
+    }
+
+    /// What the door asks of a model.
+    pub fn operation(self) -> Operation {
+        match self {
+            Door::Chat => Operation::Chat,
+        }
+    }
+
+    /// The format of request bodies; `None` when it is detected from the body.
+    pub fn input(self) -> Option<Format> {
+        match self {
+            Door::Chat => None,
+        }
+    }
+
+    /// The format answers go out in unless the client asks for another.
+    pub fn default_target(self) -> Format {
+        match self {
+            Door::Chat => Format::OpenaiChat,
+        }
+    }
+
+    /// Whether clients may choose the answer format (`?target_format=`, `x-target-format`).
+    pub fn target_selectable(self) -> bool {
+        matches!(self, Door::Chat)
+    }
+}

@@ -1,0 +1,156 @@
+//! Per-upstream request builders: cluster, `:authority`, `:path`, headers and signing region
+//! for each upstream API, around an already encoded body.
+
+use super::UpstreamRequest;
+use crate::config::Gateway;
+use crate::error::GatewayError;
+use crate::formats::{Encoded, Format, Provider};
+use crate::ir::ChatRequest;
+use crate::route::Route;
+use crate::sigv4::encode_path_segment;
+
+/// Client headers that steer the gateway or authenticate to it; never forwarded upstream.
+const GATEWAY_HEADERS: &[&str] = &["authorization", "x-api-key", "x-target-format"];
+
+/// The upstream request for `route` carrying `encoded`. `client_body` is what the client sent
+/// (an unchanged body is not rewritten); `session` is the Bedrock agent session id.
+pub fn build(
+    gw: &Gateway,
+    route: &Route,
+    req: &ChatRequest,
+    encoded: Encoded,
+    client_body: &[u8],
+    session: Option<&str>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let body_changed = encoded.body.as_slice() != client_body;
+    let body = encoded.body;
+    match route.format {
+        Format::OpenaiChat => openai_chat(gw, req.stream, body, body_changed),
+        Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
+        Format::Anthropic | Format::Titan | Format::Converse => {
+            bedrock_runtime(gw, route, req.stream, body, body_changed)
+        }
+    }
+}
+
+/// `POST {base}/chat/completions` with the gateway's OpenAI key.
+fn openai_chat(
+    gw: &Gateway,
+    stream: bool,
+    body: Vec<u8>,
+    body_changed: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_openai()?;
+    Ok(UpstreamRequest {
+        provider: Provider::Openai,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!("{}/chat/completions", up.url.path),
+        body,
+        body_changed,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            (
+                "accept",
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                }
+                .into(),
+            ),
+            ("accept-encoding", "identity".into()),
+            ("authorization", format!("Bearer {}", up.api_key)),
+        ],
+        remove_headers: vec![
+            "x-api-key",
+            "x-target-format",
+            "openai-organization",
+            "openai-project",
+        ],
+        sign_region: None,
+    })
+}
+
+/// Bedrock runtime: `/model/{id}/invoke[-with-response-stream]` for InvokeModel formats,
+/// `/model/{id}/converse[-stream]` for Converse.
+fn bedrock_runtime(
+    gw: &Gateway,
+    route: &Route,
+    stream: bool,
+    body: Vec<u8>,
+    body_changed: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    let op = match (route.format, stream) {
+        (Format::Converse, false) => "converse",
+        (Format::Converse, true) => "converse-stream",
+        (_, false) => "invoke",
+        (_, true) => "invoke-with-response-stream",
+    };
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/{op}",
+            up.url.path,
+            encode_path_segment(&route.model_id)
+        ),
+        body,
+        body_changed,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            (
+                "accept",
+                if stream {
+                    "application/vnd.amazon.eventstream"
+                } else {
+                    "application/json"
+                }
+                .into(),
+            ),
+            ("accept-encoding", "identity".into()),
+        ],
+        remove_headers: GATEWAY_HEADERS.to_vec(),
+        sign_region: Some(up.region.clone()),
+    })
+}
+
+/// Bedrock Agents: `/agents/{agent}/agentAliases/{alias}/sessions/{session}/text`.
+fn agent(
+    gw: &Gateway,
+    route: &Route,
+    session: &str,
+    body: Vec<u8>,
+    body_changed: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock_agent()?;
+    let (agent, alias) = crate::route::agent_ids(&route.model_id).ok_or_else(|| {
+        GatewayError::invalid(
+            "model",
+            "Agent model ids look like `bedrock-agent/<agentId>/<aliasId>` (alphanumeric ids).",
+        )
+    })?;
+    let mut remove_headers = GATEWAY_HEADERS.to_vec();
+    remove_headers.push(crate::formats::agent::SESSION_HEADER);
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/agents/{agent}/agentAliases/{alias}/sessions/{}/text",
+            up.url.path,
+            encode_path_segment(session)
+        ),
+        body,
+        body_changed,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+            ("accept-encoding", "identity".into()),
+        ],
+        remove_headers,
+        sign_region: Some(up.region.clone()),
+    })
+}
