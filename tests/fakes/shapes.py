@@ -41,7 +41,8 @@ def header_shape(headers: dict) -> dict:
 
 
 def _size(obj: Any) -> int:
-    return len(json.dumps(obj, separators=(",", ":")).encode())
+    """Bytes of obj as compact UTF-8 JSON (close to, not exactly, what the client sent)."""
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _content_shape(content: Any) -> Any:
@@ -83,7 +84,7 @@ def anthropic_body_shape(body: dict) -> dict:
         "messages": [{"role": m.get("role"), "content": _content_shape(m.get("content"))} for m in body.get("messages", [])],
         "tools": len(tools),
         "tool_names": [t.get("name") for t in tools],
-        "tool_types": sorted({t.get("type", "custom") for t in tools}),
+        "tool_types": sorted({t.get("type", "(none)") for t in tools}),
         "tools_defer_loading": sum(1 for t in tools if t.get("defer_loading")),
         "tools_bytes": _size(tools),
         "metadata_keys": sorted((body.get("metadata") or {}).keys()),
