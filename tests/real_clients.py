@@ -335,13 +335,19 @@ def run_claude_code_bedrock(
     output_format: str = "text",
     extra_args: Iterable[str] = (),
     max_retries: Optional[int] = 0,
+    aws_credentials: Optional[tuple] = None,
     keep_home: bool = False,
 ) -> ClientRun:
     """Claude Code's Bedrock mode against a Bedrock runtime endpoint at `base_url` (paths
-    /model/{id}/invoke…, /inference-profiles). `bearer_token` is sent as `Authorization: Bearer`
-    (AWS_BEARER_TOKEN_BEDROCK, over plain HTTP too); None sets CLAUDE_CODE_SKIP_BEDROCK_AUTH=1
-    (no Authorization at all; add e.g. ANTHROPIC_CUSTOM_HEADERS via extra_env). No AWS
-    credentials are visible: empty AWS config/credentials files, IMDS off."""
+    /model/{id}/invoke…, /inference-profiles). Auth, one of:
+    - `bearer_token`: `Authorization: Bearer` (AWS_BEARER_TOKEN_BEDROCK; over plain HTTP too);
+    - `aws_credentials=(access_key_id, secret, session_token or None)` with bearer_token=None:
+      SigV4 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, service `bedrock`);
+    - neither: CLAUDE_CODE_SKIP_BEDROCK_AUTH=1, no Authorization at all (pair it with
+      extra_env={"ANTHROPIC_CUSTOM_HEADERS": "x-gw-key: …"}).
+    No other AWS credentials are visible: empty AWS config/credentials files, IMDS off."""
+    if bearer_token is not None and aws_credentials is not None:
+        raise ValueError("pass bearer_token or aws_credentials, not both")
     argv = _claude_argv(prompt, allowed_tools, permission_mode, output_format, extra_args)
     home = Path(tempfile.mkdtemp(prefix="unigate-claude-home-"))
     env = _claude_common_env(home, permission_mode, max_retries)
@@ -358,12 +364,21 @@ def run_claude_code_bedrock(
         "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
     })
-    if bearer_token is None:
-        env["CLAUDE_CODE_SKIP_BEDROCK_AUTH"] = "1"
-    else:
+    secrets = set()
+    if bearer_token is not None:
         env["AWS_BEARER_TOKEN_BEDROCK"] = bearer_token
+        secrets.add(bearer_token)
+    elif aws_credentials is not None:
+        akid, secret, token = (tuple(aws_credentials) + (None,))[:3]
+        env.update({"AWS_ACCESS_KEY_ID": akid, "AWS_SECRET_ACCESS_KEY": secret})
+        secrets.add(secret)
+        if token:
+            env["AWS_SESSION_TOKEN"] = token
+            secrets.add(token)
+    else:
+        env["CLAUDE_CODE_SKIP_BEDROCK_AUTH"] = "1"
     _apply(env, extra_env)
-    return _run("claude-code-bedrock", argv, cwd, env, timeout, {bearer_token or ""}, home, keep_home)
+    return _run("claude-code-bedrock", argv, cwd, env, timeout, secrets, home, keep_home)
 
 
 def codex_config(base_url: str, model: str, sandbox: str = "danger-full-access", approval: str = "never",

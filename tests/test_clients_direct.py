@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN
 from fakes.anthropic import ScriptedAnthropic, text_turn, tool_use_turn
 from fakes.bedrock_scripted import ScriptedBedrock
 from fakes.responses import ScriptedResponses, function_call_turn
@@ -262,6 +263,41 @@ def test_claude_code_bedrock_sees_no_parent_aws_credentials(claude, tmp_path, mo
     for r in fake.requests:
         assert "AKIDPARENTSHOULDNOTLEAK" not in json.dumps(r.headers)
         assert r.headers.get("authorization") == f"Bearer {BEDROCK_TOKEN}"
+
+
+def test_claude_code_bedrock_mode_sigv4(claude, tmp_path):
+    """With AWS keys instead of a token, every call (the control-plane GET included) is SigV4
+    that botocore accepts, for the raw `:` in the model id too."""
+    fake = ScriptedBedrock([text_turn("signed 7a")])  # no bearer_token: SigV4 only
+    with fake:
+        run = run_claude_code_bedrock(fake.url, None, MODEL, "Say it.", tmp_path, timeout=RUN_TIMEOUT,
+                                      aws_credentials=(DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN))
+    run.check()
+    assert "signed 7a" in run.stdout
+    assert fake.requests and all(r.sigv4 is not None and r.sigv4.ok for r in fake.requests), \
+        [(r.path, r.sigv4 and r.sigv4.message) for r in fake.requests]
+    assert all(r.sigv4.access_key == DEFAULT_ACCESS_KEY for r in fake.requests)
+    assert all(r.headers["x-amz-security-token"] == DEFAULT_TOKEN for r in fake.requests)
+    assert DEFAULT_SECRET not in json.dumps(run.env)
+
+
+def test_claude_code_bedrock_mode_skip_auth_with_custom_header(claude, tmp_path):
+    """CLAUDE_CODE_SKIP_BEDROCK_AUTH=1: no Authorization anywhere; ANTHROPIC_CUSTOM_HEADERS rides on
+    the runtime calls but not on the control-plane GET (front-doors.md §3.2)."""
+    fake = ScriptedBedrock([text_turn("unsigned 4c")], allow_unauthenticated=True)
+    with fake:
+        run = run_claude_code_bedrock(fake.url, None, MODEL, "Say it.", tmp_path, timeout=RUN_TIMEOUT,
+                                      extra_env={"ANTHROPIC_CUSTOM_HEADERS": f"x-gw-key: {GATEWAY_KEY}"})
+    run.check()
+    assert "unsigned 4c" in run.stdout
+    assert all("authorization" not in r.headers for r in fake.requests)
+    posts = [r for r in fake.requests if r.method == "POST"]
+    assert posts and all(r.headers.get("x-gw-key") == GATEWAY_KEY for r in posts)
+    gets = [r for r in fake.requests if r.method == "GET"]
+    assert [r.path for r in gets] == ["/inference-profiles?type=SYSTEM_DEFINED"]
+    assert "x-gw-key" not in gets[0].headers
+    assert not any(r.path.endswith("/invoke") for r in posts), "no availability probes without auth"
+    write_shapes("claude-code-bedrock-skip-auth", [request_shape(r) for r in fake.requests])
 
 
 # ---------------------------------------------------------------- Codex, Responses
