@@ -265,6 +265,23 @@ def test_claude_code_bedrock_sees_no_parent_aws_credentials(claude, tmp_path, mo
         assert r.headers.get("authorization") == f"Bearer {BEDROCK_TOKEN}"
 
 
+def test_claude_code_bedrock_probes_unserved_models_then_carries_on(claude, tmp_path):
+    """Claude Code's Bedrock mode probes its default models (InvokeModel, max_tokens 1) and, on
+    404, walks down a list of older ones before the configured model: a gateway must answer
+    unconfigured models fast, and the session still completes."""
+    fake = ScriptedBedrock([text_turn("after probes 0d")], bearer_token=BEDROCK_TOKEN, models={MODEL})
+    with fake:
+        run = run_claude_code_bedrock(fake.url, BEDROCK_TOKEN, MODEL, "Say it.", tmp_path, timeout=RUN_TIMEOUT)
+    run.check()
+    assert "after probes 0d" in run.stdout
+    probes = [r for r in fake.requests if r.path.endswith("/invoke")]
+    refused = [r for r in probes if r.response_status == 404]
+    assert len(refused) >= 2, [r.path for r in probes]
+    assert all(r.json()["max_tokens"] == 1 for r in probes)
+    assert [r.path for r in fake.turn_requests] == [f"/model/{MODEL}/invoke-with-response-stream"]
+    write_shapes("claude-code-bedrock-probes", [request_shape(r) for r in fake.requests])
+
+
 def test_claude_code_bedrock_mode_sigv4(claude, tmp_path):
     """With AWS keys instead of a token, every call (the control-plane GET included) is SigV4
     that botocore accepts, for the raw `:` in the model id too."""

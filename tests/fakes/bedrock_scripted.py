@@ -21,6 +21,10 @@ Routes (model ids arrive raw `…-v1:0` or percent-encoded `…-v1%3A0`; both ar
                                                  call Claude Code makes at start)
   anything else                                  404 UnknownOperationException
 
+`models={...}` limits the ids served: invoke calls for any other id get 404
+ResourceNotFoundException (Claude Code's availability probes for its default models, then
+carry on with the configured one).
+
 Each body is checked the way FakeBedrock checks InvokeModel Claude bodies (allowed keys,
 `anthropic_version`, roles...), so a client's Bedrock body that Bedrock would refuse fails.
 
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Optional
+from typing import Iterable, Optional
 from urllib.parse import unquote
 
 from . import eventstream as es
@@ -51,10 +55,14 @@ SCRIPTED_OPS = ("invoke", "invoke-with-response-stream", "count-tokens")
 class ScriptedBedrock(FakeBedrock):
     name = "bedrock"
 
-    def __init__(self, turns=(), bearer_token: Optional[str] = None, allow_unauthenticated: bool = False, **kw):
+    def __init__(self, turns=(), bearer_token: Optional[str] = None, allow_unauthenticated: bool = False,
+                 models: Optional[Iterable[str]] = None, **kw):
         super().__init__(**kw)
         self.bearer_token = bearer_token
         self.allow_unauthenticated = allow_unauthenticated
+        # None: every Claude model id is served; else only these (raw ids), the rest get
+        # 404 ResourceNotFoundException (what a gateway answers for an unconfigured model).
+        self.models = set(models) if models is not None else None
         self.turns = ScriptedTurns(turns)
 
     def script(self, turns) -> None:
@@ -97,6 +105,8 @@ class ScriptedBedrock(FakeBedrock):
             return canned
         model_id = unquote(parts[2])
         op = parts[3]
+        if self.models is not None and model_id not in self.models and op != "count-tokens":
+            return self.error("ResourceNotFoundException", f"Model {model_id} is not served here.", 404)
         try:
             body = json.loads(rec.body)
         except ValueError:
