@@ -58,10 +58,10 @@ fi
 .venv/bin/envoy --version | sed 's/^/setup: /'
 
 # 4. The real CLIs the client tests drive (tests/real_clients.py), pinned in
-#    tests/clients/package-lock.json; `npm ci` only when the lockfile changed.
+#    tests/clients/package-lock.json; `npm ci` only when it or package.json changed.
 lock=tests/clients/package-lock.json
 nstamp=tests/clients/node_modules/.package-lock.sha256
-nwant=$(sha256sum "$lock" | cut -d' ' -f1)
+nwant=$(cat tests/clients/package.json "$lock" | sha256sum | cut -d' ' -f1)
 if ! command -v npm >/dev/null; then
   echo "setup: npm not found; install Node.js and npm (needed for the Claude Code and Codex CLI tests)" >&2; exit 1
 fi
