@@ -11,7 +11,7 @@ WASM      := build/unigate.wasm
 UNIGATE   := target/release/unigate
 export ENVOY_BIN
 
-.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system lint fmt fuzz clean
+.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system test-clients lint fmt fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -44,6 +44,9 @@ test-wasm: wasm-trap ## the built .wasm in real Envoy with fake upstreams
 
 test-system: ## the full stack as `make run` starts it, driven by the official SDKs
 	$(PY) -m pytest tests -q -ra
+
+test-clients: setup ## the real Claude Code and Codex CLIs (tests/clients) against scripted fakes, no gateway
+	$(PY) -m pytest tests/test_clients_direct.py tests/test_fakes_scripted.py -q -ra
 
 lint: ## rustfmt and clippy for host and wasm targets
 	cargo fmt --all -- --check
