@@ -21,6 +21,7 @@ pub mod doors;
 pub mod endpoints;
 pub mod error;
 pub mod files;
+pub mod flow;
 pub mod formats;
 pub mod header_map;
 pub mod ir;

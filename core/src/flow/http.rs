@@ -1,0 +1,890 @@
+//! One HTTP request through the gateway: auth, local endpoints, limits, `file_ids`, planning,
+//! signing, and the translation of the answer. Each proxy-wasm callback is a method here;
+//! each method acts on Envoy only through [`Host`].
+
+use super::{credentials, limits, log_with, metrics, Action, Body, Headers, Host, Level};
+use crate::auth::ClientKey;
+use crate::config::{CredentialsSource, Gateway};
+use crate::credentials::{CredentialsRecord, SidecarFailure, SIDECAR_TOKEN_HEADER};
+use crate::detect;
+use crate::doors::Door;
+use crate::endpoints::{self, Endpoint};
+use crate::error::{ErrorType, GatewayError};
+use crate::files::{self, FileContext};
+use crate::formats::Format;
+use crate::ir::Usage;
+use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
+use crate::response::{self, ClientResponse};
+use crate::sigv4::AwsCredentials;
+use crate::stream::StreamTranslator;
+use crate::upstream_error;
+use std::rc::Rc;
+
+/// Client headers that steer the gateway itself; never accepted from outside.
+pub const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER, files::OWNER_HEADER, SIDECAR_TOKEN_HEADER];
+
+/// Largest upstream response body buffered (to translate it, or to read its usage).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where the request is in its life; each phase carries what it needs.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the request headers.
+    Start,
+    /// Buffering the request body of a door.
+    WaitBody,
+    /// Waiting for the sidecar to extract the request's `file_ids`.
+    WaitFiles,
+    /// Waiting for the sidecar to hand over AWS credentials for this plan.
+    WaitCredentials(Box<Plan>),
+    /// Sent upstream; the answer goes through the response plan.
+    Forwarded(Box<Forwarded>),
+    /// Answered locally (or passed through untouched); nothing more to do.
+    Done,
+}
+
+/// The response side of a forwarded request.
+#[derive(Debug)]
+struct Forwarded {
+    plan: ResponsePlan,
+    mode: Mode,
+}
+
+/// How the response body is handled.
+#[derive(Debug)]
+enum Mode {
+    /// Response headers not seen yet.
+    Undecided,
+    /// Relay the upstream answer unchanged, reading its usage on the way.
+    Inspect,
+    /// Translate a stream chunk by chunk.
+    Stream(Box<StreamTranslator>),
+    /// Buffer the whole body, then translate it.
+    Buffer {
+        status: u16,
+        error_type: Option<String>,
+        /// `response.code_details` when Envoy, not the upstream, produced the reply.
+        envoy_details: Option<String>,
+    },
+}
+
+/// What the access log and metrics record about the request.
+#[derive(Debug, Default)]
+struct Record {
+    provider: &'static str,
+    model_id: String,
+    status: u16,
+    usage: Option<Usage>,
+    streamed: bool,
+    started_ms: u64,
+    forwarded_ms: Option<u64>,
+    first_byte_ms: Option<u64>,
+}
+
+/// The state machine of one request.
+#[derive(Debug)]
+pub struct HttpFlow {
+    /// Envoy's context id (in logs next to the request id).
+    context_id: u32,
+    gateway: Option<Rc<Gateway>>,
+    env_credentials: Option<Rc<AwsCredentials>>,
+    phase: Phase,
+    door: Door,
+    /// Format errors are written in.
+    target: Format,
+    query: Option<String>,
+    target_header: Option<String>,
+    session_header: Option<String>,
+    /// Random id used in response ids.
+    request_id: String,
+    /// Id in log lines: Envoy's `x-request-id` when present.
+    log_id: String,
+    client: Option<ClientKey>,
+    /// Size of the buffered request body (what a body replacement must cover).
+    request_body_size: usize,
+    /// The client's request headers, read once (one host call instead of one per header).
+    headers: Vec<(String, Vec<u8>)>,
+    record: Record,
+}
+
+impl HttpFlow {
+    /// A flow for one request.
+    pub fn new(
+        context_id: u32,
+        gateway: Option<Rc<Gateway>>,
+        env_credentials: Option<Rc<AwsCredentials>>,
+    ) -> HttpFlow {
+        HttpFlow {
+            context_id,
+            gateway,
+            env_credentials,
+            phase: Phase::Start,
+            door: Door::Chat,
+            target: Format::OpenaiChat,
+            query: None,
+            target_header: None,
+            session_header: None,
+            request_id: String::new(),
+            log_id: String::new(),
+            client: None,
+            request_body_size: 0,
+            headers: Vec::new(),
+            record: Record {
+                provider: "local",
+                ..Record::default()
+            },
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// Sends a complete local reply and ends our work on this request.
+    fn reply<H: Host>(&mut self, host: &mut H, resp: &ClientResponse) -> Action {
+        self.phase = Phase::Done;
+        self.record.status = resp.status;
+        let headers: Vec<(&str, &str)> =
+            resp.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Err(e) = host.send_response(resp.status, &headers, &resp.body) {
+            let id = &self.log_id;
+            log_with(host, Level::Error, || {
+                format!("unigate {id}: local reply failed: {e}")
+            });
+        }
+        Action::Pause
+    }
+
+    fn reply_error<H: Host>(&mut self, host: &mut H, err: &GatewayError) -> Action {
+        let id = &self.log_id;
+        log_with(host, Level::Debug, || {
+            format!("unigate {id}: answering {err}")
+        });
+        let resp = response::error_response(err, self.target);
+        self.reply(host, &resp)
+    }
+
+    /// `on_http_request_headers`.
+    pub fn on_request_headers<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Action {
+        host.count("unigate.requests_total", 1);
+        let Some(gw) = self.gateway.clone() else {
+            return self.reply_error(
+                host,
+                &GatewayError::internal("The unigate filter has no configuration."),
+            );
+        };
+        self.record.started_ms = host.now_ms();
+        self.request_id = host.random_hex();
+        self.headers = host.headers(Headers::Request).unwrap_or_default();
+        self.log_id = self
+            .request_header("x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .unwrap_or_else(|| self.request_id.clone());
+        for h in INTERNAL_HEADERS {
+            if self.headers.iter().any(|(k, _)| k == h) {
+                let _ = host.remove_header(Headers::Request, h);
+            }
+        }
+        let method = self.request_header(":method").unwrap_or_default();
+        let full_path = self.request_header(":path").unwrap_or_default();
+        let (path, query) = endpoints::split_path(&full_path);
+        self.query = query.map(str::to_string);
+        self.target_header = self.request_header("x-target-format");
+        self.session_header = self.request_header("x-session-id");
+        let endpoint = endpoints::classify(&method, path);
+        if let Endpoint::Door(door) = endpoint {
+            self.door = door;
+        }
+        // Errors are written in the door's format (or the requested one where the door lets
+        // clients choose and it parses).
+        self.target = if self.door.target_selectable() {
+            detect::target_format(
+                self.query.as_deref(),
+                self.target_header.as_deref(),
+                self.door.default_target(),
+            )
+            .unwrap_or(self.door.default_target())
+        } else {
+            self.door.default_target()
+        };
+        let id = &self.log_id;
+        log_with(host, Level::Debug, || {
+            format!("unigate {id}: {method} {path} -> {}", endpoint.name())
+        });
+
+        if endpoint.needs_auth() {
+            let auth = self.request_header("authorization");
+            let api_key = self.request_header("x-api-key");
+            match gw.authorize(auth.as_deref(), api_key.as_deref()) {
+                Ok(k) => self.client = k.cloned(),
+                Err(e) => {
+                    host.count("unigate.auth_failures", 1);
+                    return self.reply_error(host, &e);
+                }
+            }
+        }
+        match endpoint {
+            Endpoint::Health => self.reply(host, &endpoints::health(&gw, false)),
+            Endpoint::ChatHealth => self.reply(host, &endpoints::health(&gw, true)),
+            Endpoint::Models => self.reply(host, &endpoints::models(&gw, self.client.as_ref())),
+            Endpoint::Providers => self.reply(host, &endpoints::providers(&gw)),
+            Endpoint::Model(id) => match endpoints::model(&gw, &id) {
+                Ok(r) => self.reply(host, &r),
+                Err(e) => self.reply_error(host, &e),
+            },
+            Endpoint::Door(_) => {
+                let declared = self
+                    .request_header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some_and(|n| n > gw.config.max_request_bytes) {
+                    return self
+                        .reply_error(host, &GatewayError::too_large(gw.config.max_request_bytes));
+                }
+                if end_of_stream {
+                    return self.reply_error(
+                        host,
+                        &GatewayError::bad_request(
+                            "The request body is empty; expected a JSON chat completion request.",
+                        ),
+                    );
+                }
+                self.phase = Phase::WaitBody;
+                // Hold the headers: they are rewritten once the whole body is known.
+                Action::Pause
+            }
+            Endpoint::Files => self.route_files(host, &gw),
+            Endpoint::WrongMethod => {
+                self.reply_error(host, &GatewayError::method_not_allowed(&method, path))
+            }
+            Endpoint::Unknown => self.reply_error(
+                host,
+                &GatewayError::not_found(format!("Unknown endpoint {method} {path}.")),
+            ),
+        }
+    }
+
+    /// Sends `/v1/files…` to the sidecar, with the owner and the shared secret it trusts.
+    fn route_files<H: Host>(&mut self, host: &mut H, gw: &Gateway) -> Action {
+        let map = Headers::Request;
+        let owner = self.owner();
+        let mut ok = host.set_header(map, files::OWNER_HEADER, &owner).is_ok();
+        match &gw.sidecar_token {
+            Some(t) => ok &= host.set_header(map, SIDECAR_TOKEN_HEADER, t).is_ok(),
+            None => ok &= host.remove_header(map, SIDECAR_TOKEN_HEADER).is_ok(),
+        }
+        ok &= host.remove_header(map, "authorization").is_ok();
+        ok &= host.remove_header(map, "x-api-key").is_ok();
+        ok &= host
+            .set_header(map, CLUSTER_HEADER, &gw.config.sidecar_cluster)
+            .is_ok();
+        if !ok {
+            return self.reply_error(
+                host,
+                &GatewayError::internal("Could not route the files request."),
+            );
+        }
+        if let Err(e) = host.clear_route_cache() {
+            let id = &self.log_id;
+            log_with(host, Level::Warn, || {
+                format!("unigate {id}: clear_route_cache failed: {e}")
+            });
+        }
+        // Uploads stream through to the sidecar: nothing is buffered here.
+        self.phase = Phase::Done;
+        Action::Continue
+    }
+
+    /// `on_http_request_body`.
+    pub fn on_request_body<H: Host>(
+        &mut self,
+        host: &mut H,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let gw = match (&self.phase, self.gateway.clone()) {
+            (Phase::WaitBody, Some(gw)) => gw,
+            (Phase::WaitCredentials(_) | Phase::WaitFiles, _) => return Action::Pause,
+            _ => return Action::Continue,
+        };
+        if body_size as u64 > gw.config.max_request_bytes {
+            return self.reply_error(host, &GatewayError::too_large(gw.config.max_request_bytes));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = match host.body(Body::Request, body_size) {
+            Ok(b) => b,
+            Err(e) => return self.reply_error(host, &GatewayError::internal(format!("{e}"))),
+        };
+        self.request_body_size = body_size;
+        match files::requested(&body) {
+            Err(e) => self.reply_error(host, &e),
+            Ok(ids) if !ids.is_empty() => self.fetch_files(host, &gw, &ids),
+            Ok(_) => self.plan_and_forward(host, &gw, &body, None),
+        }
+    }
+
+    /// Asks the sidecar for the extracted text of `ids` (one call for all of them).
+    fn fetch_files<H: Host>(&mut self, host: &mut H, gw: &Gateway, ids: &[String]) -> Action {
+        let owner = self.owner();
+        let mut headers = vec![
+            (":method", "POST".to_string()),
+            (":path", files::SIDECAR_FILE_CONTEXT_PATH.to_string()),
+            (":authority", "unigate-sidecar".to_string()),
+            ("content-type", "application/json".to_string()),
+            (files::OWNER_HEADER, owner),
+        ];
+        if let Some(t) = &gw.sidecar_token {
+            headers.push((SIDECAR_TOKEN_HEADER, t.clone()));
+        }
+        let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = files::sidecar_request(ids);
+        match host.dispatch(
+            &gw.config.sidecar_cluster,
+            &refs,
+            Some(&body),
+            gw.config.file_context_timeout_ms.max(1),
+        ) {
+            Ok(_) => {
+                self.phase = Phase::WaitFiles;
+                Action::Pause
+            }
+            Err(status) => {
+                host.count("unigate.errors.sidecar", 1);
+                self.reply_error(
+                    host,
+                    &GatewayError::new(
+                        503,
+                        ErrorType::Api,
+                        format!(
+                            "File context is not available: the unigate sidecar cluster `{}` cannot be called ({status}).",
+                            gw.config.sidecar_cluster
+                        ),
+                    )
+                    .with_code("sidecar_unavailable"),
+                )
+            }
+        }
+    }
+
+    /// The owner id of this request's files (a hash of the key, never the key).
+    fn owner(&self) -> String {
+        self.client
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), ClientKey::id)
+    }
+
+    /// Plans the request and sends it on (or starts the credentials callout).
+    fn plan_and_forward<H: Host>(
+        &mut self,
+        host: &mut H,
+        gw: &Gateway,
+        body: &[u8],
+        file_context: Option<&[FileContext]>,
+    ) -> Action {
+        let now = host.now_unix();
+        let planned = plan::plan(
+            gw,
+            &PlanInput::new(self.door, body)
+                .query(self.query.as_deref())
+                .target_header(self.target_header.as_deref())
+                .request_id(&self.request_id)
+                .session_header(self.session_header.as_deref())
+                .client(self.client.as_ref())
+                .files(file_context)
+                .now(now),
+        );
+        let plan = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                if e.status == 400 {
+                    host.count("unigate.errors.translation", 1);
+                }
+                return self.reply_error(host, &e);
+            }
+        };
+        self.target = plan.response.target;
+        self.record.provider = plan.upstream.provider.as_str();
+        self.record.model_id = plan.model_id.clone();
+        host.count(
+            &format!("unigate.format.{}", plan.response.input.target_name()),
+            1,
+        );
+        if let Some(k) = &self.client {
+            if let Err(e) = limits::admit(host, k, now) {
+                host.count("unigate.rate_limited", 1);
+                return self.reply_error(host, &e);
+            }
+        }
+        let (id, key) = (
+            &self.log_id,
+            self.client.as_ref().map_or("-", |k| k.label.as_str()),
+        );
+        log_with(host, Level::Debug, || {
+            format!(
+                "unigate {id}: key {key} model {} -> {} via {}",
+                plan.response.meta.model,
+                plan.model_id,
+                plan.response.upstream.as_str()
+            )
+        });
+        if plan.upstream.sign_region.is_none() {
+            return self.forward(host, plan, None);
+        }
+        if let Some(c) = self.env_credentials.clone() {
+            return self.forward(host, plan, Some(&c));
+        }
+        if let Some(c) = credentials::current(host, now) {
+            return self.forward(host, plan, Some(&c));
+        }
+        if gw.config.aws_credentials == CredentialsSource::Env {
+            return self.reply_error(host, &GatewayError::unconfigured(
+                "AWS credentials are not available: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for Envoy (aws_credentials is `env`).",
+            ));
+        }
+        // No credentials cached yet (first request after start): ask the sidecar directly.
+        match credentials::dispatch(host, gw) {
+            Ok(_) => {
+                self.phase = Phase::WaitCredentials(Box::new(plan));
+                Action::Pause
+            }
+            Err(status) => {
+                host.count("unigate.errors.sidecar", 1);
+                self.reply_error(host, &GatewayError::unconfigured(format!(
+                    "AWS credentials are not available: the unigate sidecar cluster `{}` cannot be called ({status}).",
+                    gw.config.sidecar_cluster
+                )))
+            }
+        }
+    }
+
+    /// Applies a plan to the held request and lets it continue upstream.
+    fn forward<H: Host>(
+        &mut self,
+        host: &mut H,
+        plan: Plan,
+        creds: Option<&AwsCredentials>,
+    ) -> Action {
+        match self.apply(host, &plan, creds) {
+            Ok(()) => {
+                self.phase = Phase::Forwarded(Box::new(Forwarded {
+                    plan: plan.response,
+                    mode: Mode::Undecided,
+                }));
+                self.record.forwarded_ms = Some(host.now_ms());
+                Action::Continue
+            }
+            Err(e) => self.reply_error(host, &e),
+        }
+    }
+
+    fn apply<H: Host>(
+        &self,
+        host: &mut H,
+        plan: &Plan,
+        creds: Option<&AwsCredentials>,
+    ) -> Result<(), GatewayError> {
+        let up = &plan.upstream;
+        let signing = match creds {
+            Some(c) => up
+                .signing_headers(c, host.now_unix())
+                .inspect_err(|_| host.count("unigate.errors.signing", 1))?,
+            None => Vec::new(),
+        };
+        let host_err = |e: super::HostError| GatewayError::internal(format!("{e}"));
+        host.set_body(Body::Request, self.request_body_size, &up.body)
+            .map_err(host_err)?;
+        let map = Headers::Request;
+        for name in &up.remove_headers {
+            host.remove_header(map, name).map_err(host_err)?;
+        }
+        if up.sign_region.is_some() {
+            // Client-supplied AWS headers must not reach AWS next to our signature.
+            for (name, _) in &self.headers {
+                if name.starts_with("x-amz-") || name.starts_with("x-amzn-") {
+                    host.remove_header(map, name).map_err(host_err)?;
+                }
+            }
+        }
+        host.set_header(map, ":path", &up.path).map_err(host_err)?;
+        host.set_header(map, ":authority", &up.authority)
+            .map_err(host_err)?;
+        // A length-delimited body upstream, also when the client sent it chunked.
+        if up.body_changed || self.request_header("content-length").is_none() {
+            host.set_header(map, "content-length", &up.body.len().to_string())
+                .map_err(host_err)?;
+        }
+        for (name, value) in &up.headers {
+            host.set_header(map, name, value).map_err(host_err)?;
+        }
+        for (name, value) in &signing {
+            host.set_header(map, name, value).map_err(host_err)?;
+        }
+        host.set_header(map, CLUSTER_HEADER, &up.cluster)
+            .map_err(host_err)?;
+        // Envoy (1.33+) does not recompute the route after a wasm header change by itself.
+        if let Err(e) = host.clear_route_cache() {
+            let id = &self.log_id;
+            log_with(host, Level::Warn, || {
+                format!("unigate {id}: clear_route_cache failed: {e}")
+            });
+        }
+        // Filter state for access logs and other filters (Envoy prefixes the keys `wasm.`).
+        let _ = host.set_property(&["unigate.model"], plan.model_id.as_bytes());
+        let _ = host.set_property(&["unigate.provider"], up.provider.as_str().as_bytes());
+        if let Some(k) = &self.client {
+            let _ = host.set_property(&["unigate.key"], k.label.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// Records the usage of a finished answer (metrics, limits, filter state).
+    fn record_usage<H: Host>(&mut self, host: &mut H, usage: Usage) {
+        self.record.usage = Some(usage);
+        let _ = host.set_property(
+            &["unigate.prompt_tokens"],
+            usage.prompt_tokens.to_string().as_bytes(),
+        );
+        let _ = host.set_property(
+            &["unigate.completion_tokens"],
+            usage.completion_tokens.to_string().as_bytes(),
+        );
+        let _ = host.set_property(
+            &["unigate.total_tokens"],
+            usage.total().to_string().as_bytes(),
+        );
+    }
+
+    /// `on_http_call_response`: the sidecar answered (file context or credentials).
+    pub fn on_callout_response<H: Host>(
+        &mut self,
+        host: &mut H,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::WaitFiles => self.on_files_answer(host, num_headers, body_size),
+            Phase::WaitCredentials(plan) => {
+                self.on_credentials_answer(host, *plan, num_headers, body_size)
+            }
+            other => self.phase = other,
+        }
+    }
+
+    fn on_files_answer<H: Host>(&mut self, host: &mut H, num_headers: usize, body_size: usize) {
+        let (status, answer) = host.callout_answer(num_headers, body_size);
+        let Some(gw) = self.gateway.clone() else {
+            return;
+        };
+        let contexts = match files::parse_answer(status, &answer) {
+            Ok(c) => c,
+            Err(e) => {
+                if e.status >= 500 {
+                    host.count("unigate.errors.sidecar", 1);
+                }
+                self.reply_error(host, &e);
+                return;
+            }
+        };
+        let body = match host.body(Body::Request, self.request_body_size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reply_error(host, &GatewayError::internal(format!("{e}")));
+                return;
+            }
+        };
+        self.phase = Phase::WaitBody;
+        if self.plan_and_forward(host, &gw, &body, Some(&contexts)) == Action::Continue {
+            self.resume(host);
+        }
+    }
+
+    fn on_credentials_answer<H: Host>(
+        &mut self,
+        host: &mut H,
+        plan: Plan,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let result = match credentials::read_answer(host, num_headers, body_size) {
+            Ok(creds) => {
+                let now = host.now_unix();
+                credentials::store(host, &CredentialsRecord::new(creds.clone(), now));
+                Ok(creds)
+            }
+            Err(SidecarFailure::NoCredentials(m)) => Err(GatewayError::unconfigured(format!(
+                "AWS credentials are not available: {m}"
+            ))),
+            Err(SidecarFailure::Unreachable) => Err(GatewayError::new(
+                503,
+                ErrorType::Api,
+                "AWS credentials are not available: the unigate sidecar did not answer.",
+            )
+            .with_code("sidecar_unavailable")),
+            Err(SidecarFailure::Invalid(m)) => Err(GatewayError::new(
+                502,
+                ErrorType::Api,
+                format!("AWS credentials are not available: {m}"),
+            )
+            .with_code("sidecar_error")),
+        };
+        match result {
+            Ok(creds) => {
+                if self.forward(host, plan, Some(&creds)) == Action::Continue {
+                    self.resume(host);
+                }
+            }
+            Err(e) => {
+                host.count("unigate.errors.sidecar", 1);
+                self.reply_error(host, &e);
+            }
+        }
+    }
+
+    fn resume<H: Host>(&self, host: &mut H) {
+        if let Err(e) = host.resume_request() {
+            let id = &self.log_id;
+            log_with(host, Level::Error, || {
+                format!("unigate {id}: resume failed: {e}")
+            });
+        }
+    }
+
+    /// `on_http_response_headers`.
+    pub fn on_response_headers<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Action {
+        let Phase::Forwarded(fwd) = &mut self.phase else {
+            return Action::Continue;
+        };
+        let map = Headers::Response;
+        let status = host
+            .header(map, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
+        self.record.status = status;
+        let details = host
+            .property(&["response", "code_details"])
+            .ok()
+            .flatten()
+            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        let from_upstream = details.as_deref().is_none_or(|d| d == "via_upstream");
+        let ok = from_upstream && (200..300).contains(&status);
+        for (name, value) in &fwd.plan.extra_headers {
+            let _ = host.set_header(map, name, value);
+        }
+        if ok && fwd.plan.stream && !end_of_stream {
+            // Headers go out now; every chunk is translated and passed on as it arrives.
+            let translator = match StreamTranslator::new(&fwd.plan) {
+                Ok(t) => t,
+                Err(e) => return self.reply_error(host, &e),
+            };
+            let _ = host.set_header(map, "content-type", "text/event-stream");
+            let _ = host.set_header(map, "cache-control", "no-cache");
+            for name in [
+                "content-length",
+                "content-encoding",
+                "x-amzn-bedrock-content-type",
+            ] {
+                let _ = host.remove_header(map, name);
+            }
+            host.count("unigate.streams_total", 1);
+            fwd.mode = Mode::Stream(Box::new(translator));
+            self.record.streamed = true;
+            return Action::Continue;
+        }
+        if ok && fwd.plan.relay && !fwd.plan.stream {
+            fwd.mode = Mode::Inspect;
+            return Action::Continue;
+        }
+        if !ok {
+            host.count("unigate.errors.upstream", 1);
+        }
+        fwd.mode = Mode::Buffer {
+            status,
+            error_type: host.header(map, "x-amzn-errortype").ok().flatten(),
+            envoy_details: if from_upstream { None } else { details },
+        };
+        if end_of_stream {
+            // No body will follow: answer with a complete local reply instead.
+            let resp = finish_buffered(fwd, &[]);
+            return self.reply(host, &resp);
+        }
+        Action::Pause
+    }
+
+    /// `on_http_response_body`.
+    pub fn on_response_body<H: Host>(
+        &mut self,
+        host: &mut H,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let Phase::Forwarded(fwd) = &mut self.phase else {
+            return Action::Continue;
+        };
+        if self.record.first_byte_ms.is_none() && body_size > 0 {
+            self.record.first_byte_ms = Some(host.now_ms());
+        }
+        match &mut fwd.mode {
+            Mode::Stream(translator) => {
+                let chunk = match host.body(Body::Response, body_size) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let id = &self.log_id;
+                        log_with(host, Level::Error, || {
+                            format!("unigate {id}: cannot read a stream chunk: {e}")
+                        });
+                        Vec::new()
+                    }
+                };
+                let out = translator.push(&chunk, end_of_stream);
+                let finished = translator.finished();
+                let usage = translator.usage();
+                if let Err(e) = host.set_body(Body::Response, body_size, &out) {
+                    let id = &self.log_id;
+                    log_with(host, Level::Error, || {
+                        format!("unigate {id}: cannot write a stream chunk: {e}")
+                    });
+                }
+                if finished && self.record.usage.is_none() {
+                    self.record_usage(host, usage);
+                }
+                Action::Continue
+            }
+            Mode::Inspect => {
+                if body_size > MAX_RESPONSE_BYTES {
+                    return self.reply_error(host, &response_too_large());
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let upstream = fwd.plan.upstream;
+                let body = host.body(Body::Response, body_size).unwrap_or_default();
+                if let Some(u) = response::usage_of(upstream, &body) {
+                    self.record_usage(host, u);
+                }
+                Action::Continue
+            }
+            Mode::Buffer { .. } => {
+                if body_size > MAX_RESPONSE_BYTES {
+                    return self.reply_error(host, &response_too_large());
+                }
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = host.body(Body::Response, body_size).unwrap_or_default();
+                let resp = finish_buffered(fwd, &body);
+                if resp.status >= 500 || resp.status == 400 && self.record.status == 200 {
+                    host.count("unigate.errors.translation", 1);
+                }
+                self.record.status = resp.status;
+                if let Some(u) = resp.usage {
+                    self.record_usage(host, u);
+                }
+                let map = Headers::Response;
+                let mut ok = host
+                    .set_header(map, ":status", &resp.status.to_string())
+                    .is_ok();
+                for (name, value) in &resp.headers {
+                    ok &= host.set_header(map, name, value).is_ok();
+                }
+                ok &= host
+                    .set_header(map, "content-length", &resp.body.len().to_string())
+                    .is_ok();
+                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
+                    let _ = host.remove_header(map, name);
+                }
+                ok &= host.set_body(Body::Response, body_size, &resp.body).is_ok();
+                if !ok {
+                    let id = &self.log_id;
+                    log_with(host, Level::Error, || {
+                        format!("unigate {id}: could not rewrite the response")
+                    });
+                }
+                self.phase = Phase::Done;
+                Action::Continue
+            }
+            Mode::Undecided => Action::Continue,
+        }
+    }
+
+    /// `on_log`: metrics, token charges and the per-request debug line.
+    pub fn on_log<H: Host>(&mut self, host: &mut H) {
+        let r = &self.record;
+        if r.provider == "local" {
+            return;
+        }
+        let now = host.now_ms();
+        let model = metrics::segment(&r.model_id);
+        let status = if r.status == 0 { 499 } else { r.status };
+        host.count(&format!("unigate.chat.{}.{model}.{status}", r.provider), 1);
+        if let Some(u) = r.usage {
+            host.count(&format!("unigate.tokens.{model}.input"), u.prompt_tokens);
+            host.count(
+                &format!("unigate.tokens.{model}.output"),
+                u.completion_tokens,
+            );
+            host.count(
+                &format!("unigate.tokens.{model}.cached"),
+                u.cache_read_tokens,
+            );
+            if let Some(k) = &self.client {
+                let now_unix = host.now_unix();
+                limits::charge(host, k, now_unix, u.total());
+            }
+        }
+        if let Some(fwd) = r.forwarded_ms {
+            match (r.streamed, r.first_byte_ms) {
+                (true, Some(first)) => {
+                    host.record("unigate.ttft_ms", first.saturating_sub(fwd));
+                    host.record("unigate.stream_duration_ms", now.saturating_sub(fwd));
+                }
+                _ => host.record("unigate.upstream_latency_ms", now.saturating_sub(fwd)),
+            }
+        }
+        // One line per request at debug: the JSON access log is the per-request record, and
+        // an info line per request costs Envoy a log write each time.
+        let (id, ctx) = (&self.log_id, self.context_id);
+        let key = self.client.as_ref().map_or("-", |k| k.label.as_str());
+        log_with(host, Level::Debug, || {
+            format!(
+                "unigate {id} (#{ctx}): key={key} provider={} model={} status={status} prompt_tokens={} completion_tokens={} ms={}",
+                r.provider,
+                r.model_id,
+                r.usage.map_or(0, |u| u.prompt_tokens),
+                r.usage.map_or(0, |u| u.completion_tokens),
+                now.saturating_sub(r.started_ms)
+            )
+        });
+    }
+}
+
+/// The 502 for an upstream answer over [`MAX_RESPONSE_BYTES`].
+fn response_too_large() -> GatewayError {
+    GatewayError::bad_gateway("The upstream response is too large to translate.")
+}
+
+/// The client response for a buffered upstream answer (or Envoy's own reply).
+fn finish_buffered(fwd: &Forwarded, body: &[u8]) -> ClientResponse {
+    match &fwd.mode {
+        Mode::Buffer {
+            envoy_details: Some(details),
+            status,
+            ..
+        } => response::error_response(
+            &upstream_error::from_envoy(*status, details, fwd.plan.timeout_secs),
+            fwd.plan.target,
+        ),
+        Mode::Buffer {
+            status, error_type, ..
+        } => response::translate_buffered(&fwd.plan, *status, error_type.as_deref(), body),
+        _ => response::error_response(
+            &GatewayError::internal("response mode mismatch"),
+            fwd.plan.target,
+        ),
+    }
+}

@@ -1,0 +1,551 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The filter's logic driven natively through the mock host: every proxy-wasm callback in the
+//! order Envoy calls them, and what the filter did to the request, the answer, shared data,
+//! metrics, filter state and logs.
+
+use serde_json::{json, Value};
+use std::rc::Rc;
+use unigate_core::config::Gateway;
+use unigate_core::credentials::CredentialsRecord;
+use unigate_core::flow::http::{HttpFlow, MAX_RESPONSE_BYTES};
+use unigate_core::flow::mock::MockHost;
+use unigate_core::flow::root::RootFlow;
+use unigate_core::flow::{credentials, Action, Level};
+use unigate_core::sigv4::AwsCredentials;
+use unigate_core::stream::eventstream::event_frame;
+
+const KEY: &str = "test-key";
+
+fn gateway_with(config: Value) -> Rc<Gateway> {
+    let env = |k: &str| match k {
+        "API_KEY" => Some(KEY.to_string()),
+        "OPENAI_API_KEY" => Some("sk-upstream-secret".to_string()),
+        "UNIGATE_SIDECAR_TOKEN" => Some("sidecar-secret-token".to_string()),
+        _ => None,
+    };
+    Rc::new(Gateway::from_json(config.to_string().as_bytes(), &env).unwrap())
+}
+
+fn gateway() -> Rc<Gateway> {
+    gateway_with(json!({"aws_region": "us-east-1"}))
+}
+
+fn creds() -> AwsCredentials {
+    AwsCredentials {
+        access_key_id: "AKIDFLOWTEST".into(),
+        secret_access_key: "flow/secret/KEY".into(),
+        session_token: Some("flow-session-token".into()),
+        expires_at: None,
+    }
+}
+
+/// A POST with the gateway key and a JSON body.
+fn post(path: &str, body: &Value, extra: &[(&str, &str)]) -> MockHost {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let len = bytes.len().to_string();
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "gateway"),
+        ("authorization", "Bearer test-key"),
+        ("content-type", "application/json"),
+        ("content-length", len.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    MockHost::request(&headers, &bytes)
+}
+
+/// Runs the request callbacks; returns the action of the body callback.
+fn send(flow: &mut HttpFlow, host: &mut MockHost) -> Action {
+    assert_eq!(flow.on_request_headers(host, false), Action::Pause);
+    let n = host.request_body.len();
+    flow.on_request_body(host, n, true)
+}
+
+/// The upstream answers `status` with a complete JSON body.
+fn answer(flow: &mut HttpFlow, host: &mut MockHost, status: u16, body: &Value) -> Action {
+    host.respond(&[
+        (":status", &status.to_string()),
+        ("content-type", "application/json"),
+    ]);
+    assert_eq!(flow.on_response_headers(host, false), Action::Pause);
+    host.response_body = serde_json::to_vec(body).unwrap();
+    let n = host.response_body.len();
+    flow.on_response_body(host, n, true)
+}
+
+fn with_credentials(host: &mut MockHost) {
+    credentials::store(host, &CredentialsRecord::new(creds(), host.now_unix));
+}
+
+#[test]
+fn health_is_local_and_needs_no_key() {
+    let mut host = MockHost::request(&[(":method", "GET"), (":path", "/health")], b"");
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(flow.on_request_headers(&mut host, true), Action::Pause);
+    let reply = host.reply.clone().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["status"], "ok");
+    flow.on_log(&mut host);
+    // Local answers are not counted as upstream traffic.
+    assert!(!host.counters.keys().any(|k| k.starts_with("unigate.chat.")));
+}
+
+#[test]
+fn a_missing_key_is_401_in_the_callers_format() {
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    for (path, expect_type) in [
+        ("/v1/chat/completions", None),
+        (
+            "/v1/chat/completions?target_format=bedrock_claude",
+            Some("error"),
+        ),
+    ] {
+        let mut host = post(path, &body, &[]);
+        host.request_headers.retain(|(k, _)| k != "authorization");
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        assert_eq!(flow.on_request_headers(&mut host, false), Action::Pause);
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 401);
+        let v = reply.json();
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v.get("type").and_then(Value::as_str), expect_type);
+        assert_eq!(host.counters["unigate.auth_failures"], 1);
+        assert!(host.dispatches.is_empty());
+    }
+}
+
+#[test]
+fn chat_to_claude_is_rewritten_signed_and_translated_back() {
+    let body = json!({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "Name three primes."}], "max_tokens": 50});
+    let mut host = post(
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("x-unigate-cluster", "openai"),
+            ("x-amz-security-token", "client-token"),
+            ("x-request-id", "req-from-envoy-1"),
+        ],
+    );
+    host.debug = true;
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(7, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert!(host.reply.is_none());
+
+    // The request as it goes upstream.
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke")
+    );
+    assert_eq!(
+        host.request_header(":authority"),
+        Some("bedrock-runtime.us-east-1.amazonaws.com")
+    );
+    assert_eq!(host.request_header("x-unigate-cluster"), Some("bedrock"));
+    let auth = host.request_header("authorization").unwrap();
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDFLOWTEST/"),
+        "{auth}"
+    );
+    assert_eq!(
+        host.request_header("x-amz-security-token"),
+        Some("flow-session-token")
+    );
+    assert!(host.request_header("x-amz-date").is_some());
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent["anthropic_version"], "bedrock-2023-05-31");
+    assert_eq!(sent["max_tokens"], 50);
+    assert_eq!(
+        host.request_header("content-length"),
+        Some(host.request_body.len().to_string().as_str())
+    );
+    assert_eq!(host.route_cache_clears, 1);
+    assert_eq!(
+        host.properties["unigate.model"],
+        b"anthropic.claude-3-haiku-20240307-v1:0"
+    );
+    assert_eq!(host.properties["unigate.provider"], b"bedrock");
+
+    // The answer as it goes back.
+    let upstream = json!({"id": "msg_bdrk_1", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "2, 3, 5."}], "stop_reason": "end_turn", "usage": {"input_tokens": 12, "output_tokens": 6, "cache_read_input_tokens": 4}});
+    assert_eq!(
+        answer(&mut flow, &mut host, 200, &upstream),
+        Action::Continue
+    );
+    let client: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(client["object"], "chat.completion");
+    assert_eq!(client["choices"][0]["message"]["content"], "2, 3, 5.");
+    assert_eq!(client["usage"]["prompt_tokens"], 16);
+    assert_eq!(
+        host.response_header("content-length"),
+        Some(host.response_body.len().to_string().as_str())
+    );
+    assert_eq!(host.properties["unigate.total_tokens"], b"22");
+
+    host.now_ms += 40;
+    flow.on_log(&mut host);
+    let model = "anthropic_claude-3-haiku-20240307-v1_0";
+    assert_eq!(
+        host.counter(&format!("unigate.chat.bedrock.{model}.200")),
+        1
+    );
+    assert_eq!(host.counter(&format!("unigate.tokens.{model}.input")), 16);
+    assert_eq!(host.counter(&format!("unigate.tokens.{model}.cached")), 4);
+    assert_eq!(host.histograms["unigate.upstream_latency_ms"], vec![40]);
+    // Log lines carry Envoy's request id.
+    assert!(host
+        .logs
+        .iter()
+        .any(|(l, m)| *l == Level::Debug && m.starts_with("unigate req-from-envoy-1 (#7)")));
+}
+
+#[test]
+fn the_first_bedrock_request_fetches_credentials_from_the_sidecar() {
+    let body =
+        json!({"model": "amazon.nova-lite-v1:0", "messages": [{"role": "user", "content": "hi"}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Pause);
+    let call = &host.dispatches[0];
+    assert_eq!(call.cluster, "unigate_sidecar");
+    assert!(call
+        .headers
+        .contains(&(":path".into(), "/v1/internal/aws-credentials".into())));
+    assert!(call
+        .headers
+        .contains(&("x-unigate-token".into(), "sidecar-secret-token".into())));
+    // The request is still the client's while we wait.
+    assert_eq!(host.request_header(":path"), Some("/v1/chat/completions"));
+
+    host.callout = (
+        Some(200),
+        serde_json::to_vec(&json!({"access_key_id": "AKIDFROMSIDECAR", "secret_access_key": "s", "session_token": null, "expires_at": host.now_unix + 3600})).unwrap(),
+    );
+    let n = host.callout.1.len();
+    flow.on_callout_response(&mut host, 3, n);
+    assert_eq!(host.resumes, 1);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/amazon.nova-lite-v1%3A0/converse")
+    );
+    assert!(host
+        .request_header("authorization")
+        .unwrap()
+        .contains("AKIDFROMSIDECAR"));
+    // Stored for every worker.
+    assert!(credentials::load(&mut host).is_some());
+}
+
+#[test]
+fn sidecar_failures_are_clear_5xx_errors() {
+    let body =
+        json!({"model": "amazon.nova-lite-v1:0", "messages": [{"role": "user", "content": "hi"}]});
+    // The callout cannot start.
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    host.fail_dispatch = true;
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    let reply = host.reply.clone().unwrap();
+    assert_eq!(reply.status, 503);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unigate_sidecar"));
+    // The sidecar never answers.
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.callout = (None, Vec::new());
+    flow.on_callout_response(&mut host, 0, 0);
+    let reply = host.reply.unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"]["code"], "sidecar_unavailable");
+    assert_eq!(host.resumes, 0);
+}
+
+#[test]
+fn file_ids_are_fetched_for_the_keys_owner_and_put_in_the_prompt() {
+    let body = json!({"model": "gpt-4o", "file_ids": ["file-abc"], "messages": [{"role": "user", "content": "Summarise."}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Pause);
+    let call = host.dispatches[0].clone();
+    assert!(call
+        .headers
+        .contains(&(":path".into(), "/v1/internal/file-context".into())));
+    let owner = call
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-unigate-owner")
+        .unwrap();
+    assert!(!owner.1.contains(KEY), "the owner is a hash of the key");
+    host.callout = (
+        Some(200),
+        serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
+    );
+    let n = host.callout.1.len();
+    flow.on_callout_response(&mut host, 3, n);
+    assert_eq!(host.resumes, 1);
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert!(sent.get("file_ids").is_none());
+    let text = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(text.contains("--- file: notes.txt") && text.ends_with("Summarise."));
+    assert_eq!(
+        host.request_header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
+}
+
+#[test]
+fn a_stream_is_translated_chunk_by_chunk() {
+    let body = json!({"model": "amazon.nova-lite-v1:0", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/amazon.nova-lite-v1%3A0/converse-stream")
+    );
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+        ("content-length", "999"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    assert_eq!(
+        host.response_header("content-type"),
+        Some("text/event-stream")
+    );
+    assert_eq!(host.response_header("content-length"), None);
+
+    let frames = [
+        event_frame("messageStart", br#"{"role":"assistant"}"#),
+        event_frame(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"text":"Hello"}}"#,
+        ),
+        event_frame("messageStop", br#"{"stopReason":"end_turn"}"#),
+        event_frame(
+            "metadata",
+            br#"{"usage":{"inputTokens":3,"outputTokens":1,"totalTokens":4}}"#,
+        ),
+    ];
+    let mut client = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        host.now_ms += 5;
+        host.response_body = f.clone();
+        let last = i + 1 == frames.len();
+        assert_eq!(
+            flow.on_response_body(&mut host, f.len(), last),
+            Action::Continue
+        );
+        client.extend_from_slice(&host.response_body);
+    }
+    let text = String::from_utf8(client).unwrap();
+    assert!(text.contains(r#""content":"Hello""#), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(host.properties["unigate.total_tokens"], b"4");
+    flow.on_log(&mut host);
+    assert_eq!(host.counter("unigate.streams_total"), 1);
+    assert_eq!(host.histograms["unigate.ttft_ms"], vec![5]);
+}
+
+#[test]
+fn relayed_and_translated_answers_over_the_cap_are_502() {
+    // OpenAI to OpenAI is relayed (read for usage only); Claude to OpenAI is translated.
+    for model in ["gpt-4o", "claude-3-haiku"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let mut host = post("/v1/chat/completions", &body, &[]);
+        with_credentials(&mut host);
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        assert_eq!(send(&mut flow, &mut host), Action::Continue);
+        host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+        flow.on_response_headers(&mut host, false);
+        host.response_body = b"{".to_vec();
+        assert_eq!(
+            flow.on_response_body(&mut host, MAX_RESPONSE_BYTES + 1, false),
+            Action::Pause,
+            "{model}"
+        );
+        let reply = host.reply.unwrap();
+        assert_eq!(reply.status, 502, "{model}");
+        assert!(reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"));
+    }
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let gw = gateway_with(
+        json!({"aws_region": "us-east-1", "api_keys": [{"key": "limited", "name": "team-a", "rpm": 1}]}),
+    );
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let mut shared = None;
+    for (i, expect) in [(0, None), (1, Some(429))] {
+        let mut host = post(
+            "/v1/chat/completions",
+            &body,
+            &[("authorization", "Bearer limited")],
+        );
+        host.request_headers
+            .retain(|(k, v)| k != "authorization" || v == "Bearer limited");
+        if let Some(s) = shared.take() {
+            host.shared = s;
+        }
+        let mut flow = HttpFlow::new(i, Some(gw.clone()), None);
+        send(&mut flow, &mut host);
+        assert_eq!(host.reply.as_ref().map(|r| r.status), expect);
+        if let Some(r) = &host.reply {
+            assert!(r.header("retry-after").is_some());
+            assert_eq!(host.counter("unigate.rate_limited"), 1);
+        }
+        shared = Some(host.shared.clone());
+    }
+}
+
+#[test]
+fn envoys_own_replies_become_client_errors() {
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.host_properties.insert(
+        "response.code_details".into(),
+        b"upstream_reset_before_response_started{remote_reset}".to_vec(),
+    );
+    let out = answer(&mut flow, &mut host, 503, &json!("upstream connect error"));
+    assert_eq!(out, Action::Continue);
+    let client: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(host.response_header(":status"), Some("502"));
+    assert_eq!(client["error"]["code"], "upstream_reset");
+    assert_eq!(host.counter("unigate.errors.upstream"), 1);
+}
+
+#[test]
+fn internal_headers_from_clients_are_dropped() {
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let mut host = post(
+        "/v1/chat/completions",
+        &body,
+        &[
+            ("x-unigate-owner", "someone-else"),
+            ("x-unigate-token", "guess"),
+        ],
+    );
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    assert_eq!(host.request_header("x-unigate-owner"), None);
+    assert_eq!(host.request_header("x-unigate-token"), None);
+    assert_eq!(host.request_header("x-unigate-cluster"), Some("openai"));
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let gw = gateway_with(json!({
+        "aws_region": "us-east-1",
+        "openai_api_key": "sk-literal-secret",
+        "api_keys": ["plain-secret-key", {"key": "entry-secret-key", "name": "team-a"}],
+    }));
+    let body =
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut host = post(
+        "/v1/chat/completions",
+        &body,
+        &[("authorization", "Bearer plain-secret-key")],
+    );
+    host.request_headers
+        .retain(|(k, v)| k != "authorization" || v == "Bearer plain-secret-key");
+    let mut flow = HttpFlow::new(1, Some(gw.clone()), None);
+    send(&mut flow, &mut host);
+    let planned = unigate_core::plan::plan(
+        &gw,
+        &unigate_core::plan::PlanInput::new(
+            unigate_core::doors::Door::Chat,
+            &serde_json::to_vec(&body).unwrap(),
+        ),
+    )
+    .unwrap();
+    let outputs = [
+        format!("{gw:?}"),
+        format!("{:?}", gw.config),
+        format!("{planned:?}"),
+        format!("{flow:?}"),
+    ];
+    for out in outputs {
+        for secret in [
+            "sk-literal-secret",
+            "plain-secret-key",
+            "entry-secret-key",
+            "sidecar-secret-token",
+        ] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("[redacted]"));
+    }
+}
+
+#[test]
+fn the_root_refreshes_credentials_under_a_lease() {
+    let mut host = MockHost::request(&[], b"");
+    let mut root = RootFlow::default();
+    let env = |k: &str| match k {
+        "API_KEY" => Some(KEY.to_string()),
+        _ => None,
+    };
+    assert!(root.on_configure(&mut host, br#"{"aws_region": "us-east-1"}"#, &env));
+    assert_eq!(host.tick_ms, Some(1000));
+    assert!(host.defined.contains(&"unigate.requests_total".to_string()));
+    root.on_tick(&mut host);
+    assert_eq!(host.dispatches.len(), 1);
+    // Another tick while the lease is held does not ask again.
+    root.on_tick(&mut host);
+    assert_eq!(host.dispatches.len(), 1);
+    host.callout = (
+        Some(200),
+        serde_json::to_vec(&json!({"access_key_id": "AKIDROOT", "secret_access_key": "s", "expires_at": host.now_unix + 3600})).unwrap(),
+    );
+    root.on_callout_response(&mut host, 3, 10);
+    assert_eq!(
+        {
+            let now = host.now_unix;
+            credentials::current(&mut host, now)
+        }
+        .unwrap()
+        .access_key_id,
+        "AKIDROOT"
+    );
+    // The next tick slows down to the refresh period and does not refresh fresh credentials.
+    root.on_tick(&mut host);
+    assert_eq!(host.tick_ms, Some(30_000));
+    assert_eq!(host.dispatches.len(), 1);
+    // A failed refresh keeps the old credentials and counts the failure.
+    host.now_unix += 3600 - 60;
+    root.on_tick(&mut host);
+    assert_eq!(host.dispatches.len(), 2);
+    host.callout = (Some(500), b"{}".to_vec());
+    root.on_callout_response(&mut host, 3, 2);
+    assert_eq!(host.counter("unigate.errors.credentials_refresh"), 1);
+    assert!({
+        let now = host.now_unix;
+        credentials::current(&mut host, now)
+    }
+    .is_some());
+}
+
+#[test]
+fn a_bad_configuration_is_rejected_with_a_critical_log() {
+    let mut host = MockHost::request(&[], b"");
+    let mut root = RootFlow::default();
+    assert!(!root.on_configure(&mut host, br#"{"no_such_field": 1}"#, &|_| None));
+    assert!(host.logs.iter().any(|(l, _)| *l == Level::Critical));
+    assert!(root.gateway().is_none());
+}
