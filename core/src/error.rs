@@ -40,6 +40,22 @@ impl ErrorType {
     }
 }
 
+impl ErrorType {
+    /// Parses an OpenAI `error.type` the gateway knows.
+    pub fn parse(s: &str) -> Option<ErrorType> {
+        Some(match s {
+            "invalid_request_error" => ErrorType::InvalidRequest,
+            "authentication_error" => ErrorType::Authentication,
+            "permission_error" => ErrorType::Permission,
+            "rate_limit_error" => ErrorType::RateLimit,
+            "insufficient_quota" => ErrorType::InsufficientQuota,
+            "api_error" | "server_error" => ErrorType::Api,
+            "timeout_error" => ErrorType::Timeout,
+            _ => return None,
+        })
+    }
+}
+
 /// An error answered to the client: HTTP status plus the OpenAI error object fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {

@@ -108,13 +108,91 @@ pub enum ImageSource {
     Url(String),
 }
 
-/// One conversation turn.
+/// One conversation turn. Turns of the same role are merged, so `origins` says where each
+/// part came from in the client's request: errors about a part name the client's own field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// Its content, in order.
     pub content: Vec<Part>,
+    /// Where each part of `content` came from (same length, or empty when unknown).
+    pub origins: Vec<Origin>,
+}
+
+impl Message {
+    /// A turn whose parts have no recorded origin.
+    pub fn new(role: Role, content: Vec<Part>) -> Message {
+        Message {
+            role,
+            content,
+            origins: Vec::new(),
+        }
+    }
+
+    /// The client's path of part `j` of this turn; `ir_index` (the turn's position in the
+    /// IR) is used when the origin is unknown.
+    pub fn part_path(&self, j: usize, ir_index: usize) -> String {
+        match self.origins.get(j) {
+            Some(o) => o.path(),
+            None => format!("messages[{ir_index}].content[{j}]"),
+        }
+    }
+}
+
+/// Which field of a client message a part came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginField {
+    /// `content[index]` (an array of parts or blocks).
+    Content,
+    /// `content` as a plain string.
+    ContentString,
+    /// `tool_calls[index]` (OpenAI).
+    ToolCalls,
+    /// `function_call` (legacy OpenAI).
+    FunctionCall,
+    /// `thinking_blocks[index]` or `reasoning_content`.
+    Reasoning,
+    /// The whole message (an OpenAI `tool` message).
+    Whole,
+}
+
+/// Where a part came from in the client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The request field holding the conversation (`messages`, `input`).
+    pub root: &'static str,
+    /// Index of the client's message.
+    pub message: u32,
+    /// Field within it.
+    pub field: OriginField,
+    /// Index within that field (unused for single-valued fields).
+    pub index: u32,
+}
+
+impl Origin {
+    /// An origin in `messages`.
+    pub fn messages(message: usize, field: OriginField, index: usize) -> Origin {
+        Origin {
+            root: "messages",
+            message: u32::try_from(message).unwrap_or(u32::MAX),
+            field,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The client's path (`messages[1].content[0]`).
+    pub fn path(&self) -> String {
+        let (root, m, i) = (self.root, self.message, self.index);
+        match self.field {
+            OriginField::Content => format!("{root}[{m}].content[{i}]"),
+            OriginField::ContentString => format!("{root}[{m}].content"),
+            OriginField::ToolCalls => format!("{root}[{m}].tool_calls[{i}]"),
+            OriginField::FunctionCall => format!("{root}[{m}].function_call"),
+            OriginField::Reasoning => format!("{root}[{m}].thinking_blocks[{i}]"),
+            OriginField::Whole => format!("{root}[{m}]"),
+        }
+    }
 }
 
 /// A function the model may call.

@@ -3,6 +3,7 @@
 
 use crate::error::GatewayError;
 use crate::formats::Format;
+use crate::ir::Operation;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -91,7 +92,15 @@ pub fn default_rules() -> Vec<RouteRule> {
             api: None,
         })
     };
-    for p in ["gpt-*", "chatgpt-*", "o1*", "o3*", "o4*", "ft:gpt-*"] {
+    for p in [
+        "gpt-*",
+        "chatgpt-*",
+        "o1*",
+        "o3*",
+        "o4*",
+        "ft:gpt-*",
+        "text-embedding-*",
+    ] {
         add(p.to_string(), Provider::Openai);
     }
     for fam in BEDROCK_FAMILIES {
@@ -229,6 +238,16 @@ pub fn bedrock_format_for(model: &str) -> Format {
     }
 }
 
+/// Whether a model id names an embedding model (OpenAI's `text-embedding-*`, Titan and
+/// Cohere embeddings on Bedrock, ARNs and geography prefixes allowed).
+pub fn is_embedding_model(model: &str) -> bool {
+    let base = base_model_id(model);
+    base.starts_with("text-embedding-")
+        || base.starts_with("amazon.titan-embed")
+        || base.starts_with("amazon.nova-embed")
+        || base.starts_with("cohere.embed")
+}
+
 /// The result of routing one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -256,8 +275,13 @@ impl Router {
         &self.aliases
     }
 
-    /// Resolves a model (and an optional forced provider) to an upstream.
-    pub fn route(&self, model: &str, forced: Option<Provider>) -> Result<Route, GatewayError> {
+    /// Resolves a model (and an optional forced provider) to an upstream for `operation`.
+    pub fn route(
+        &self,
+        model: &str,
+        forced: Option<Provider>,
+        operation: Operation,
+    ) -> Result<Route, GatewayError> {
         let model_id = self
             .aliases
             .get(model)
@@ -276,6 +300,15 @@ impl Router {
             Provider::Openai => Format::OpenaiChat,
             Provider::Bedrock => bedrock_format_for(&model_id),
         });
+        if operation == Operation::Chat && is_embedding_model(&model_id) {
+            return Err(GatewayError::invalid(
+                "model",
+                format!(
+                    "The model `{model}` is an embedding model; send it to POST /v1/embeddings."
+                ),
+            )
+            .with_code("wrong_endpoint"));
+        }
         if format.provider() != provider {
             return Err(GatewayError::internal(format!(
                 "Routing rule for `{model}` names API {} for provider {}.",
@@ -293,6 +326,12 @@ mod tests {
 
     fn router() -> Router {
         Router::new(default_rules(), default_aliases())
+    }
+
+    impl Router {
+        fn route_chat(&self, model: &str, forced: Option<Provider>) -> Result<Route, GatewayError> {
+            self.route(model, forced, Operation::Chat)
+        }
     }
 
     #[test]
@@ -340,7 +379,7 @@ mod tests {
         ];
         for (model, api, id) in cases {
             let route = r
-                .route(model, None)
+                .route(model, None, Operation::Chat)
                 .unwrap_or_else(|e| panic!("{model}: {e}"));
             assert_eq!(route.format, *api, "{model}");
             assert_eq!(route.model_id, *id, "{model}");
@@ -350,7 +389,7 @@ mod tests {
     #[test]
     fn agents() {
         let route = router()
-            .route("bedrock-agent/AGENT12345/ALIAS12345", None)
+            .route_chat("bedrock-agent/AGENT12345/ALIAS12345", None)
             .unwrap();
         assert_eq!(route.format, Format::Agent);
         assert_eq!(
@@ -362,8 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn embedding_models_never_route_to_chat() {
+        for m in [
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+            "text-embedding-3-small",
+            "us.cohere.embed-v4:0",
+        ] {
+            let e = router().route(m, None, Operation::Chat).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_deref()),
+                (400, Some("wrong_endpoint")),
+                "{m}"
+            );
+            assert!(e.message.contains("/v1/embeddings"));
+        }
+        assert!(!is_embedding_model("amazon.nova-pro-v1:0"));
+    }
+
+    #[test]
     fn unknown_model_is_404() {
-        let e = router().route("llama-local", None).unwrap_err();
+        let e = router().route_chat("llama-local", None).unwrap_err();
         assert_eq!(e.status, 404);
         assert_eq!(e.code.as_deref(), Some("model_not_found"));
     }
@@ -371,14 +429,16 @@ mod tests {
     #[test]
     fn forced_provider() {
         let r = router();
-        let route = r.route("my-vllm-model", Some(Provider::Openai)).unwrap();
+        let route = r
+            .route_chat("my-vllm-model", Some(Provider::Openai))
+            .unwrap();
         assert_eq!(route.format, Format::OpenaiChat);
         let route = r
-            .route("anthropic.claude-x", Some(Provider::Bedrock))
+            .route_chat("anthropic.claude-x", Some(Provider::Bedrock))
             .unwrap();
         assert_eq!(route.format, Format::Anthropic);
         // A forced provider skips rules of the other provider.
-        let route = r.route("gpt-4o", Some(Provider::Bedrock)).unwrap();
+        let route = r.route_chat("gpt-4o", Some(Provider::Bedrock)).unwrap();
         assert_eq!(route.format, Format::Converse);
     }
 }

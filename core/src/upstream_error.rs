@@ -178,6 +178,16 @@ pub fn from_openai(status: u16, body: &[u8]) -> GatewayError {
             "upstream_error",
         ),
     };
+    // OpenAI's own error type is kept (a 429 `insufficient_quota` is not a rate limit),
+    // except where the status was remapped (the gateway's key refused upstream).
+    let upstream_type = err_obj
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .and_then(ErrorType::parse);
+    let kind = match upstream_type {
+        Some(t) if default_code != "upstream_auth_failed" => t,
+        _ => kind,
+    };
     let (message, code) = if st == 502 && default_code == "upstream_auth_failed" {
         (
             format!("The gateway's OpenAI API key was rejected upstream: {message}"),
@@ -360,6 +370,21 @@ x-amz-security-token:IQoJsecretTOKEN
             (404, Some("model_not_found"), Some("model"))
         );
         assert_eq!(from_openai(429, b"{}").status, 429);
+        assert_eq!(from_openai(429, b"{}").kind, ErrorType::RateLimit);
+        // OpenAI's own type survives: quota exhaustion is not a rate limit.
+        let e = from_openai(
+            429,
+            br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.kind, e.code.as_deref()),
+            (
+                429,
+                ErrorType::InsufficientQuota,
+                Some("insufficient_quota")
+            )
+        );
+        assert_eq!(e.to_value()["error"]["type"], "insufficient_quota");
     }
 
     #[test]

@@ -87,10 +87,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     let input = req_str(obj, "inputText", "inputText")?.to_string();
     let mut req = ChatRequest {
         model,
-        messages: vec![Message {
-            role: Role::User,
-            content: vec![Part::text(input)],
-        }],
+        messages: vec![Message::new(Role::User, vec![Part::text(input)])],
         ..ChatRequest::default()
     };
     if let Some(cfg) = opt_object(obj, "textGenerationConfig", "textGenerationConfig")? {
@@ -130,7 +127,7 @@ fn input_text(req: &ChatRequest) -> Result<String, GatewayError> {
                 Part::Reasoning { .. } | Part::RedactedReasoning { .. } => {}
                 _ => {
                     return Err(GatewayError::invalid(
-                        format!("messages[{i}].content[{j}]"),
+                        msg.part_path(j, i),
                         "Titan text models accept text only (no images, documents or tools).",
                     ))
                 }

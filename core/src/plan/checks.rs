@@ -48,7 +48,9 @@ fn capabilities(req: &ChatRequest, caps: Capabilities, model: &str) -> Result<()
         }
     }
     for (i, m) in req.messages.iter().enumerate() {
-        for p in &m.content {
+        for (j, p) in m.content.iter().enumerate() {
+            // The client's own message (turns of one role were merged).
+            let i = m.origins.get(j).map_or(i, |o| o.message as usize);
             let nested: Vec<&Part> = match p {
                 Part::ToolResult { content, .. } => content.iter().collect(),
                 other => vec![other],

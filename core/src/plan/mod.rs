@@ -231,7 +231,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     let obj = parse(input)?;
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
-    let (model, route) = route(gw, &obj, input.client)?;
+    let (model, route) = route(gw, input.door, &obj, input.client)?;
     let req = decode(format, &obj, &route)?;
     let caps = capabilities::for_model(&route.model_id);
     checks::for_upstream(&req, &obj, &route, caps, &model)?;
@@ -318,6 +318,7 @@ pub fn target_format(input: &PlanInput<'_>) -> Result<Format, GatewayError> {
 /// not use.
 pub fn route(
     gw: &Gateway,
+    door: Door,
     obj: &Object,
     client: Option<&ClientKey>,
 ) -> Result<(String, Route), GatewayError> {
@@ -331,7 +332,7 @@ pub fn route(
         })?),
     };
     let model = json::req_str(obj, "model", "model")?.to_string();
-    let route = gw.router.route(&model, forced)?;
+    let route = gw.router.route(&model, forced, door.operation())?;
     if let Some(k) = client {
         if !k.model_allowed(&model, &route.model_id) {
             return Err(GatewayError::model_not_allowed(&model));

@@ -6,7 +6,9 @@ use crate::formats::bedrock::{
     check_reserved_tool_name, image_format, parse_arguments, remote_image_error, structured_schema,
     STRUCTURED_OUTPUT_DESCRIPTION, STRUCTURED_OUTPUT_TOOL,
 };
-use crate::ir::{ChatRequest, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice};
+use crate::ir::{
+    ChatRequest, ImageSource, Message, Origin, OriginField, Part, Reasoning, Role, Tool, ToolChoice,
+};
 use crate::json::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
     string_or_list, type_name, Lazy, Object,
@@ -69,13 +71,20 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
             }
         };
         let cpath = Lazy(|| format!("{path}.content"));
-        let content = match get(m, "content") {
-            Some(Value::String(s)) => vec![Part::text(s.clone())],
-            Some(Value::Array(blocks)) => blocks
-                .iter()
-                .enumerate()
-                .map(|(j, b)| decode_block(b, &Lazy(|| format!("{cpath}[{j}]"))))
-                .collect::<Result<Vec<_>, _>>()?,
+        let (content, origins) = match get(m, "content") {
+            Some(Value::String(s)) => (
+                vec![Part::text(s.clone())],
+                vec![Origin::messages(i, OriginField::ContentString, 0)],
+            ),
+            Some(Value::Array(blocks)) => {
+                let mut parts = Vec::with_capacity(blocks.len());
+                let mut origins = Vec::with_capacity(blocks.len());
+                for (j, b) in blocks.iter().enumerate() {
+                    parts.push(decode_block(b, &Lazy(|| format!("{cpath}[{j}]")))?);
+                    origins.push(Origin::messages(i, OriginField::Content, j));
+                }
+                (parts, origins)
+            }
             None => {
                 return Err(GatewayError::invalid(
                     cpath,
@@ -93,8 +102,15 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
             }
         };
         match req.messages.last_mut() {
-            Some(last) if last.role == role => last.content.extend(content),
-            _ => req.messages.push(Message { role, content }),
+            Some(last) if last.role == role => {
+                last.content.extend(content);
+                last.origins.extend(origins);
+            }
+            _ => req.messages.push(Message {
+                role,
+                content,
+                origins,
+            }),
         }
     }
     req.max_tokens = opt_u32(obj, "max_tokens", "max_tokens", 1)?;
@@ -423,13 +439,15 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Vec<u8>,
         let results = msg
             .content
             .iter()
-            .filter(|p| matches!(p, Part::ToolResult { .. }));
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Part::ToolResult { .. }));
         let others = msg
             .content
             .iter()
-            .filter(|p| !matches!(p, Part::ToolResult { .. }));
-        for (j, part) in results.chain(others).enumerate() {
-            if let Some(b) = encode_block(part, &Lazy(|| format!("messages[{i}].content[{j}]")))? {
+            .enumerate()
+            .filter(|(_, p)| !matches!(p, Part::ToolResult { .. }));
+        for (j, part) in results.chain(others) {
+            if let Some(b) = encode_block(part, &Lazy(|| msg.part_path(j, i)))? {
                 blocks.push(b);
             }
         }

@@ -46,13 +46,16 @@ pub fn encode_request(
         let r = req.to_mut();
         r.system.clear();
         match r.messages.iter_mut().find(|m| m.role == Role::User) {
-            Some(first) => first.content.insert(0, Part::text(format!("{text}\n\n"))),
+            Some(first) => {
+                first.content.insert(0, Part::text(format!("{text}\n\n")));
+                // The folded text takes the origin of the part it precedes (text never errs).
+                if let Some(o) = first.origins.first().copied() {
+                    first.origins.insert(0, o);
+                }
+            }
             None => r.messages.insert(
                 0,
-                crate::ir::Message {
-                    role: Role::User,
-                    content: vec![Part::text(text)],
-                },
+                crate::ir::Message::new(Role::User, vec![Part::text(text)]),
             ),
         }
     }
@@ -79,21 +82,19 @@ pub fn encode_request(
         let results = msg
             .content
             .iter()
-            .filter(|p| matches!(p, Part::ToolResult { .. }));
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Part::ToolResult { .. }));
         let others = msg
             .content
             .iter()
-            .filter(|p| !matches!(p, Part::ToolResult { .. }));
+            .enumerate()
+            .filter(|(_, p)| !matches!(p, Part::ToolResult { .. }));
         let mut blocks = Vec::with_capacity(msg.content.len());
-        for (j, part) in results.chain(others).enumerate() {
+        for (j, part) in results.chain(others) {
             if matches!(part, Part::ToolCall { .. } | Part::ToolResult { .. }) {
                 history_has_tools = true;
             }
-            encode_block(
-                part,
-                &Lazy(|| format!("messages[{i}].content[{j}]")),
-                &mut blocks,
-            )?;
+            encode_block(part, &Lazy(|| msg.part_path(j, i)), &mut blocks)?;
         }
         if blocks.is_empty() {
             continue;

@@ -5,7 +5,8 @@ use crate::error::GatewayError;
 use crate::formats::bedrock::{parse_arguments, remote_image_error};
 use crate::formats::DecodeContext;
 use crate::ir::{
-    ChatRequest, ImageSource, Message, Part, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
+    ChatRequest, ImageSource, Message, Origin, OriginField, Part, Reasoning, ResponseFormat, Role,
+    Tool, ToolChoice,
 };
 use crate::json::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
@@ -123,7 +124,7 @@ fn decode_message(
     match role {
         "system" | "developer" => {
             let parts = decode_content(get(msg, "content"), &content_path, false, opts)?;
-            req.system.extend(parts);
+            req.system.extend(parts.into_iter().map(|(_, p)| p));
         }
         "user" => {
             let parts = decode_content(get(msg, "content"), &content_path, true, opts)?;
@@ -133,10 +134,12 @@ fn decode_message(
                     "A user message must have content.",
                 ));
             }
-            push_turn(req, Role::User, parts);
+            let (parts, origins) = content_origins(i, parts);
+            push_turn(req, Role::User, parts, origins);
         }
         "assistant" => {
             let mut parts = Vec::new();
+            let mut origins = Vec::new();
             if let Some(blocks) = opt_array(
                 msg,
                 "thinking_blocks",
@@ -145,6 +148,7 @@ fn decode_message(
                 for (j, b) in blocks.iter().enumerate() {
                     let bpath = Lazy(|| format!("{path}.thinking_blocks[{j}]"));
                     let b = as_object(b, &bpath)?;
+                    origins.push(Origin::messages(i, OriginField::Reasoning, j));
                     match opt_str(b, "type", &Lazy(|| format!("{bpath}.type")))? {
                         Some("redacted_thinking") => parts.push(Part::RedactedReasoning {
                             data: req_str(b, "data", &Lazy(|| format!("{bpath}.data")))?
@@ -169,14 +173,15 @@ fn decode_message(
                         text: r.clone(),
                         signature: None,
                     });
+                    origins.push(Origin::messages(i, OriginField::Reasoning, 0));
                 }
             }
-            parts.extend(decode_content(
-                get(msg, "content"),
-                &content_path,
-                false,
-                opts,
-            )?);
+            let (content, content_origins) = content_origins(
+                i,
+                decode_content(get(msg, "content"), &content_path, false, opts)?,
+            );
+            parts.extend(content);
+            origins.extend(content_origins);
             if let Some(calls) =
                 opt_array(msg, "tool_calls", &Lazy(|| format!("{path}.tool_calls")))?
             {
@@ -187,6 +192,7 @@ fn decode_message(
                         parse_arguments(arguments, &cpath)?;
                     }
                     parts.push(part);
+                    origins.push(Origin::messages(i, OriginField::ToolCalls, j));
                 }
             }
             if let Some(fc) = opt_object(
@@ -203,9 +209,10 @@ fn decode_message(
                     name: name.to_string(),
                     arguments: arguments.to_string(),
                 });
+                origins.push(Origin::messages(i, OriginField::FunctionCall, 0));
             }
             if !parts.is_empty() {
-                push_turn(req, Role::Assistant, parts);
+                push_turn(req, Role::Assistant, parts, origins);
             }
         }
         "tool" | "function" => {
@@ -224,9 +231,10 @@ fn decode_message(
                 Role::User,
                 vec![Part::ToolResult {
                     id: id.to_string(),
-                    content,
+                    content: content.into_iter().map(|(_, p)| p).collect(),
                     is_error: false,
                 }],
+                vec![Origin::messages(i, OriginField::Whole, 0)],
             );
         }
         other => {
@@ -242,17 +250,33 @@ fn decode_message(
 }
 
 /// Appends a turn, merging with the previous turn of the same role.
-fn push_turn(req: &mut ChatRequest, role: Role, parts: Vec<Part>) {
+fn push_turn(req: &mut ChatRequest, role: Role, parts: Vec<Part>, origins: Vec<Origin>) {
     if let Some(last) = req.messages.last_mut() {
         if last.role == role {
             last.content.extend(parts);
+            last.origins.extend(origins);
             return;
         }
     }
     req.messages.push(Message {
         role,
         content: parts,
+        origins,
     });
+}
+
+/// Parts of message `i`'s `content` with their origins.
+fn content_origins(i: usize, parts: Vec<(Option<usize>, Part)>) -> (Vec<Part>, Vec<Origin>) {
+    parts
+        .into_iter()
+        .map(|(j, p)| {
+            let origin = match j {
+                Some(j) => Origin::messages(i, OriginField::Content, j),
+                None => Origin::messages(i, OriginField::ContentString, 0),
+            };
+            (p, origin)
+        })
+        .unzip()
 }
 
 fn decode_tool_call(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, GatewayError> {
@@ -283,20 +307,21 @@ fn decode_tool_call(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, G
     })
 }
 
-/// Decodes `content`: a string, an array of parts, or absent.
+/// Decodes `content`: a string, an array of parts, or absent. Each part comes with its index
+/// in the array (`None` for string content).
 fn decode_content(
     content: Option<&Value>,
     path: &dyn std::fmt::Display,
     allow_media: bool,
     opts: DecodeContext,
-) -> Result<Vec<Part>, GatewayError> {
+) -> Result<Vec<(Option<usize>, Part)>, GatewayError> {
     match content {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => {
             if s.is_empty() {
                 Ok(Vec::new())
             } else {
-                Ok(vec![Part::text(s.clone())])
+                Ok(vec![(None, Part::text(s.clone()))])
             }
         }
         Some(Value::Array(items)) => {
@@ -304,7 +329,7 @@ fn decode_content(
             for (i, item) in items.iter().enumerate() {
                 let ppath = Lazy(|| format!("{path}[{i}]"));
                 if let Some(p) = decode_part(item, &ppath, allow_media, opts)? {
-                    parts.push(p);
+                    parts.push((Some(i), p));
                 }
             }
             Ok(parts)
