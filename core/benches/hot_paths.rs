@@ -94,6 +94,7 @@ fn bench_requests(c: &mut Criterion) {
 
 fn response_plan(api: Format, stream: bool) -> ResponsePlan {
     ResponsePlan {
+        operation: unigate_core::ir::Operation::Chat,
         upstream: api,
         input: Format::OpenaiChat,
         target: Format::OpenaiChat,

@@ -41,6 +41,7 @@ fn main() {
     s.extend(chunk(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 300}})));
     s.extend(chunk(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": 300}})));
     let plan = ResponsePlan {
+        operation: unigate_core::ir::Operation::Chat,
         upstream: Format::Anthropic,
         input: Format::OpenaiChat,
         target,

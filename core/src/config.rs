@@ -83,6 +83,9 @@ pub struct PluginConfig {
     pub models: Vec<ModelEntry>,
     /// Serve only `models` (and aliases) instead of extending the default catalog.
     pub replace_default_models: bool,
+    /// Anthropic beta flags passed to Claude on Bedrock, per model (first match wins);
+    /// replaces the built-in table when given.
+    pub anthropic_betas: Option<Vec<crate::formats::anthropic::betas::BetaRule>>,
 }
 
 impl std::fmt::Debug for PluginConfig {
@@ -137,6 +140,7 @@ impl Default for PluginConfig {
             aliases: BTreeMap::new(),
             models: Vec::new(),
             replace_default_models: false,
+            anthropic_betas: None,
         }
     }
 }
@@ -267,6 +271,8 @@ pub struct Gateway {
     pub catalog: Catalog,
     /// Secret shared with the sidecar (`x-unigate-token`).
     pub sidecar_token: Option<String>,
+    /// Anthropic beta flags Bedrock accepts, per model.
+    pub beta_rules: Vec<crate::formats::anthropic::betas::BetaRule>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -398,6 +404,10 @@ impl Gateway {
         let catalog = Catalog::new(models, &aliases);
         let router = Router::new(rules, aliases);
         let sidecar_token = nonempty(env(&config.sidecar_token_env));
+        let beta_rules = config
+            .anthropic_betas
+            .clone()
+            .unwrap_or_else(crate::formats::anthropic::betas::default_rules);
 
         Ok(Gateway {
             config,
@@ -409,6 +419,7 @@ impl Gateway {
             router,
             catalog,
             sidecar_token,
+            beta_rules,
         })
     }
 

@@ -14,6 +14,10 @@ pub enum Door {
     /// `POST /v1/chat/completions`: OpenAI, Bedrock-Claude or Bedrock-Titan bodies (detected),
     /// answered as OpenAI unless `target_format` says otherwise.
     Chat,
+    /// `POST /v1/messages`: the Anthropic Messages API (Claude Code, the anthropic SDKs).
+    Messages,
+    /// `POST /v1/messages/count_tokens`: Anthropic's token counting.
+    CountTokens,
 }
 
 impl Door {
@@ -21,13 +25,16 @@ impl Door {
     pub fn name(self) -> &'static str {
         match self {
             Door::Chat => "chat",
+            Door::Messages => "messages",
+            Door::CountTokens => "count_tokens",
         }
     }
 
     /// What the door asks of a model.
     pub fn operation(self) -> Operation {
         match self {
-            Door::Chat => Operation::Chat,
+            Door::Chat | Door::Messages => Operation::Chat,
+            Door::CountTokens => Operation::CountTokens,
         }
     }
 
@@ -35,6 +42,7 @@ impl Door {
     pub fn input(self) -> Option<Format> {
         match self {
             Door::Chat => None,
+            Door::Messages | Door::CountTokens => Some(Format::Anthropic),
         }
     }
 
@@ -42,6 +50,7 @@ impl Door {
     pub fn default_target(self) -> Format {
         match self {
             Door::Chat => Format::OpenaiChat,
+            Door::Messages | Door::CountTokens => Format::Anthropic,
         }
     }
 

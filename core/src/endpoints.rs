@@ -84,6 +84,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The door whose error envelope a path's errors use when the path is not a door itself (a
+/// wrong method on `/v1/messages` is still an Anthropic client's error).
+pub fn door_of_path(path: &str) -> Door {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        Door::Messages
+    } else {
+        Door::Chat
+    }
+}
+
 /// Classifies a request by method and path (without query).
 pub fn classify(method: &str, path: &str) -> Endpoint {
     let path = if path.len() > 1 {
@@ -124,6 +134,17 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
         "/v1/chat/completions" => {
             if method == "POST" {
                 Endpoint::Door(Door::Chat)
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        "/v1/messages" | "/v1/messages/count_tokens" => {
+            if method == "POST" {
+                Endpoint::Door(if path == "/v1/messages" {
+                    Door::Messages
+                } else {
+                    Door::CountTokens
+                })
             } else {
                 Endpoint::WrongMethod
             }
@@ -240,6 +261,15 @@ mod tests {
             Endpoint::Door(Door::Chat)
         );
         assert_eq!(classify("GET", "/v1/providers"), Endpoint::Providers);
+        assert_eq!(
+            classify("POST", "/v1/messages"),
+            Endpoint::Door(Door::Messages)
+        );
+        assert_eq!(
+            classify("POST", "/v1/messages/count_tokens/"),
+            Endpoint::Door(Door::CountTokens)
+        );
+        assert_eq!(classify("GET", "/v1/messages"), Endpoint::WrongMethod);
         assert_eq!(
             classify("GET", "/v1/chat/completions"),
             Endpoint::WrongMethod

@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 pub enum Operation {
     /// Generate a chat answer.
     Chat,
+    /// Count the input tokens of a chat request.
+    CountTokens,
 }
 
 impl Operation {
@@ -18,6 +20,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Chat => "chat",
+            Operation::CountTokens => "count_tokens",
         }
     }
 }
@@ -81,6 +84,12 @@ pub enum Part {
     RedactedReasoning {
         /// Opaque provider data.
         data: String,
+    },
+    /// A block the gateway cannot translate (Anthropic server-tool results, search results,
+    /// …): relayed to Claude as sent, refused for other upstreams.
+    Opaque {
+        /// The block's `type`.
+        kind: String,
     },
 }
 
@@ -206,6 +215,9 @@ pub struct Tool {
     pub parameters: Value,
     /// OpenAI `strict` flag.
     pub strict: Option<bool>,
+    /// A provider-run tool (Anthropic server tools such as `web_search_20250305`): its type.
+    /// Relayed to Claude as sent, refused for other upstreams.
+    pub builtin: Option<String>,
 }
 
 /// How the model must use tools.

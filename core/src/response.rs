@@ -2,7 +2,7 @@
 
 use crate::error::GatewayError;
 use crate::formats::{self, Format, Provider, ResponseContext};
-use crate::ir::{ChatResponse, Usage};
+use crate::ir::{ChatResponse, Operation, Usage};
 use crate::plan::ResponsePlan;
 use crate::upstream_error;
 
@@ -34,7 +34,7 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
         headers.push(("retry-after", s.to_string()));
     }
     ClientResponse {
-        status: err.status,
+        status: formats::client(target).map_or(err.status, |c| c.error_status(err)),
         headers,
         body: error_body(err, target),
         usage: None,
@@ -65,6 +65,17 @@ pub fn translate_buffered(
             Provider::Bedrock => upstream_error::from_bedrock(status, error_type, body),
         };
         return error_response(&err, plan.target);
+    }
+    if plan.operation == Operation::CountTokens {
+        return match formats::anthropic::count_tokens::parse_answer(body) {
+            Ok(n) => ClientResponse {
+                status: 200,
+                headers: vec![("content-type", "application/json".to_string())],
+                body: formats::anthropic::count_tokens::answer(n),
+                usage: None,
+            },
+            Err(err) => error_response(&err, plan.target),
+        };
     }
     let translated = formats::client_or_error(plan.target).and_then(|client| {
         let resp = decode_upstream(plan, body)?;

@@ -549,3 +549,166 @@ fn a_bad_configuration_is_rejected_with_a_critical_log() {
     assert!(host.logs.iter().any(|(l, _)| *l == Level::Critical));
     assert!(root.gateway().is_none());
 }
+
+/// A Bedrock InvokeModelWithResponseStream `chunk` frame around one Claude event.
+fn claude_chunk(event: &Value) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    event_frame(
+        "chunk",
+        json!({"bytes": b64, "p": "abc"}).to_string().as_bytes(),
+    )
+}
+
+#[test]
+fn messages_to_claude_are_relayed_with_betas_filtered_and_streamed_back_as_sse() {
+    let body = json!({
+        "model": "us.anthropic.claude-sonnet-4-20250514-v1:0", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "enabled", "budget_tokens": 50, "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+    });
+    let mut host = post(
+        "/v1/messages?beta=true",
+        &body,
+        &[
+            ("x-api-key", KEY),
+            ("anthropic-version", "2023-06-01"),
+            (
+                "anthropic-beta",
+                "claude-code-20250219,interleaved-thinking-2025-05-14",
+            ),
+            ("anthropic-beta", "advanced-tool-use-2025-11-20"),
+        ],
+    );
+    host.request_headers.retain(|(k, _)| k != "authorization");
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream")
+    );
+    for h in ["x-api-key", "anthropic-version", "anthropic-beta"] {
+        assert_eq!(host.request_header(h), None, "{h} reached Bedrock");
+    }
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(
+        sent["anthropic_beta"],
+        json!([
+            "interleaved-thinking-2025-05-14",
+            "tool-search-tool-2025-10-19"
+        ])
+    );
+    assert!(sent.get("context_management").is_none() && sent.get("model").is_none());
+    assert!(sent["thinking"].get("display").is_none());
+
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "stop_reason": null, "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi!"}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}),
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 9, "outputTokenCount": 3}}),
+    ];
+    let mut sse = String::new();
+    for (i, e) in events.iter().enumerate() {
+        let f = claude_chunk(e);
+        host.response_body = f.clone();
+        flow.on_response_body(&mut host, f.len(), i + 1 == events.len());
+        sse.push_str(std::str::from_utf8(&host.response_body).unwrap());
+    }
+    assert!(sse.starts_with("event: message_start\ndata: {"), "{sse}");
+    assert!(sse.contains("event: content_block_delta\ndata: "));
+    assert!(sse.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    assert!(!sse.contains("invocationMetrics"));
+    assert_eq!(host.properties["unigate.total_tokens"], b"12");
+}
+
+#[test]
+fn messages_errors_are_in_anthropics_shape() {
+    let body = json!({"model": "claude-3-haiku", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    // No key.
+    let mut host = post("/v1/messages", &body, &[]);
+    host.request_headers.retain(|(k, _)| k != "authorization");
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    flow.on_request_headers(&mut host, false);
+    let r = host.reply.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    // Wrong method on the door's path.
+    let mut host = MockHost::request(
+        &[
+            (":method", "GET"),
+            (":path", "/v1/messages"),
+            ("x-api-key", KEY),
+        ],
+        b"",
+    );
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    flow.on_request_headers(&mut host, true);
+    let r = host.reply.unwrap();
+    assert_eq!((r.status, r.json()["type"].as_str()), (405, Some("error")));
+    // Unknown model, missing max_tokens.
+    for (b, status, ty) in [
+        (
+            json!({"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            "not_found_error",
+        ),
+        (
+            json!({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "x"}]}),
+            400,
+            "invalid_request_error",
+        ),
+    ] {
+        let mut host = post("/v1/messages", &b, &[]);
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        send(&mut flow, &mut host);
+        let r = host.reply.unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["type"].as_str()),
+            (status, Some(ty))
+        );
+    }
+    // Bedrock unavailable: 529 overloaded_error.
+    let mut host = post("/v1/messages", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "503"),
+        ("x-amzn-errortype", "ServiceUnavailableException"),
+    ]);
+    flow.on_response_headers(&mut host, false);
+    host.response_body = br#"{"message":"Bedrock is unable to process your request."}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.response_header(":status"), Some("529"));
+    let v: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error");
+}
+
+#[test]
+fn count_tokens_uses_bedrocks_counter_for_claude() {
+    let body = json!({"model": "us.anthropic.claude-sonnet-4-20250514-v1:0", "messages": [{"role": "user", "content": "foo"}]});
+    let mut host = post("/v1/messages/count_tokens?beta=true", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/anthropic.claude-sonnet-4-20250514-v1%3A0/count-tokens")
+    );
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert!(sent["input"]["invokeModel"]["body"].is_string());
+    let out = answer(&mut flow, &mut host, 200, &json!({"inputTokens": 7}));
+    assert_eq!(out, Action::Continue);
+    assert_eq!(host.response_body, br#"{"input_tokens":7}"#);
+}

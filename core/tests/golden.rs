@@ -65,6 +65,16 @@ fn body_value(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
 }
 
+/// The door a fixture's request comes through (`"door"`, default the chat door).
+fn door(case: &Value) -> Door {
+    match case["door"].as_str() {
+        None | Some("chat") => Door::Chat,
+        Some("messages") => Door::Messages,
+        Some("count_tokens") => Door::CountTokens,
+        Some(other) => panic!("unknown door {other}"),
+    }
+}
+
 /// Runs one request fixture and returns what the plan produced.
 fn run_request(gw: &Gateway, case: &Value) -> Value {
     let body = serde_json::to_vec(&case["request"]).unwrap();
@@ -73,8 +83,9 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
         .map(|t| format!("target_format={t}"));
     let planned = plan(
         gw,
-        &PlanInput::new(Door::Chat, &body)
+        &PlanInput::new(door(case), &body)
             .query(target.as_deref())
+            .anthropic_beta(case["anthropic_beta"].as_str())
             .request_id(REQUEST_ID)
             .now(NOW),
     );
@@ -136,7 +147,7 @@ fn response_fixtures() {
             .map(|t| format!("target_format={t}"));
         let plan = plan(
             &gw,
-            &PlanInput::new(Door::Chat, &req)
+            &PlanInput::new(door(&case), &req)
                 .query(query.as_deref())
                 .request_id(REQUEST_ID)
                 .now(NOW),

@@ -35,6 +35,7 @@ fn api_of(expected: &Value) -> Format {
 
 fn plan(api: Format, target: Format) -> ResponsePlan {
     ResponsePlan {
+        operation: unigate_core::ir::Operation::Chat,
         upstream: api,
         input: Format::OpenaiChat,
         target,
@@ -158,6 +159,8 @@ fn read_anthropic(out: &[u8]) -> Seen {
         assert_eq!(names.last(), Some(&"message_stop"));
     }
     let mut open: Option<u64> = None;
+    // Dense block indexes: the SDKs index the final `content` array with them.
+    let mut next_index = 0;
     let mut input_tokens = 0;
     let mut cached = 0;
     for (name, data) in &ev {
@@ -179,6 +182,8 @@ fn read_anthropic(out: &[u8]) -> Seen {
             }
             "content_block_start" => {
                 assert!(open.is_none(), "blocks do not overlap");
+                assert_eq!(v["index"].as_u64(), Some(next_index), "dense block indexes");
+                next_index += 1;
                 open = Some(v["index"].as_u64().unwrap());
                 let cb = &v["content_block"];
                 if cb["type"] == "tool_use" {

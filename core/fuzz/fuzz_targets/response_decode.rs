@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 8) % 3];
     let status = [200u16, 400, 403, 429, 500, 503][usize::from(selector / 32) % 6];
     let plan = ResponsePlan {
+        operation: unigate_core::ir::Operation::Chat,
         upstream: api,
         input: Format::OpenaiChat,
         target,

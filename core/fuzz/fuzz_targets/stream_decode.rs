@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 5) % 3];
     let structured = selector & 0x80 != 0;
     let plan = ResponsePlan {
+        operation: unigate_core::ir::Operation::Chat,
         upstream: api,
         input: Format::OpenaiChat,
         target,

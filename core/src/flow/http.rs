@@ -95,6 +95,8 @@ pub struct HttpFlow {
     query: Option<String>,
     target_header: Option<String>,
     session_header: Option<String>,
+    /// `anthropic-beta` header values, joined.
+    anthropic_beta: Option<String>,
     /// Random id used in response ids.
     request_id: String,
     /// Id in log lines: Envoy's `x-request-id` when present.
@@ -124,6 +126,7 @@ impl HttpFlow {
             query: None,
             target_header: None,
             session_header: None,
+            anthropic_beta: None,
             request_id: String::new(),
             log_id: String::new(),
             client: None,
@@ -194,10 +197,18 @@ impl HttpFlow {
         self.query = query.map(str::to_string);
         self.target_header = self.request_header("x-target-format");
         self.session_header = self.request_header("x-session-id");
+        let betas: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "anthropic-beta")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        self.anthropic_beta = (!betas.is_empty()).then(|| betas.join(","));
         let endpoint = endpoints::classify(&method, path);
-        if let Endpoint::Door(door) = endpoint {
-            self.door = door;
-        }
+        self.door = match endpoint {
+            Endpoint::Door(door) => door,
+            _ => endpoints::door_of_path(path),
+        };
         // Errors are written in the door's format (or the requested one where the door lets
         // clients choose and it parses).
         self.target = if self.door.target_selectable() {
@@ -393,6 +404,7 @@ impl HttpFlow {
                 .target_header(self.target_header.as_deref())
                 .request_id(&self.request_id)
                 .session_header(self.session_header.as_deref())
+                .anthropic_beta(self.anthropic_beta.as_deref())
                 .client(self.client.as_ref())
                 .files(file_context)
                 .now(now),
@@ -425,10 +437,12 @@ impl HttpFlow {
         );
         log_with(host, Level::Debug, || {
             format!(
-                "unigate {id}: key {key} model {} -> {} via {}",
+                "unigate {id}: key {key} model {} -> {} via {}{}{}",
                 plan.response.meta.model,
                 plan.model_id,
-                plan.response.upstream.as_str()
+                plan.response.upstream.as_str(),
+                if plan.notes.is_empty() { "" } else { "; " },
+                plan.notes.join("; ")
             )
         });
         if plan.upstream.sign_region.is_none() {

@@ -29,6 +29,7 @@ impl UpstreamCodec for Agent {
         Ok(Encoded {
             body,
             structured: false,
+            notes: Vec::new(),
         })
     }
 

@@ -93,6 +93,8 @@ pub struct DecodeContext {
     /// arguments that are not JSON objects) is refused here, where the error can name the
     /// client's own field.
     pub bedrock: bool,
+    /// The request came through the Messages API door (`max_tokens` is required there).
+    pub messages_api: bool,
 }
 
 /// What a request encoder needs besides the IR.
@@ -107,12 +109,39 @@ pub struct EncodeContext<'a> {
 }
 
 /// An encoded upstream request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Encoded {
     /// The body bytes.
     pub body: Vec<u8>,
     /// Whether the gateway forced its structured-output tool (its input is the answer).
     pub structured: bool,
+    /// What was dropped or changed on the way (for the debug log).
+    pub notes: Vec<String>,
+}
+
+impl Encoded {
+    /// A body with nothing forced and nothing to note.
+    pub fn body(body: Vec<u8>) -> Encoded {
+        Encoded {
+            body,
+            ..Encoded::default()
+        }
+    }
+}
+
+/// What relaying a client body of an upstream's own format needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayContext<'a> {
+    /// The model id sent upstream (aliases resolved).
+    pub model_id: &'a str,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// `max_tokens` to add when the client set none and the format requires one.
+    pub default_max_tokens: u32,
+    /// Anthropic beta flags from the client's `anthropic-beta` headers.
+    pub header_betas: &'a [String],
+    /// The per-model Anthropic beta table.
+    pub beta_rules: &'a [anthropic::betas::BetaRule],
 }
 
 /// What a response decoder needs besides the body.
@@ -140,6 +169,11 @@ pub trait ClientCodec: Sync {
     /// The error body a client of this format expects.
     fn error_body(&self, err: &GatewayError) -> Vec<u8> {
         err.to_json()
+    }
+
+    /// The HTTP status a client of this format gets for `err`.
+    fn error_status(&self, err: &GatewayError) -> u16 {
+        err.status
     }
 }
 
@@ -172,6 +206,22 @@ pub trait UpstreamCodec: Sync {
 
     /// A decoder for this format's upstream stream.
     fn stream_decoder(&self) -> Box<dyn StreamDecoder>;
+
+    /// Relays a client body that is already in this format: only what the upstream needs
+    /// changed or rejects is touched.
+    fn relay(&self, obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
+        let _ = (obj, ctx);
+        Err(GatewayError::internal(format!(
+            "The {} format does not relay client bodies.",
+            self.format().as_str()
+        )))
+    }
+}
+
+/// Serializes a relayed body.
+pub(crate) fn to_body(obj: Object) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec(&serde_json::Value::Object(obj))
+        .map_err(|e| GatewayError::internal(format!("Could not serialize the upstream body: {e}")))
 }
 
 /// The client-side codec of a format (`None` for upstream-only formats).

@@ -5,7 +5,8 @@ use super::bedrock::{
     chunk_bytes, not_json, without_metrics, EventStreamDecoder, FrameHandler, Metrics,
 };
 use super::{
-    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, ResponseContext, UpstreamCodec,
+    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, RelayContext, ResponseContext,
+    UpstreamCodec,
 };
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, Message, Part, ResponseMeta, Role, StopReason, Usage};
@@ -65,6 +66,7 @@ impl UpstreamCodec for Titan {
                 GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
             })?,
             structured: false,
+            notes: Vec::new(),
         })
     }
 
@@ -78,6 +80,13 @@ impl UpstreamCodec for Titan {
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
         Box::new(EventStreamDecoder::new(TitanFrames::default()))
+    }
+
+    fn relay(&self, mut obj: Object, _ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
+        // Titan takes neither `model` nor `stream` in the body.
+        obj.remove("model");
+        obj.remove("stream");
+        Ok(Encoded::body(super::to_body(obj)?))
     }
 }
 

@@ -24,6 +24,46 @@ pub fn for_upstream(
     Ok(())
 }
 
+/// Refuses what only Claude takes as sent (Anthropic server tools and their blocks) before a
+/// request is translated for another upstream.
+pub fn translatable(req: &ChatRequest, model: &str) -> Result<(), GatewayError> {
+    use crate::ir::Part;
+    if let Some((i, t)) = req
+        .tools
+        .iter()
+        .enumerate()
+        .find_map(|(i, t)| t.builtin.as_ref().map(|b| (i, b)))
+    {
+        return Err(GatewayError::invalid(
+            format!("tools[{i}].type"),
+            format!(
+                "The server tool type `{t}` is only available on Claude models, not on `{model}`."
+            ),
+        )
+        .with_code("unsupported_for_model"));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        for (j, p) in m.content.iter().enumerate() {
+            let nested: Vec<&Part> = match p {
+                Part::ToolResult { content, .. } => content.iter().collect(),
+                other => vec![other],
+            };
+            for q in nested {
+                if let Part::Opaque { kind } = q {
+                    return Err(GatewayError::invalid(
+                        m.part_path(j, i),
+                        format!(
+                            "Content blocks of type `{kind}` are only available on Claude models, not on `{model}`."
+                        ),
+                    )
+                    .with_code("unsupported_for_model"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Features the model cannot take: a clear 400 here instead of a Bedrock error relayed raw.
 fn capabilities(req: &ChatRequest, caps: Capabilities, model: &str) -> Result<(), GatewayError> {
     use crate::ir::Part;

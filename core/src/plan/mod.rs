@@ -17,12 +17,11 @@ use crate::config::Gateway;
 use crate::doors::Door;
 use crate::error::GatewayError;
 use crate::files::FileContext;
-use crate::formats::{self, DecodeContext, EncodeContext, Format, Provider};
-use crate::ir::{ChatRequest, ResponseMeta};
+use crate::formats::{self, DecodeContext, EncodeContext, Format, Provider, RelayContext};
+use crate::ir::{ChatRequest, Operation, ResponseMeta};
 use crate::json::{self, Object, GATEWAY_FIELDS};
 use crate::route::Route;
 use crate::sigv4::{self, AwsCredentials, SignInput};
-use serde_json::{json, Value};
 use std::fmt;
 
 /// Header the filter sets so the Envoy route picks the upstream cluster.
@@ -44,6 +43,8 @@ pub struct PlanInput<'a> {
     pub request_id: &'a str,
     /// `x-session-id` header (Bedrock agent session).
     pub session_header: Option<&'a str>,
+    /// `anthropic-beta` header values, joined with commas.
+    pub anthropic_beta: Option<&'a str>,
     /// The authenticated client key (for its model restrictions).
     pub client: Option<&'a ClientKey>,
     /// Extracted text of the request's `file_ids`, fetched from the sidecar beforehand.
@@ -62,6 +63,7 @@ impl<'a> PlanInput<'a> {
             target_header: None,
             request_id: "",
             session_header: None,
+            anthropic_beta: None,
             client: None,
             files: None,
             now_unix: 0,
@@ -89,6 +91,12 @@ impl<'a> PlanInput<'a> {
     /// Sets the `x-session-id` header.
     pub fn session_header(mut self, header: Option<&'a str>) -> Self {
         self.session_header = header;
+        self
+    }
+
+    /// Sets the `anthropic-beta` header values.
+    pub fn anthropic_beta(mut self, header: Option<&'a str>) -> Self {
+        self.anthropic_beta = header;
         self
     }
 
@@ -192,6 +200,8 @@ impl UpstreamRequest {
 /// What the response path needs to translate the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponsePlan {
+    /// What was asked of the model.
+    pub operation: Operation,
     /// Wire format of the upstream API that will answer.
     pub upstream: Format,
     /// Format the client sent.
@@ -224,6 +234,8 @@ pub struct Plan {
     pub response: ResponsePlan,
     /// The model id sent upstream.
     pub model_id: String,
+    /// What the gateway dropped or changed in the body (for the debug log).
+    pub notes: Vec<String>,
 }
 
 /// Plans a request that came through a door.
@@ -232,7 +244,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
     let (model, route) = route(gw, input.door, &obj, input.client)?;
-    let req = decode(format, &obj, &route)?;
+    let req = decode(input.door, format, &obj, &route)?;
     let caps = capabilities::for_model(&route.model_id);
     checks::for_upstream(&req, &obj, &route, caps, &model)?;
     let session = match route.format {
@@ -243,9 +255,13 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
         )?),
         _ => None,
     };
+    if input.door.operation() == Operation::CountTokens {
+        return count_tokens(gw, input, model, route, obj);
+    }
     let encoded = encode(gw, input, format, &route, obj, &req, caps)?;
     let structured = encoded.structured;
     let relay = relays(route.format, target, structured);
+    let notes = encoded.notes.clone();
     let upstream = upstream::build(gw, &route, &req, encoded, input.body, session.as_deref())?;
     let mut extra_headers = Vec::new();
     if let Some(s) = session {
@@ -253,6 +269,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     }
     Ok(Plan {
         response: ResponsePlan {
+            operation: Operation::Chat,
             upstream: route.format,
             input: format,
             target,
@@ -271,7 +288,75 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
         },
         upstream,
         model_id: route.model_id,
+        notes,
     })
+}
+
+/// Plans `count_tokens`: Claude on Bedrock counts with Bedrock's CountTokens API; other models
+/// have no counter (404, which Claude Code reads as "not supported").
+fn count_tokens(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+    model: String,
+    route: Route,
+    mut obj: Object,
+) -> Result<Plan, GatewayError> {
+    if route.format != Format::Anthropic {
+        return Err(GatewayError::new(
+            404,
+            crate::error::ErrorType::InvalidRequest,
+            format!("count_tokens is not supported for the model `{model}`: only Claude models on Bedrock count tokens."),
+        )
+        .with_param("model")
+        .with_code("count_tokens_unsupported"));
+    }
+    for f in GATEWAY_FIELDS {
+        obj.remove(*f);
+    }
+    let betas = header_betas(input);
+    let relayed = formats::upstream(Format::Anthropic).relay(
+        obj,
+        &RelayContext {
+            model_id: &route.model_id,
+            stream: false,
+            default_max_tokens: gw.config.default_max_tokens,
+            header_betas: &betas,
+            beta_rules: &gw.beta_rules,
+        },
+    )?;
+    let body = formats::anthropic::count_tokens::request_body(&relayed.body);
+    let upstream = upstream::bedrock_count_tokens(gw, &route, body)?;
+    Ok(Plan {
+        response: ResponsePlan {
+            operation: Operation::CountTokens,
+            upstream: Format::Anthropic,
+            input: Format::Anthropic,
+            target: Format::Anthropic,
+            stream: false,
+            include_usage: false,
+            structured: false,
+            relay: false,
+            meta: ResponseMeta {
+                id: response_id(Format::Anthropic, input.request_id),
+                created: input.now_unix,
+                model,
+                legacy_functions: false,
+            },
+            timeout_secs: gw.config.upstream_timeout_seconds,
+            extra_headers: Vec::new(),
+        },
+        upstream,
+        model_id: route.model_id,
+        notes: relayed.notes,
+    })
+}
+
+/// The client's `anthropic-beta` flags.
+fn header_betas(input: &PlanInput<'_>) -> Vec<String> {
+    input
+        .anthropic_beta
+        .map(formats::anthropic::betas::parse_header)
+        .unwrap_or_default()
 }
 
 /// Step 1: the body as a JSON object, with the `file_ids` context put in front of the last
@@ -342,18 +427,24 @@ pub fn route(
 }
 
 /// Step 5: the request decoded (and so validated) in the client's own format.
-pub fn decode(format: Format, obj: &Object, route: &Route) -> Result<ChatRequest, GatewayError> {
+pub fn decode(
+    door: Door,
+    format: Format,
+    obj: &Object,
+    route: &Route,
+) -> Result<ChatRequest, GatewayError> {
     formats::client_or_error(format)?.decode_request(
         obj,
         DecodeContext {
             bedrock: route.format.provider() == Provider::Bedrock,
+            messages_api: door == Door::Messages,
         },
     )
 }
 
 /// Step 6: the upstream body. The client's bytes go up unchanged when nothing needs changing
-/// (OpenAI to OpenAI); same-format pairs pass through minus the fields the upstream rejects;
-/// everything else is translated through the IR.
+/// (OpenAI to OpenAI); a body already in the upstream's format is relayed minus what the
+/// upstream rejects; everything else is translated through the IR.
 pub fn encode(
     gw: &Gateway,
     input: &PlanInput<'_>,
@@ -370,57 +461,25 @@ pub fn encode(
         && input.files.is_none()
         && !GATEWAY_FIELDS.iter().any(|f| obj.contains_key(*f));
     if unchanged {
-        return Ok(formats::Encoded {
-            body: input.body.to_vec(),
-            structured: false,
-        });
+        return Ok(formats::Encoded::body(input.body.to_vec()));
     }
     for f in GATEWAY_FIELDS {
         obj.remove(*f);
     }
-    let same_format = match (format, route.format) {
-        (Format::OpenaiChat, Format::OpenaiChat) => {
-            obj.insert("model".into(), json!(route.model_id));
-            if req.stream {
-                // Ask for the usage chunk so every stream is accounted for; it is dropped
-                // before the client when the client did not ask for it.
-                let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
-                if let Some(o) = opts.as_object_mut() {
-                    o.insert("include_usage".into(), json!(true));
-                } else {
-                    *opts = json!({"include_usage": true});
-                }
-            }
-            Some(obj)
-        }
-        (Format::Anthropic, Format::Anthropic) if req.response_format.is_none() => {
-            // Bedrock rejects `model` and `stream` in the body; both live in the path.
-            obj.remove("model");
-            obj.remove("stream");
-            obj.insert(
-                "anthropic_version".into(),
-                json!(formats::anthropic::BEDROCK_ANTHROPIC_VERSION),
-            );
-            if !obj.contains_key("max_tokens") {
-                obj.insert("max_tokens".into(), json!(gw.config.default_max_tokens));
-            }
-            Some(obj)
-        }
-        (Format::Titan, Format::Titan) => {
-            obj.remove("model");
-            obj.remove("stream");
-            Some(obj)
-        }
-        _ => None,
-    };
-    if let Some(obj) = same_format {
-        return Ok(formats::Encoded {
-            body: serde_json::to_vec(&Value::Object(obj)).map_err(|e| {
-                GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-            })?,
-            structured: false,
-        });
+    if format == route.format && req.response_format.is_none() {
+        let betas = header_betas(input);
+        return formats::upstream(route.format).relay(
+            obj,
+            &RelayContext {
+                model_id: &route.model_id,
+                stream: req.stream,
+                default_max_tokens: gw.config.default_max_tokens,
+                header_betas: &betas,
+                beta_rules: &gw.beta_rules,
+            },
+        );
     }
+    checks::translatable(req, &route.model_id)?;
     formats::upstream(route.format).encode_request(
         req,
         &EncodeContext {

@@ -9,8 +9,15 @@ use crate::ir::ChatRequest;
 use crate::route::Route;
 use crate::sigv4::encode_path_segment;
 
-/// Client headers that steer the gateway or authenticate to it; never forwarded upstream.
-const GATEWAY_HEADERS: &[&str] = &["authorization", "x-api-key", "x-target-format"];
+/// Client headers that steer the gateway, authenticate to it or belong to the client's API;
+/// never forwarded upstream.
+const GATEWAY_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-target-format",
+    "anthropic-version",
+    "anthropic-beta",
+];
 
 /// The upstream request for `route` carrying `encoded`. `client_body` is what the client sent
 /// (an unchanged body is not rewritten); `session` is the Bedrock agent session id.
@@ -65,6 +72,8 @@ fn openai_chat(
         remove_headers: vec![
             "x-api-key",
             "x-target-format",
+            "anthropic-version",
+            "anthropic-beta",
             "openai-organization",
             "openai-project",
         ],
@@ -110,6 +119,36 @@ fn bedrock_runtime(
                 }
                 .into(),
             ),
+            ("accept-encoding", "identity".into()),
+        ],
+        remove_headers: GATEWAY_HEADERS.to_vec(),
+        sign_region: Some(up.region.clone()),
+    })
+}
+
+/// Bedrock CountTokens: `/model/{foundation model id}/count-tokens` (CountTokens takes no
+/// inference profiles: the geography prefix and any ARN wrapper are removed).
+pub fn bedrock_count_tokens(
+    gw: &Gateway,
+    route: &Route,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    let model = crate::route::base_model_id(&route.model_id);
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/count-tokens",
+            up.url.path,
+            encode_path_segment(model)
+        ),
+        body,
+        body_changed: true,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
             ("accept-encoding", "identity".into()),
         ],
         remove_headers: GATEWAY_HEADERS.to_vec(),

@@ -7,6 +7,7 @@ use crate::ir::ResponseMeta;
 
 fn plan(api: Format, target: Format) -> ResponsePlan {
     ResponsePlan {
+        operation: crate::ir::Operation::Chat,
         upstream: api,
         input: Format::OpenaiChat,
         target,

@@ -2,19 +2,23 @@
 //! `anthropic_version`), the Claude-format body detected on `/v1/chat/completions`, and the
 //! `target_format=bedrock_claude` answers.
 
+pub mod betas;
+pub mod count_tokens;
+pub mod errors;
+pub mod relay;
 pub mod request;
 pub mod response;
 pub mod stream;
 
 use super::bedrock::EventStreamDecoder;
 use super::{
-    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, ResponseContext, UpstreamCodec,
+    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, RelayContext, ResponseContext,
+    UpstreamCodec,
 };
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, ResponseMeta, Usage};
 use crate::json::Object;
 use crate::stream::{StreamDecoder, StreamEncoder};
-use serde_json::Value;
 
 pub use request::{
     decode_request, effort_budget, encode_request, EncodeOptions, BEDROCK_ANTHROPIC_VERSION,
@@ -34,9 +38,9 @@ impl ClientCodec for Anthropic {
     fn decode_request(
         &self,
         obj: &Object,
-        _ctx: DecodeContext,
+        ctx: DecodeContext,
     ) -> Result<ChatRequest, GatewayError> {
-        decode_request(obj)
+        decode_request(obj, ctx)
     }
 
     fn encode_response(&self, resp: &ChatResponse, meta: &ResponseMeta) -> Vec<u8> {
@@ -48,12 +52,11 @@ impl ClientCodec for Anthropic {
     }
 
     fn error_body(&self, err: &GatewayError) -> Vec<u8> {
-        // The OpenAI error object plus Anthropic's `"type": "error"`.
-        let mut v = err.to_value();
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("type".into(), Value::String("error".into()));
-        }
-        serde_json::to_vec(&v).unwrap_or_else(|_| err.to_json())
+        errors::error_body(err)
+    }
+
+    fn error_status(&self, err: &GatewayError) -> u16 {
+        errors::status(err)
     }
 }
 
@@ -76,6 +79,7 @@ impl UpstreamCodec for Anthropic {
         Ok(Encoded {
             body,
             structured: req.response_format.is_some(),
+            notes: Vec::new(),
         })
     }
 
@@ -96,5 +100,22 @@ impl UpstreamCodec for Anthropic {
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
         Box::new(EventStreamDecoder::new(stream::AnthropicFrames::default()))
+    }
+
+    fn relay(&self, obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
+        let (obj, notes) = relay::relay_body(
+            obj,
+            &relay::RelayContext {
+                model_id: ctx.model_id,
+                default_max_tokens: ctx.default_max_tokens,
+                header_betas: ctx.header_betas,
+                beta_rules: ctx.beta_rules,
+            },
+        );
+        Ok(Encoded {
+            body: super::to_body(obj)?,
+            structured: false,
+            notes,
+        })
     }
 }

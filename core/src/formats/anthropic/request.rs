@@ -6,6 +6,7 @@ use crate::formats::bedrock::{
     check_reserved_tool_name, image_format, parse_arguments, remote_image_error, structured_schema,
     STRUCTURED_OUTPUT_DESCRIPTION, STRUCTURED_OUTPUT_TOOL,
 };
+use crate::formats::DecodeContext;
 use crate::ir::{
     ChatRequest, ImageSource, Message, Origin, OriginField, Part, Reasoning, Role, Tool, ToolChoice,
 };
@@ -20,10 +21,17 @@ use std::borrow::Cow;
 /// The `anthropic_version` Bedrock requires.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
-/// Decodes an Anthropic Messages request body into the IR.
-pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
+/// Decodes an Anthropic Messages request body into the IR. Unknown top-level fields are
+/// accepted (relayed to Claude where Bedrock takes them, dropped otherwise).
+pub fn decode_request(obj: &Object, ctx: DecodeContext) -> Result<ChatRequest, GatewayError> {
     let model = req_str(obj, "model", "model")?.to_string();
     opt_str(obj, "anthropic_version", "anthropic_version")?;
+    if ctx.messages_api && get(obj, "max_tokens").is_none() {
+        return Err(GatewayError::invalid(
+            "max_tokens",
+            "Missing required parameter: `max_tokens`.",
+        ));
+    }
     let raw_messages = opt_array(obj, "messages", "messages")?.ok_or_else(|| {
         GatewayError::invalid("messages", "Missing required parameter: `messages`.")
     })?;
@@ -44,7 +52,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         Some(Value::Array(blocks)) => {
             for (i, b) in blocks.iter().enumerate() {
                 let path = Lazy(|| format!("system[{i}]"));
-                req.system.push(decode_block(b, &path)?);
+                req.system.push(decode_block(b, &path, ctx)?);
             }
         }
         Some(v) => {
@@ -80,7 +88,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
                 let mut parts = Vec::with_capacity(blocks.len());
                 let mut origins = Vec::with_capacity(blocks.len());
                 for (j, b) in blocks.iter().enumerate() {
-                    parts.push(decode_block(b, &Lazy(|| format!("{cpath}[{j}]")))?);
+                    parts.push(decode_block(b, &Lazy(|| format!("{cpath}[{j}]")), ctx)?);
                     origins.push(Origin::messages(i, OriginField::Content, j));
                 }
                 (parts, origins)
@@ -123,6 +131,7 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
         for (i, item) in items.iter().enumerate() {
             let path = Lazy(|| format!("tools[{i}]"));
             let t = as_object(item, &path)?;
+            let kind = opt_str(t, "type", &Lazy(|| format!("{path}.type")))?;
             req.tools.push(Tool {
                 name: req_str(t, "name", &Lazy(|| format!("{path}.name")))?.to_string(),
                 description: opt_str(t, "description", &Lazy(|| format!("{path}.description")))?
@@ -130,7 +139,8 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
                 parameters: get(t, "input_schema")
                     .cloned()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                strict: None,
+                strict: opt_bool(t, "strict", &Lazy(|| format!("{path}.strict")))?,
+                builtin: kind.filter(|k| *k != "custom").map(str::to_string),
             });
         }
     }
@@ -163,6 +173,8 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
             Some("enabled") => Some(Reasoning::Budget(
                 opt_u32(thinking, "budget_tokens", "thinking.budget_tokens", 1)?.unwrap_or(1024),
             )),
+            // The model picks its own budget: a medium effort where a budget must be named.
+            Some("adaptive") => Some(Reasoning::Effort("medium".into())),
             _ => Some(Reasoning::Disabled),
         };
     }
@@ -172,7 +184,11 @@ pub fn decode_request(obj: &Object) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
-fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, GatewayError> {
+fn decode_block(
+    raw: &Value,
+    path: &dyn std::fmt::Display,
+    ctx: DecodeContext,
+) -> Result<Part, GatewayError> {
     let b = as_object(raw, path)?;
     let kind = req_str(b, "type", &Lazy(|| format!("{path}.type")))?;
     let cache = b.get("cache_control").is_some();
@@ -198,9 +214,11 @@ fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, Gatew
                     .to_string(),
                     data: req_str(src, "data", &Lazy(|| format!("{spath}.data")))?.to_string(),
                 })),
+                "url" if ctx.bedrock => Err(url_source_error(&spath)),
                 "url" => Ok(Part::Image(ImageSource::Url(
                     req_str(src, "url", &Lazy(|| format!("{spath}.url")))?.to_string(),
                 ))),
+                "file" => Err(file_source_error(&spath)),
                 other => Err(GatewayError::invalid(
                     format!("{spath}.type"),
                     format!("Unsupported image source type `{other}`; expected base64 or url."),
@@ -216,6 +234,23 @@ fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, Gatew
                 .unwrap_or("application/pdf")
                 .to_string();
             let data = match opt_str(src, "type", &Lazy(|| format!("{spath}.type")))? {
+                Some("url") => return Err(url_source_error(&spath)),
+                Some("file") => return Err(file_source_error(&spath)),
+                Some("content") => {
+                    // Text blocks given as the document's content: their text, as a text file.
+                    use base64::Engine;
+                    let mut text = String::new();
+                    if let Some(Value::Array(items)) = get(src, "content") {
+                        for item in items {
+                            if let Some(t) = item.get("text").and_then(Value::as_str) {
+                                text.push_str(t);
+                            }
+                        }
+                    } else if let Some(t) = get(src, "content").and_then(Value::as_str) {
+                        text.push_str(t);
+                    }
+                    base64::engine::general_purpose::STANDARD.encode(text)
+                }
                 Some("text") => {
                     use base64::Engine;
                     base64::engine::general_purpose::STANDARD.encode(req_str(
@@ -250,7 +285,7 @@ fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, Gatew
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| decode_block(v, &Lazy(|| format!("{cpath}[{i}]"))))
+                    .map(|(i, v)| decode_block(v, &Lazy(|| format!("{cpath}[{i}]")), ctx))
                     .collect::<Result<Vec<_>, _>>()?,
                 Some(v) => {
                     return Err(GatewayError::invalid(
@@ -279,11 +314,29 @@ fn decode_block(raw: &Value, path: &dyn std::fmt::Display) -> Result<Part, Gatew
         "redacted_thinking" => Ok(Part::RedactedReasoning {
             data: req_str(b, "data", &Lazy(|| format!("{path}.data")))?.to_string(),
         }),
-        other => Err(GatewayError::invalid(
-            format!("{path}.type"),
-            format!("Unsupported content block type `{other}`."),
-        )),
+        // Server-tool blocks, search results, container uploads, …: Claude takes them as sent;
+        // other upstreams refuse them when encoding.
+        other => Ok(Part::Opaque {
+            kind: other.to_string(),
+        }),
     }
+}
+
+/// The 400 for an image or document given by URL to Bedrock.
+fn url_source_error(path: &dyn std::fmt::Display) -> GatewayError {
+    GatewayError::invalid(
+        path,
+        "URL sources are not supported for Bedrock models; send the image or document inline as base64. The gateway does not fetch URLs on the data plane.",
+    )
+    .with_code("unsupported_image_url")
+}
+
+/// The 400 for a Files-API source (the gateway's own files go through `file_ids`).
+fn file_source_error(path: &dyn std::fmt::Display) -> GatewayError {
+    GatewayError::invalid(
+        path,
+        "`file` sources are not supported by this gateway; send the content inline as base64.",
+    )
 }
 
 /// Options for encoding an Anthropic request that do not come from the client.
@@ -624,5 +677,7 @@ fn encode_block<'a>(
             None => return Ok(None),
         },
         Part::RedactedReasoning { data } => Block::RedactedThinking { data },
+        // Refused before encoding (plan::checks::translatable).
+        Part::Opaque { .. } => return Ok(None),
     }))
 }

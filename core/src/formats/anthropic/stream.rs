@@ -2,7 +2,7 @@
 //! frames, decoded into IR events, and the Messages SSE encoder (`event:` + `data:` lines).
 
 use super::response::{parse_stop_reason, stop_reason_str, usage_value};
-use crate::error::{ErrorType, GatewayError};
+use crate::error::GatewayError;
 use crate::formats::bedrock::{chunk_bytes, not_json, without_metrics, FrameHandler, Metrics};
 use crate::ir::{ResponseMeta, StopReason, Usage};
 use crate::stream::{push_event, Decoded, StreamEncoder, StreamEvent};
@@ -231,12 +231,7 @@ impl AnthropicFrames {
                     Some(e) => (owned(e.kind), owned(e.message)),
                     None => (String::new(), String::new()),
                 };
-                let (status, kind) = match etype.as_str() {
-                    "overloaded_error" => (503, ErrorType::Api),
-                    "rate_limit_error" => (429, ErrorType::RateLimit),
-                    "invalid_request_error" => (400, ErrorType::InvalidRequest),
-                    _ => (502, ErrorType::Api),
-                };
+                let (status, kind) = super::errors::from_error_type(&etype);
                 out.event(StreamEvent::Error(
                     GatewayError::new(status, kind, message).with_code(etype),
                 ));
@@ -436,25 +431,12 @@ impl AnthropicStreamEncoder {
         push_event(out, "message_stop", &json!({"type": "message_stop"}));
     }
 
-    /// Ends the stream with an Anthropic `error` event (which also carries the OpenAI shape).
+    /// Ends the stream with an Anthropic `error` event.
     pub fn error(&mut self, err: &GatewayError, out: &mut Vec<u8>) {
-        let etype = match err.status {
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            400 | 404 | 413 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            _ => "api_error",
-        };
         push_event(
             out,
             "error",
-            &json!({"type": "error", "error": {
-                "type": etype,
-                "message": err.message,
-                "code": err.code,
-                "param": err.param,
-            }}),
+            &json!({"type": "error", "error": super::errors::error_object(err)}),
         );
     }
 }

@@ -28,7 +28,11 @@ impl UpstreamCodec for Converse {
         ctx: &EncodeContext<'_>,
     ) -> Result<Encoded, GatewayError> {
         let (body, structured) = encode_request(req, ctx.capabilities)?;
-        Ok(Encoded { body, structured })
+        Ok(Encoded {
+            body,
+            structured,
+            notes: Vec::new(),
+        })
     }
 
     fn decode_response(

@@ -394,6 +394,8 @@ fn encode_block<'a>(
         Part::RedactedReasoning { data } => {
             out.push(Block::ReasoningContent(json!({"redactedContent": data})))
         }
+        // Refused before encoding (plan::checks::translatable).
+        Part::Opaque { .. } => {}
     }
     Ok(())
 }

@@ -6,7 +6,8 @@ pub mod response;
 pub mod stream;
 
 use super::{
-    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, ResponseContext, UpstreamCodec,
+    ClientCodec, DecodeContext, EncodeContext, Encoded, Format, RelayContext, ResponseContext,
+    UpstreamCodec,
 };
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, ResponseMeta, Usage};
@@ -62,6 +63,7 @@ impl UpstreamCodec for OpenaiChat {
                 GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
             })?,
             structured: false,
+            notes: Vec::new(),
         })
     }
 
@@ -79,5 +81,23 @@ impl UpstreamCodec for OpenaiChat {
 
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
         Box::<stream::OpenaiStreamDecoder>::default()
+    }
+
+    fn relay(&self, mut obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
+        obj.insert("model".into(), serde_json::json!(ctx.model_id));
+        if ctx.stream {
+            // Ask for the usage chunk so every stream is accounted for; it is dropped before
+            // the client when the client did not ask for it.
+            let opts = obj
+                .entry("stream_options")
+                .or_insert_with(|| serde_json::json!({}));
+            match opts.as_object_mut() {
+                Some(o) => {
+                    o.insert("include_usage".into(), serde_json::json!(true));
+                }
+                None => *opts = serde_json::json!({"include_usage": true}),
+            }
+        }
+        Ok(Encoded::body(super::to_body(obj)?))
     }
 }

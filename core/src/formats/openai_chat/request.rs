@@ -507,6 +507,7 @@ fn decode_function(f: &Object, path: &dyn std::fmt::Display) -> Result<Tool, Gat
         description: description.map(str::to_string),
         parameters,
         strict: opt_bool(f, "strict", &Lazy(|| format!("{path}.strict")))?,
+        builtin: None,
     })
 }
 
