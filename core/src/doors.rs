@@ -5,6 +5,7 @@
 //! Adding a door means a variant here, its row in each method below, and its path in
 //! `endpoints::classify`.
 
+use crate::formats::bedrock_runtime::BedrockOp;
 use crate::formats::Format;
 use crate::ir::Operation;
 
@@ -18,6 +19,9 @@ pub enum Door {
     Messages,
     /// `POST /v1/messages/count_tokens`: Anthropic's token counting.
     CountTokens,
+    /// `POST /model/{modelId}/{operation}`: Bedrock's own runtime API (AWS SDKs, Claude Code's
+    /// Bedrock mode), relayed unchanged and re-signed with the gateway's credentials.
+    Bedrock(BedrockOp),
 }
 
 impl Door {
@@ -27,6 +31,7 @@ impl Door {
             Door::Chat => "chat",
             Door::Messages => "messages",
             Door::CountTokens => "count_tokens",
+            Door::Bedrock(_) => "bedrock",
         }
     }
 
@@ -35,6 +40,7 @@ impl Door {
         match self {
             Door::Chat | Door::Messages => Operation::Chat,
             Door::CountTokens => Operation::CountTokens,
+            Door::Bedrock(_) => Operation::Native,
         }
     }
 
@@ -43,6 +49,7 @@ impl Door {
         match self {
             Door::Chat => None,
             Door::Messages | Door::CountTokens => Some(Format::Anthropic),
+            Door::Bedrock(_) => Some(Format::BedrockRuntime),
         }
     }
 
@@ -51,6 +58,7 @@ impl Door {
         match self {
             Door::Chat => Format::OpenaiChat,
             Door::Messages | Door::CountTokens => Format::Anthropic,
+            Door::Bedrock(_) => Format::BedrockRuntime,
         }
     }
 

@@ -13,6 +13,8 @@ pub enum Operation {
     Chat,
     /// Count the input tokens of a chat request.
     CountTokens,
+    /// The upstream's own API, relayed as the client called it (the Bedrock runtime door).
+    Native,
 }
 
 impl Operation {
@@ -21,6 +23,7 @@ impl Operation {
         match self {
             Operation::Chat => "chat",
             Operation::CountTokens => "count_tokens",
+            Operation::Native => "native",
         }
     }
 }

@@ -238,6 +238,23 @@ pub fn bedrock_format_for(model: &str) -> Format {
     }
 }
 
+/// Refuses model ids that are not ids: empty, dot segments (`.`, `..`, `a/../b`) or control
+/// characters. They would otherwise reach an upstream path raw (and fail its signature there,
+/// blamed on the gateway's credentials).
+pub fn check_model_id(model: &str) -> Result<(), GatewayError> {
+    let bad = model.is_empty()
+        || model.split('/').any(|seg| seg == "." || seg == "..")
+        || model.chars().any(char::is_control);
+    if bad {
+        return Err(GatewayError::invalid(
+            "model",
+            format!("`{}` is not a valid model id.", model.escape_debug()),
+        )
+        .with_code("invalid_model_id"));
+    }
+    Ok(())
+}
+
 /// Whether a model id names an embedding model (OpenAI's `text-embedding-*`, Titan and
 /// Cohere embeddings on Bedrock, ARNs and geography prefixes allowed).
 pub fn is_embedding_model(model: &str) -> bool {

@@ -712,3 +712,244 @@ fn count_tokens_uses_bedrocks_counter_for_claude() {
     assert_eq!(out, Action::Continue);
     assert_eq!(host.response_body, br#"{"input_tokens":7}"#);
 }
+
+/// A Bedrock runtime call as boto3 makes it with a bearer token: no content-type.
+fn bedrock_call(path: &str, body: &[u8], extra: &[(&str, &str)]) -> MockHost {
+    let len = body.len().to_string();
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "gateway"),
+        ("authorization", "Bearer test-key"),
+        ("content-length", len.as_str()),
+        ("x-amz-security-token", "client-session-token"),
+        ("x-amz-date", "20260101T000000Z"),
+        ("amz-sdk-invocation-id", "abc"),
+    ];
+    headers.extend_from_slice(extra);
+    MockHost::request(&headers, body)
+}
+
+#[test]
+fn bedrock_runtime_calls_are_relayed_and_re_signed() {
+    let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = bedrock_call(
+        "/model/claude-3-haiku/invoke",
+        body,
+        &[("x-amzn-bedrock-trace", "ENABLED")],
+    );
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    // The alias resolved in the path; the body byte for byte.
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke")
+    );
+    assert_eq!(host.request_body, body);
+    let auth = host.request_header("authorization").unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDFLOWTEST/"));
+    assert_eq!(
+        host.request_header("x-amz-security-token"),
+        Some("flow-session-token")
+    );
+    assert_eq!(host.request_header("x-amzn-bedrock-trace"), Some("ENABLED"));
+    assert_eq!(
+        host.request_header("content-type"),
+        Some("application/json")
+    );
+    // The answer goes back untouched; usage comes from Bedrock's headers.
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("x-amzn-bedrock-input-token-count", "11"),
+        ("x-amzn-bedrock-output-token-count", "4"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    host.response_body = br#"{"id":"msg_bdrk_1","content":[]}"#.to_vec();
+    assert_eq!(flow.on_response_body(&mut host, 31, true), Action::Continue);
+    assert_eq!(host.response_body, br#"{"id":"msg_bdrk_1","content":[]}"#);
+    assert_eq!(host.properties["unigate.total_tokens"], b"15");
+    flow.on_log(&mut host);
+    assert_eq!(
+        host.counter("unigate.chat.bedrock.anthropic_claude-3-haiku-20240307-v1_0.200"),
+        1
+    );
+}
+
+#[test]
+fn bedrock_runtime_streams_pass_frame_for_frame_with_usage_read() {
+    let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = bedrock_call(
+        "/model/us.anthropic.claude-sonnet-4-20250514-v1:0/invoke-with-response-stream",
+        body,
+        &[],
+    );
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream")
+    );
+    assert_eq!(
+        host.request_header("accept"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    assert_eq!(
+        host.response_header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    let frames = [
+        claude_chunk(
+            &json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        ),
+        claude_chunk(
+            &json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 3, "outputTokenCount": 2}}),
+        ),
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        host.response_body = f.clone();
+        flow.on_response_body(&mut host, f.len(), i == 1);
+        assert_eq!(&host.response_body, f, "frames pass unchanged");
+    }
+    assert_eq!(host.properties["unigate.total_tokens"], b"5");
+}
+
+#[test]
+fn bedrock_runtime_errors_are_aws_errors() {
+    let ok_body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+    let gw = gateway_with(
+        json!({"aws_region": "us-east-1", "api_keys": [{"key": "nova-only", "models": ["amazon.nova-*"]}]}),
+    );
+    let cases: Vec<(&str, &[u8], &str, u16, &str)> = vec![
+        (
+            "/model/amazon.nova-lite-v1:0/converse",
+            ok_body,
+            "Bearer wrong",
+            403,
+            "UnrecognizedClientException",
+        ),
+        (
+            "/model/claude-3-haiku/converse",
+            ok_body,
+            "Bearer nova-only",
+            403,
+            "AccessDeniedException",
+        ),
+        (
+            "/model/no-such-model/converse",
+            ok_body,
+            "Bearer nova-only",
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            "/model/gpt-4o/converse",
+            ok_body,
+            "Bearer test-key",
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            "/model/amazon.nova-lite-v1:0/converse",
+            b"{not json",
+            "Bearer nova-only",
+            400,
+            "ValidationException",
+        ),
+        (
+            "/model/../converse",
+            ok_body,
+            "Bearer test-key",
+            400,
+            "ValidationException",
+        ),
+    ];
+    for (path, body, auth, status, name) in cases {
+        let mut host = bedrock_call(path, body, &[]);
+        host.request_headers.retain(|(k, _)| k != "authorization");
+        host.request_headers
+            .push(("authorization".into(), auth.into()));
+        with_credentials(&mut host);
+        let g = if auth == "Bearer test-key" {
+            gateway()
+        } else {
+            gw.clone()
+        };
+        let mut flow = HttpFlow::new(1, Some(g), None);
+        send(&mut flow, &mut host);
+        let r = host
+            .reply
+            .clone()
+            .unwrap_or_else(|| panic!("{path}: no local reply"));
+        assert_eq!(r.status, status, "{path} {auth}");
+        assert_eq!(r.header("x-amzn-errortype"), Some(name), "{path} {auth}");
+        assert!(r.json()["message"].is_string(), "{path}");
+        assert!(host.dispatches.is_empty());
+    }
+}
+
+#[test]
+fn bedrock_runtime_relays_bedrock_errors_but_not_credential_failures() {
+    let body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+    // Throttling: relayed exactly as Bedrock sent it.
+    let mut host = bedrock_call("/model/amazon.nova-lite-v1:0/converse", body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "429"),
+        (
+            "x-amzn-errortype",
+            "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        ),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    // The gateway's credentials refused: a 500 the client cannot mistake for its own key.
+    let mut host = bedrock_call("/model/amazon.nova-lite-v1:0/converse", body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "403"),
+        ("x-amzn-errortype", "UnrecognizedClientException"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Pause);
+    host.response_body =
+        br#"{"message":"The security token included in the request is invalid."}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.response_header(":status"), Some("500"));
+    assert_eq!(
+        host.response_header("x-amzn-errortype"),
+        Some("InternalServerException")
+    );
+    let v: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("gateway's AWS credentials"));
+}
+
+#[test]
+fn inference_profiles_are_an_empty_list() {
+    let mut host = MockHost::request(
+        &[
+            (":method", "GET"),
+            (":path", "/inference-profiles?type=SYSTEM_DEFINED"),
+            ("authorization", "Bearer test-key"),
+        ],
+        b"",
+    );
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    flow.on_request_headers(&mut host, true);
+    let r = host.reply.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"inferenceProfileSummaries": []}));
+}

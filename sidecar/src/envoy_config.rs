@@ -153,8 +153,34 @@ pub fn render(s: &Settings) -> Result<String, String> {
         .replace("@PLUGIN_CONFIG@", &single_quoted(&plugin_json))
         .replace("@WASM@", &scalar(wasm))
         .replace("@HOST_ENV_KEYS@", &host_env_keys)
+        .replace("@TLS@", &tls_socket(s))
         .replace("@CLUSTERS@", &clusters);
     Ok(yaml)
+}
+
+/// The listener's TLS transport socket (`GATEWAY_TLS_CERT_FILE`, `GATEWAY_TLS_KEY_FILE`);
+/// nothing without them.
+fn tls_socket(s: &Settings) -> String {
+    let Some((cert, key)) = &s.tls else {
+        return String::new();
+    };
+    let path = |p: &std::path::Path| scalar(&p.to_string_lossy());
+    format!(
+        "      # TLS on the listener (GATEWAY_TLS_CERT_FILE, GATEWAY_TLS_KEY_FILE): the AWS SDKs send a
+      # Bedrock API key (bearer token) only over https.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{filename: {cert}}}
+              private_key: {{filename: {key}}}
+",
+        cert = path(cert),
+        key = path(key)
+    )
 }
 
 /// A cluster for an OpenAI or Bedrock base URL: STATIC for an IP literal, LOGICAL_DNS for a
@@ -351,7 +377,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-
+@TLS@
   clusters:
 @CLUSTERS@"#;
 
@@ -473,6 +499,25 @@ mod tests {
         ]);
         assert!(y.contains(r#"{address: "::1", port_value: 18001}"#), "{y}");
         assert!(y.contains(r#"address: {socket_address: {address: "::", port_value: 8080}}"#));
+    }
+
+    #[test]
+    fn tls_on_the_listener() {
+        let y = yaml(&[
+            ("GATEWAY_TLS_CERT_FILE", "/etc/unigate/tls/cert.pem"),
+            ("GATEWAY_TLS_KEY_FILE", "/etc/unigate/tls/key.pem"),
+        ]);
+        assert!(y.contains("DownstreamTlsContext"), "{y}");
+        assert!(y.contains("certificate_chain: {filename: /etc/unigate/tls/cert.pem}"));
+        assert!(y.contains("private_key: {filename: /etc/unigate/tls/key.pem}"));
+        let plain = yaml(&[]);
+        assert!(!plain.contains("transport_socket:\n        name: envoy.transport_sockets.tls"));
+        let only_cert = Settings::from_env(
+            &|k: &str| (k == "GATEWAY_TLS_CERT_FILE").then(|| "/c.pem".to_string()),
+            Path::new("/"),
+            &Overrides::default(),
+        );
+        assert!(only_cert.unwrap_err().contains("GATEWAY_TLS_KEY_FILE"));
     }
 
     #[test]

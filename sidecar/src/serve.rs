@@ -118,6 +118,15 @@ pub async fn serve(
         ));
     }
 
+    if let Some((cert, key)) = &settings.tls {
+        for (what, path) in [
+            ("GATEWAY_TLS_CERT_FILE", cert),
+            ("GATEWAY_TLS_KEY_FILE", key),
+        ] {
+            std::fs::File::open(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        }
+    }
+
     // Secrets: kept in memory and handed to Envoy through its environment only.
     let key_entries = match &settings.api_keys_file {
         Some(path) => Some(read_key_entries(path)?),

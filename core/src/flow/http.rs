@@ -12,11 +12,12 @@ use crate::endpoints::{self, Endpoint};
 use crate::error::{ErrorType, GatewayError};
 use crate::files::{self, FileContext};
 use crate::formats::Format;
+use crate::ir::Operation;
 use crate::ir::Usage;
 use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
 use crate::response::{self, ClientResponse};
 use crate::sigv4::AwsCredentials;
-use crate::stream::StreamTranslator;
+use crate::stream::{StreamDecoder, StreamTranslator};
 use crate::upstream_error;
 use std::rc::Rc;
 
@@ -59,6 +60,8 @@ enum Mode {
     Inspect,
     /// Translate a stream chunk by chunk.
     Stream(Box<StreamTranslator>),
+    /// Relay a stream unchanged, reading its usage on the way.
+    RelayStream(Box<dyn StreamDecoder>),
     /// Buffer the whole body, then translate it.
     Buffer {
         status: u16,
@@ -101,6 +104,8 @@ pub struct HttpFlow {
     request_id: String,
     /// Id in log lines: Envoy's `x-request-id` when present.
     log_id: String,
+    /// The model id from the path (Bedrock runtime door).
+    path_model: Option<String>,
     client: Option<ClientKey>,
     /// Size of the buffered request body (what a body replacement must cover).
     request_body_size: usize,
@@ -129,6 +134,7 @@ impl HttpFlow {
             anthropic_beta: None,
             request_id: String::new(),
             log_id: String::new(),
+            path_model: None,
             client: None,
             request_body_size: 0,
             headers: Vec::new(),
@@ -205,8 +211,12 @@ impl HttpFlow {
             .collect();
         self.anthropic_beta = (!betas.is_empty()).then(|| betas.join(","));
         let endpoint = endpoints::classify(&method, path);
-        self.door = match endpoint {
-            Endpoint::Door(door) => door,
+        self.door = match &endpoint {
+            Endpoint::Door(door) => *door,
+            Endpoint::Bedrock { op, model } => {
+                self.path_model = Some(model.clone());
+                Door::Bedrock(*op)
+            }
             _ => endpoints::door_of_path(path),
         };
         // Errors are written in the door's format (or the requested one where the door lets
@@ -246,7 +256,8 @@ impl HttpFlow {
                 Ok(r) => self.reply(host, &r),
                 Err(e) => self.reply_error(host, &e),
             },
-            Endpoint::Door(_) => {
+            Endpoint::InferenceProfiles => self.reply(host, &endpoints::inference_profiles()),
+            Endpoint::Door(_) | Endpoint::Bedrock { .. } => {
                 let declared = self
                     .request_header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -257,9 +268,12 @@ impl HttpFlow {
                 if end_of_stream {
                     return self.reply_error(
                         host,
-                        &GatewayError::bad_request(
-                            "The request body is empty; expected a JSON chat completion request.",
-                        ),
+                        &GatewayError::bad_request(match self.door {
+                            Door::Chat => {
+                                "The request body is empty; expected a JSON chat completion request."
+                            }
+                            _ => "The request body is empty; expected a JSON body.",
+                        }),
                     );
                 }
                 self.phase = Phase::WaitBody;
@@ -397,6 +411,7 @@ impl HttpFlow {
         file_context: Option<&[FileContext]>,
     ) -> Action {
         let now = host.now_unix();
+        let accept = self.request_header("accept");
         let planned = plan::plan(
             gw,
             &PlanInput::new(self.door, body)
@@ -405,6 +420,8 @@ impl HttpFlow {
                 .request_id(&self.request_id)
                 .session_header(self.session_header.as_deref())
                 .anthropic_beta(self.anthropic_beta.as_deref())
+                .path_model(self.path_model.as_deref())
+                .accept(accept.as_deref())
                 .client(self.client.as_ref())
                 .files(file_context)
                 .now(now),
@@ -517,8 +534,12 @@ impl HttpFlow {
         }
         if up.sign_region.is_some() {
             // Client-supplied AWS headers must not reach AWS next to our signature.
+            // Bedrock runtime callers keep Bedrock's own modelled headers (guardrails, trace,
+            // latency tier): `x-amzn-bedrock-*`, which are not part of the signature.
+            let native = matches!(self.door, Door::Bedrock(_));
             for (name, _) in &self.headers {
-                if name.starts_with("x-amz-") || name.starts_with("x-amzn-") {
+                let keep = native && name.starts_with("x-amzn-bedrock-");
+                if (name.starts_with("x-amz-") || name.starts_with("x-amzn-")) && !keep {
                     host.remove_header(map, name).map_err(host_err)?;
                 }
             }
@@ -690,6 +711,9 @@ impl HttpFlow {
         for (name, value) in &fwd.plan.extra_headers {
             let _ = host.set_header(map, name, value);
         }
+        if fwd.plan.operation == Operation::Native && from_upstream {
+            return self.relay_response_headers(host, status, ok, end_of_stream);
+        }
         if ok && fwd.plan.stream && !end_of_stream {
             // Headers go out now; every chunk is translated and passed on as it arrives.
             let translator = match StreamTranslator::new(&fwd.plan) {
@@ -728,6 +752,63 @@ impl HttpFlow {
             return self.reply(host, &resp);
         }
         Action::Pause
+    }
+
+    /// Response headers of a Bedrock runtime call: answers are relayed as Bedrock sent them,
+    /// except failures of the gateway's own credentials (the client's key is not at fault).
+    fn relay_response_headers<H: Host>(
+        &mut self,
+        host: &mut H,
+        status: u16,
+        ok: bool,
+        end_of_stream: bool,
+    ) -> Action {
+        let Phase::Forwarded(fwd) = &mut self.phase else {
+            return Action::Continue;
+        };
+        let map = Headers::Response;
+        if !ok {
+            let error_type = host.header(map, "x-amzn-errortype").ok().flatten();
+            let name =
+                upstream_error::bedrock_error_name(error_type.as_deref(), b"").unwrap_or_default();
+            host.count("unigate.errors.upstream", 1);
+            if !upstream_error::is_credential_error(&name) {
+                return Action::Continue;
+            }
+            fwd.mode = Mode::Buffer {
+                status,
+                error_type,
+                envoy_details: None,
+            };
+            if end_of_stream {
+                let resp = finish_buffered(fwd, &[]);
+                return self.reply(host, &resp);
+            }
+            return Action::Pause;
+        }
+        if fwd.plan.stream {
+            fwd.mode =
+                Mode::RelayStream(crate::formats::upstream(fwd.plan.upstream).stream_decoder());
+            self.record.streamed = true;
+            host.count("unigate.streams_total", 1);
+            return Action::Continue;
+        }
+        // InvokeModel and CountTokens carry usage in headers; Converse in the body.
+        let headers = host.headers(map).unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(u) = crate::formats::bedrock_runtime::usage_from_headers(&header) {
+            self.record_usage(host, u);
+            return Action::Continue;
+        }
+        if let Phase::Forwarded(fwd) = &mut self.phase {
+            fwd.mode = Mode::Inspect;
+        }
+        Action::Continue
     }
 
     /// `on_http_response_body`.
@@ -769,6 +850,17 @@ impl HttpFlow {
                 }
                 Action::Continue
             }
+            Mode::RelayStream(decoder) => {
+                let chunk = host.body(Body::Response, body_size).unwrap_or_default();
+                let _ = decoder.push(&chunk, end_of_stream);
+                if end_of_stream {
+                    let usage = decoder.usage();
+                    if usage.total() > 0 {
+                        self.record_usage(host, usage);
+                    }
+                }
+                Action::Continue
+            }
             Mode::Inspect => {
                 if body_size > MAX_RESPONSE_BYTES {
                     return self.reply_error(host, &response_too_large());
@@ -800,6 +892,11 @@ impl HttpFlow {
                     self.record_usage(host, u);
                 }
                 let map = Headers::Response;
+                // The upstream's error type and encoding go; the answer's own headers (an AWS
+                // client's error type among them) are set after.
+                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
+                    let _ = host.remove_header(map, name);
+                }
                 let mut ok = host
                     .set_header(map, ":status", &resp.status.to_string())
                     .is_ok();
@@ -809,9 +906,6 @@ impl HttpFlow {
                 ok &= host
                     .set_header(map, "content-length", &resp.body.len().to_string())
                     .is_ok();
-                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
-                    let _ = host.remove_header(map, name);
-                }
                 ok &= host.set_body(Body::Response, body_size, &resp.body).is_ok();
                 if !ok {
                     let id = &self.log_id;

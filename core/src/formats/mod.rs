@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod anthropic;
 pub mod bedrock;
+pub mod bedrock_runtime;
 pub mod converse;
 pub mod openai_chat;
 pub mod titan;
@@ -39,6 +40,9 @@ pub enum Format {
     /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
     #[serde(rename = "agent", alias = "bedrock_agent")]
     Agent,
+    /// Bedrock's runtime API as clients call it (`/model/{id}/invoke…`), relayed unchanged.
+    #[serde(rename = "bedrock_runtime")]
+    BedrockRuntime,
 }
 
 impl Format {
@@ -50,6 +54,7 @@ impl Format {
             Format::Titan => "titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::BedrockRuntime => "bedrock_runtime",
         }
     }
 
@@ -61,6 +66,7 @@ impl Format {
             Format::Titan => "bedrock_titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::BedrockRuntime => "bedrock_runtime",
         }
     }
 
@@ -175,6 +181,12 @@ pub trait ClientCodec: Sync {
     fn error_status(&self, err: &GatewayError) -> u16 {
         err.status
     }
+
+    /// Headers an error answer carries besides `content-type` and `retry-after`.
+    fn error_headers(&self, err: &GatewayError) -> Vec<(&'static str, String)> {
+        let _ = err;
+        Vec::new()
+    }
 }
 
 /// A format an upstream API speaks: the IR encodes into its requests, its answers and streams
@@ -230,6 +242,7 @@ pub fn client(format: Format) -> Option<&'static dyn ClientCodec> {
         Format::OpenaiChat => Some(&openai_chat::OpenaiChat),
         Format::Anthropic => Some(&anthropic::Anthropic),
         Format::Titan => Some(&titan::Titan),
+        Format::BedrockRuntime => Some(&bedrock_runtime::BedrockRuntime),
         Format::Converse | Format::Agent => None,
     }
 }
@@ -242,6 +255,7 @@ pub fn upstream(format: Format) -> &'static dyn UpstreamCodec {
         Format::Titan => &titan::Titan,
         Format::Converse => &converse::Converse,
         Format::Agent => &agent::Agent,
+        Format::BedrockRuntime => &bedrock_runtime::BedrockRuntime,
     }
 }
 

@@ -45,6 +45,10 @@ pub struct PlanInput<'a> {
     pub session_header: Option<&'a str>,
     /// `anthropic-beta` header values, joined with commas.
     pub anthropic_beta: Option<&'a str>,
+    /// The model id from the path (the Bedrock runtime door).
+    pub path_model: Option<&'a str>,
+    /// The client's `accept` header (relayed by the Bedrock runtime door).
+    pub accept: Option<&'a str>,
     /// The authenticated client key (for its model restrictions).
     pub client: Option<&'a ClientKey>,
     /// Extracted text of the request's `file_ids`, fetched from the sidecar beforehand.
@@ -64,6 +68,8 @@ impl<'a> PlanInput<'a> {
             request_id: "",
             session_header: None,
             anthropic_beta: None,
+            path_model: None,
+            accept: None,
             client: None,
             files: None,
             now_unix: 0,
@@ -97,6 +103,18 @@ impl<'a> PlanInput<'a> {
     /// Sets the `anthropic-beta` header values.
     pub fn anthropic_beta(mut self, header: Option<&'a str>) -> Self {
         self.anthropic_beta = header;
+        self
+    }
+
+    /// Sets the model id taken from the path.
+    pub fn path_model(mut self, model: Option<&'a str>) -> Self {
+        self.path_model = model;
+        self
+    }
+
+    /// Sets the client's `accept` header.
+    pub fn accept(mut self, accept: Option<&'a str>) -> Self {
+        self.accept = accept;
         self
     }
 
@@ -240,6 +258,9 @@ pub struct Plan {
 
 /// Plans a request that came through a door.
 pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
+    if let Door::Bedrock(op) = input.door {
+        return bedrock_runtime(gw, input, op);
+    }
     let obj = parse(input)?;
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
@@ -348,6 +369,58 @@ fn count_tokens(
         upstream,
         model_id: route.model_id,
         notes: relayed.notes,
+    })
+}
+
+/// Plans a Bedrock runtime call (`/model/{id}/{op}`): the body goes up unchanged, re-signed
+/// with the gateway's credentials, to the model the path names (aliases resolved); the answer
+/// comes back unchanged.
+fn bedrock_runtime(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+    op: crate::formats::bedrock_runtime::BedrockOp,
+) -> Result<Plan, GatewayError> {
+    let model = input.path_model.unwrap_or_default();
+    crate::route::check_model_id(model)?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(input.body).is_err()
+        || input.body.iter().all(u8::is_ascii_whitespace)
+    {
+        return Err(GatewayError::bad_request(
+            "The request body is not valid JSON.",
+        ));
+    }
+    let route = gw.router.route(model, None, Operation::Native)?;
+    if route.format.provider() != Provider::Bedrock || route.format == Format::Agent {
+        return Err(GatewayError::model_not_found(model));
+    }
+    if let Some(k) = input.client {
+        if !k.model_allowed(model, &route.model_id) {
+            return Err(GatewayError::model_not_allowed(model));
+        }
+    }
+    let upstream = upstream::bedrock_relay(gw, &route, op, input.body, input.accept)?;
+    Ok(Plan {
+        response: ResponsePlan {
+            operation: Operation::Native,
+            upstream: Format::BedrockRuntime,
+            input: Format::BedrockRuntime,
+            target: Format::BedrockRuntime,
+            stream: op.streams(),
+            include_usage: false,
+            structured: false,
+            relay: true,
+            meta: ResponseMeta {
+                id: input.request_id.to_string(),
+                created: input.now_unix,
+                model: model.to_string(),
+                legacy_functions: false,
+            },
+            timeout_secs: gw.config.upstream_timeout_seconds,
+            extra_headers: Vec::new(),
+        },
+        upstream,
+        model_id: route.model_id,
+        notes: Vec::new(),
     })
 }
 

@@ -4,6 +4,7 @@
 use super::UpstreamRequest;
 use crate::config::Gateway;
 use crate::error::GatewayError;
+use crate::formats::bedrock_runtime::BedrockOp;
 use crate::formats::{Encoded, Format, Provider};
 use crate::ir::ChatRequest;
 use crate::route::Route;
@@ -34,7 +35,7 @@ pub fn build(
     match route.format {
         Format::OpenaiChat => openai_chat(gw, req.stream, body, body_changed),
         Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
-        Format::Anthropic | Format::Titan | Format::Converse => {
+        Format::Anthropic | Format::Titan | Format::Converse | Format::BedrockRuntime => {
             bedrock_runtime(gw, route, req.stream, body, body_changed)
         }
     }
@@ -119,6 +120,44 @@ fn bedrock_runtime(
                 }
                 .into(),
             ),
+            ("accept-encoding", "identity".into()),
+        ],
+        remove_headers: GATEWAY_HEADERS.to_vec(),
+        sign_region: Some(up.region.clone()),
+    })
+}
+
+/// The Bedrock runtime door: the client's call to the same operation, for the resolved model,
+/// with the client's body unchanged.
+pub fn bedrock_relay(
+    gw: &Gateway,
+    route: &Route,
+    op: BedrockOp,
+    body: &[u8],
+    accept: Option<&str>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    let default_accept = if op.streams() {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "application/json"
+    };
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/{}",
+            up.url.path,
+            encode_path_segment(&route.model_id),
+            op.as_str()
+        ),
+        body: body.to_vec(),
+        body_changed: false,
+        headers: vec![
+            // Signed as application/json: boto3 sends InvokeModel bodies without a type.
+            ("content-type", "application/json".into()),
+            ("accept", accept.unwrap_or(default_accept).to_string()),
             ("accept-encoding", "identity".into()),
         ],
         remove_headers: GATEWAY_HEADERS.to_vec(),

@@ -131,6 +131,14 @@ pub trait StreamEncoder: std::fmt::Debug {
     }
 }
 
+/// An encoder that writes nothing (for answers that are relayed, never encoded).
+#[derive(Debug, Default)]
+pub struct NullEncoder;
+
+impl StreamEncoder for NullEncoder {
+    fn event(&mut self, _e: &StreamEvent, _out: &mut Vec<u8>) {}
+}
+
 /// Appends `data: <json>\n\n`.
 pub fn push_data(out: &mut Vec<u8>, v: &serde_json::Value) {
     out.extend_from_slice(b"data: ");
