@@ -37,13 +37,13 @@ fn action(a: flow::Action) -> Action {
 impl Context for Http {
     fn on_http_call_response(
         &mut self,
-        _token: u32,
+        token: u32,
         num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         self.flow
-            .on_callout_response(&mut EnvoyHost, num_headers, body_size);
+            .on_callout_response(&mut EnvoyHost, token, num_headers, body_size);
     }
 }
 

@@ -22,6 +22,8 @@ pub enum Door {
     /// `POST /model/{modelId}/{operation}`: Bedrock's own runtime API (AWS SDKs, Claude Code's
     /// Bedrock mode), relayed unchanged and re-signed with the gateway's credentials.
     Bedrock(BedrockOp),
+    /// `POST /v1/embeddings`: OpenAI's Embeddings API, for OpenAI and Bedrock embedding models.
+    Embeddings,
 }
 
 impl Door {
@@ -32,6 +34,7 @@ impl Door {
             Door::Messages => "messages",
             Door::CountTokens => "count_tokens",
             Door::Bedrock(_) => "bedrock",
+            Door::Embeddings => "embeddings",
         }
     }
 
@@ -41,6 +44,7 @@ impl Door {
             Door::Chat | Door::Messages => Operation::Chat,
             Door::CountTokens => Operation::CountTokens,
             Door::Bedrock(_) => Operation::Native,
+            Door::Embeddings => Operation::Embeddings,
         }
     }
 
@@ -50,6 +54,7 @@ impl Door {
             Door::Chat => None,
             Door::Messages | Door::CountTokens => Some(Format::Anthropic),
             Door::Bedrock(_) => Some(Format::BedrockRuntime),
+            Door::Embeddings => Some(Format::OpenaiEmbeddings),
         }
     }
 
@@ -59,6 +64,7 @@ impl Door {
             Door::Chat => Format::OpenaiChat,
             Door::Messages | Door::CountTokens => Format::Anthropic,
             Door::Bedrock(_) => Format::BedrockRuntime,
+            Door::Embeddings => Format::OpenaiEmbeddings,
         }
     }
 

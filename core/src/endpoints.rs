@@ -164,6 +164,13 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
                 Endpoint::WrongMethod
             }
         }
+        "/v1/embeddings" => {
+            if method == "POST" {
+                Endpoint::Door(Door::Embeddings)
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
         "/v1/messages" | "/v1/messages/count_tokens" => {
             if method == "POST" {
                 Endpoint::Door(if path == "/v1/messages" {

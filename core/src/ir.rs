@@ -15,6 +15,8 @@ pub enum Operation {
     CountTokens,
     /// The upstream's own API, relayed as the client called it (the Bedrock runtime door).
     Native,
+    /// Turn texts into embedding vectors.
+    Embeddings,
 }
 
 impl Operation {
@@ -24,6 +26,7 @@ impl Operation {
             Operation::Chat => "chat",
             Operation::CountTokens => "count_tokens",
             Operation::Native => "native",
+            Operation::Embeddings => "embeddings",
         }
     }
 }
@@ -424,4 +427,34 @@ pub struct ResponseMeta {
     pub model: String,
     /// The client used the legacy OpenAI `functions` API: answer with `function_call`.
     pub legacy_functions: bool,
+}
+
+/// How a client wants embedding vectors written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingEncoding {
+    /// JSON arrays of numbers.
+    #[default]
+    Float,
+    /// Base64 of the little-endian IEEE-754 float32 bytes (what OpenAI sends).
+    Base64,
+}
+
+/// An embeddings request in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddingsRequest {
+    /// The model id as the client sent it.
+    pub model: String,
+    /// The texts, in order.
+    pub inputs: Vec<String>,
+    /// Output encoding.
+    pub encoding: EmbeddingEncoding,
+    /// Requested vector size.
+    pub dimensions: Option<u32>,
+    /// End-user identifier.
+    pub user: Option<String>,
+    /// Cohere's `input_type` (`search_document`, `search_query`, `classification`,
+    /// `clustering`).
+    pub input_type: Option<String>,
+    /// Cohere's `truncate`.
+    pub truncate: Option<String>,
 }

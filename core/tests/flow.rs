@@ -228,7 +228,7 @@ fn the_first_bedrock_request_fetches_credentials_from_the_sidecar() {
         serde_json::to_vec(&json!({"access_key_id": "AKIDFROMSIDECAR", "secret_access_key": "s", "session_token": null, "expires_at": host.now_unix + 3600})).unwrap(),
     );
     let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 3, n);
+    flow.on_callout_response(&mut host, 1, 3, n);
     assert_eq!(host.resumes, 1);
     assert_eq!(
         host.request_header(":path"),
@@ -262,7 +262,7 @@ fn sidecar_failures_are_clear_5xx_errors() {
     let mut flow = HttpFlow::new(1, Some(gateway()), None);
     send(&mut flow, &mut host);
     host.callout = (None, Vec::new());
-    flow.on_callout_response(&mut host, 0, 0);
+    flow.on_callout_response(&mut host, 1, 0, 0);
     let reply = host.reply.unwrap();
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["error"]["code"], "sidecar_unavailable");
@@ -290,7 +290,7 @@ fn file_ids_are_fetched_for_the_keys_owner_and_put_in_the_prompt() {
         serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
     );
     let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 3, n);
+    flow.on_callout_response(&mut host, 1, 3, n);
     assert_eq!(host.resumes, 1);
     let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
     assert!(sent.get("file_ids").is_none());
@@ -952,4 +952,246 @@ fn inference_profiles_are_an_empty_list() {
     let r = host.reply.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({"inferenceProfileSummaries": []}));
+}
+
+/// Answers call `token` of a fan-out with a JSON body.
+fn callout(
+    flow: &mut HttpFlow,
+    host: &mut MockHost,
+    token: u32,
+    status: Option<u16>,
+    body: &Value,
+    headers: &[(&str, &str)],
+) {
+    host.callout = (status, serde_json::to_vec(body).unwrap());
+    host.callout_headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let n = host.callout.1.len();
+    flow.on_callout_response(host, token, if status.is_some() { 3 } else { 0 }, n);
+}
+
+fn embeddings_gateway() -> Rc<Gateway> {
+    gateway_with(
+        json!({"aws_region": "us-east-1", "embedding_concurrency": 2, "max_embedding_inputs": 150}),
+    )
+}
+
+#[test]
+fn titan_embeddings_fan_out_with_a_bound_and_answer_in_input_order() {
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "input": ["a", "bb", "ccc"], "dimensions": 256});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Pause);
+    // Two in flight (the bound), each signed, one text per call.
+    assert_eq!(host.dispatches.len(), 2);
+    for (i, d) in host.dispatches.iter().enumerate() {
+        assert_eq!(d.cluster, "bedrock");
+        let h = |n: &str| {
+            d.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            h(":path").as_deref(),
+            Some("/model/amazon.titan-embed-text-v2%3A0/invoke")
+        );
+        assert!(h("authorization").unwrap().starts_with("AWS4-HMAC-SHA256"));
+        let sent: Value = serde_json::from_slice(d.body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent["inputText"], ["a", "bb"][i]);
+        assert_eq!(sent["dimensions"], 256);
+    }
+    // The second answers first; the third call starts when a slot frees.
+    callout(
+        &mut flow,
+        &mut host,
+        2,
+        Some(200),
+        &json!({"embedding": [2.0], "inputTextTokenCount": 2}),
+        &[],
+    );
+    assert_eq!(host.dispatches.len(), 3);
+    callout(
+        &mut flow,
+        &mut host,
+        3,
+        Some(200),
+        &json!({"embedding": [3.0], "inputTextTokenCount": 3}),
+        &[],
+    );
+    assert!(host.reply.is_none());
+    callout(
+        &mut flow,
+        &mut host,
+        1,
+        Some(200),
+        &json!({"embedding": [1.0], "inputTextTokenCount": 1}),
+        &[],
+    );
+    let r = host.reply.clone().unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let got: Vec<(u64, f64)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().unwrap(),
+                d["embedding"][0].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(0, 1.0), (1, 2.0), (2, 3.0)]);
+    assert_eq!(v["usage"]["prompt_tokens"], 6);
+    assert_eq!(v["model"], "amazon.titan-embed-text-v2:0");
+    flow.on_log(&mut host);
+    assert_eq!(
+        host.counter("unigate.tokens.amazon_titan-embed-text-v2_0.input"),
+        6
+    );
+}
+
+#[test]
+fn one_failed_or_silent_call_fails_the_embeddings_request() {
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "input": ["a", "b"]});
+    for (status, headers, want) in [
+        (
+            Some(429),
+            vec![("x-amzn-errortype", "ThrottlingException")],
+            429,
+        ),
+        (None, vec![], 504),
+    ] {
+        let mut host = post("/v1/embeddings", &body, &[]);
+        with_credentials(&mut host);
+        let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+        send(&mut flow, &mut host);
+        callout(
+            &mut flow,
+            &mut host,
+            1,
+            status,
+            &json!({"message": "slow down"}),
+            &headers,
+        );
+        let r = host.reply.clone().unwrap();
+        assert_eq!(r.status, want);
+        assert!(r.json()["error"]["message"].is_string());
+        // A late answer of the other call changes nothing.
+        callout(
+            &mut flow,
+            &mut host,
+            2,
+            Some(200),
+            &json!({"embedding": [1.0]}),
+            &[],
+        );
+        assert_eq!(host.reply.unwrap().status, want);
+    }
+}
+
+#[test]
+fn cohere_embeddings_are_batched_by_96() {
+    let texts: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let body = json!({"model": "cohere.embed-english-v3", "input": texts, "encoding_format": "base64", "input_type": "search_query"});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+    send(&mut flow, &mut host);
+    assert_eq!(host.dispatches.len(), 2);
+    let first: Value = serde_json::from_slice(host.dispatches[0].body.as_ref().unwrap()).unwrap();
+    assert_eq!(first["texts"].as_array().unwrap().len(), 96);
+    assert_eq!(first["input_type"], "search_query");
+    let rows = |n: usize, v: f32| json!({"embeddings": {"float": vec![vec![v]; n]}});
+    callout(
+        &mut flow,
+        &mut host,
+        2,
+        Some(200),
+        &rows(4, 2.0),
+        &[("x-amzn-bedrock-input-token-count", "4")],
+    );
+    callout(
+        &mut flow,
+        &mut host,
+        1,
+        Some(200),
+        &rows(96, 1.0),
+        &[("x-amzn-bedrock-input-token-count", "96")],
+    );
+    let v = host.reply.unwrap().json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 100);
+    assert_eq!(v["data"][99]["index"], 99);
+    // base64 of little-endian float32 2.0
+    assert_eq!(v["data"][99]["embedding"], "AAAAQA==");
+    assert_eq!(v["usage"]["total_tokens"], 100);
+}
+
+#[test]
+fn embeddings_limits_and_wrong_endpoints() {
+    let cases = [
+        (
+            json!({"model": "cohere.embed-english-v3", "input": vec!["x"; 151]}),
+            400,
+            "input",
+        ),
+        (json!({"model": "gpt-4o", "input": "x"}), 400, "model"),
+        (
+            json!({"model": "amazon.titan-embed-text-v2:0", "input": [[1, 2]]}),
+            400,
+            "input[0]",
+        ),
+        (
+            json!({"model": "amazon.titan-embed-text-v2:0", "input": "x", "dimensions": 300}),
+            400,
+            "dimensions",
+        ),
+    ];
+    for (body, status, param) in cases {
+        let mut host = post("/v1/embeddings", &body, &[]);
+        let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+        send(&mut flow, &mut host);
+        let r = host.reply.unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (status, Some(param)),
+            "{body}"
+        );
+        assert!(host.dispatches.is_empty());
+    }
+    // An embedding model on the chat door.
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "messages": [{"role": "user", "content": "x"}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    let r = host.reply.unwrap();
+    assert_eq!(r.json()["error"]["code"], "wrong_endpoint");
+}
+
+#[test]
+fn openai_embeddings_are_relayed() {
+    let body =
+        json!({"model": "text-embedding-3-small", "input": ["a"], "encoding_format": "base64"});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(host.request_header(":path"), Some("/v1/embeddings"));
+    assert_eq!(host.request_header(":authority"), Some("api.openai.com"));
+    assert_eq!(
+        host.request_header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent, body);
+    let answer_body = json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAAQA=="}], "model": "text-embedding-3-small", "usage": {"prompt_tokens": 1, "total_tokens": 1}});
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    host.response_body = serde_json::to_vec(&answer_body).unwrap();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.properties["unigate.prompt_tokens"], b"1");
 }

@@ -14,6 +14,7 @@ use crate::files::{self, FileContext};
 use crate::formats::Format;
 use crate::ir::Operation;
 use crate::ir::Usage;
+use crate::plan::embeddings::{Fanout, Planned};
 use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
 use crate::response::{self, ClientResponse};
 use crate::sigv4::AwsCredentials;
@@ -37,7 +38,9 @@ enum Phase {
     /// Waiting for the sidecar to extract the request's `file_ids`.
     WaitFiles,
     /// Waiting for the sidecar to hand over AWS credentials for this plan.
-    WaitCredentials(Box<Plan>),
+    WaitCredentials(Box<Planned>),
+    /// Making a fan-out's calls (Bedrock embeddings); the filter answers when all are in.
+    Fanout(Box<FanoutState>),
     /// Sent upstream; the answer goes through the response plan.
     Forwarded(Box<Forwarded>),
     /// Answered locally (or passed through untouched); nothing more to do.
@@ -69,6 +72,21 @@ enum Mode {
         /// `response.code_details` when Envoy, not the upstream, produced the reply.
         envoy_details: Option<String>,
     },
+}
+
+/// A fan-out in progress.
+#[derive(Debug)]
+struct FanoutState {
+    plan: Box<Fanout>,
+    creds: AwsCredentials,
+    /// Next call to start.
+    next: usize,
+    /// Calls in flight: token and call index.
+    in_flight: Vec<(u32, usize)>,
+    /// Vectors per call, in call order.
+    answers: Vec<Option<Vec<Vec<f32>>>>,
+    /// Input tokens reported so far.
+    tokens: u64,
 }
 
 /// What the access log and metrics record about the request.
@@ -331,7 +349,9 @@ impl HttpFlow {
     ) -> Action {
         let gw = match (&self.phase, self.gateway.clone()) {
             (Phase::WaitBody, Some(gw)) => gw,
-            (Phase::WaitCredentials(_) | Phase::WaitFiles, _) => return Action::Pause,
+            (Phase::WaitCredentials(_) | Phase::WaitFiles | Phase::Fanout(_), _) => {
+                return Action::Pause
+            }
             _ => return Action::Continue,
         };
         if body_size as u64 > gw.config.max_request_bytes {
@@ -412,7 +432,7 @@ impl HttpFlow {
     ) -> Action {
         let now = host.now_unix();
         let accept = self.request_header("accept");
-        let planned = plan::plan(
+        let planned = plan::plan_request(
             gw,
             &PlanInput::new(self.door, body)
                 .query(self.query.as_deref())
@@ -426,7 +446,7 @@ impl HttpFlow {
                 .files(file_context)
                 .now(now),
         );
-        let plan = match planned {
+        let planned = match planned {
             Ok(p) => p,
             Err(e) => {
                 if e.status == 400 {
@@ -434,6 +454,10 @@ impl HttpFlow {
                 }
                 return self.reply_error(host, &e);
             }
+        };
+        let plan = match planned {
+            Planned::Forward(p) => *p,
+            Planned::Fanout(f) => return self.plan_fanout(host, gw, f, now),
         };
         self.target = plan.response.target;
         self.record.provider = plan.upstream.provider.as_str();
@@ -465,21 +489,36 @@ impl HttpFlow {
         if plan.upstream.sign_region.is_none() {
             return self.forward(host, plan, None);
         }
-        if let Some(c) = self.env_credentials.clone() {
+        if let Some(c) = self.signing_credentials(host, now) {
             return self.forward(host, plan, Some(&c));
         }
-        if let Some(c) = credentials::current(host, now) {
-            return self.forward(host, plan, Some(&c));
+        // No credentials cached yet (first request after start): ask the sidecar directly.
+        self.wait_for_credentials(host, gw, Planned::Forward(Box::new(plan)))
+    }
+
+    /// Credentials for signing now, if any are at hand (environment, or shared data).
+    fn signing_credentials<H: Host>(&self, host: &mut H, now: u64) -> Option<AwsCredentials> {
+        if let Some(c) = &self.env_credentials {
+            return Some(AwsCredentials::clone(c));
         }
+        credentials::current(host, now)
+    }
+
+    /// Pauses the request until the sidecar hands over credentials for `planned`.
+    fn wait_for_credentials<H: Host>(
+        &mut self,
+        host: &mut H,
+        gw: &Gateway,
+        planned: Planned,
+    ) -> Action {
         if gw.config.aws_credentials == CredentialsSource::Env {
             return self.reply_error(host, &GatewayError::unconfigured(
                 "AWS credentials are not available: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for Envoy (aws_credentials is `env`).",
             ));
         }
-        // No credentials cached yet (first request after start): ask the sidecar directly.
         match credentials::dispatch(host, gw) {
             Ok(_) => {
-                self.phase = Phase::WaitCredentials(Box::new(plan));
+                self.phase = Phase::WaitCredentials(Box::new(planned));
                 Action::Pause
             }
             Err(status) => {
@@ -593,20 +632,163 @@ impl HttpFlow {
         );
     }
 
-    /// `on_http_call_response`: the sidecar answered (file context or credentials).
+    /// `on_http_call_response`: a callout answered (the sidecar's file context or credentials,
+    /// or one call of a fan-out).
     pub fn on_callout_response<H: Host>(
         &mut self,
         host: &mut H,
+        token: u32,
         num_headers: usize,
         body_size: usize,
     ) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::WaitFiles => self.on_files_answer(host, num_headers, body_size),
-            Phase::WaitCredentials(plan) => {
-                self.on_credentials_answer(host, *plan, num_headers, body_size)
+            Phase::WaitCredentials(planned) => {
+                self.on_credentials_answer(host, *planned, num_headers, body_size)
+            }
+            Phase::Fanout(state) => {
+                self.on_fanout_answer(host, state, token, num_headers, body_size)
             }
             other => self.phase = other,
         }
+    }
+
+    /// Starts a fan-out once credentials are at hand.
+    fn plan_fanout<H: Host>(
+        &mut self,
+        host: &mut H,
+        gw: &Gateway,
+        f: Box<Fanout>,
+        now: u64,
+    ) -> Action {
+        self.record.provider = "bedrock";
+        self.record.model_id = f.model_id.clone();
+        if let Some(k) = &self.client {
+            if let Err(e) = limits::admit(host, k, now) {
+                host.count("unigate.rate_limited", 1);
+                return self.reply_error(host, &e);
+            }
+        }
+        match self.signing_credentials(host, now) {
+            Some(creds) => self.start_fanout(host, f, creds, now),
+            None => self.wait_for_credentials(host, gw, Planned::Fanout(f)),
+        }
+    }
+
+    fn start_fanout<H: Host>(
+        &mut self,
+        host: &mut H,
+        f: Box<Fanout>,
+        creds: AwsCredentials,
+        _now: u64,
+    ) -> Action {
+        let n = f.calls.len();
+        let mut state = Box::new(FanoutState {
+            plan: f,
+            creds,
+            next: 0,
+            in_flight: Vec::new(),
+            answers: vec![None; n],
+            tokens: 0,
+        });
+        self.record.forwarded_ms = Some(host.now_ms());
+        while state.next < n && state.in_flight.len() < state.plan.concurrency {
+            if let Err(e) = dispatch_call(host, &mut state) {
+                return self.reply_error(host, &e);
+            }
+        }
+        self.phase = Phase::Fanout(state);
+        Action::Pause
+    }
+
+    fn on_fanout_answer<H: Host>(
+        &mut self,
+        host: &mut H,
+        mut state: Box<FanoutState>,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let Some(pos) = state.in_flight.iter().position(|(t, _)| *t == token) else {
+            self.phase = Phase::Fanout(state);
+            return;
+        };
+        let (_, index) = state.in_flight.swap_remove(pos);
+        let (status, body) = host.callout_answer(num_headers, body_size);
+        let error_type = host.callout_header("x-amzn-errortype");
+        let header_tokens = host
+            .callout_header("x-amzn-bedrock-input-token-count")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let batch = state.plan.batches.get(index).copied().unwrap_or(0);
+        let parsed = match status {
+            None => Err(GatewayError::gateway_timeout(format!(
+                "Bedrock did not answer an embeddings call within {} ms.",
+                state.plan.timeout_ms
+            ))),
+            Some(200) => match state.plan.format {
+                Format::TitanEmbed => crate::formats::titan_embed::parse_answer(&body)
+                    .map(|(v, t)| (vec![v], header_tokens.unwrap_or(t))),
+                _ => crate::formats::cohere_embed::parse_answer(&body, batch)
+                    .map(|v| (v, header_tokens.unwrap_or(0))),
+            },
+            Some(s) => Err(upstream_error::from_bedrock(
+                s,
+                error_type.as_deref(),
+                &body,
+            )),
+        };
+        let (vectors, tokens) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                // One failed call fails the request; the calls still in flight are ignored.
+                host.count("unigate.errors.upstream", 1);
+                self.reply_error(host, &e);
+                return;
+            }
+        };
+        state.tokens = state.tokens.saturating_add(tokens);
+        if let Some(slot) = state.answers.get_mut(index) {
+            *slot = Some(vectors);
+        }
+        while state.next < state.plan.calls.len() && state.in_flight.len() < state.plan.concurrency
+        {
+            if let Err(e) = dispatch_call(host, &mut state) {
+                self.reply_error(host, &e);
+                return;
+            }
+        }
+        if !state.in_flight.is_empty() || state.next < state.plan.calls.len() {
+            self.phase = Phase::Fanout(state);
+            return;
+        }
+        let vectors: Vec<Vec<f32>> = state.answers.into_iter().flatten().flatten().collect();
+        let body = crate::formats::openai_embeddings::encode_response(
+            &vectors,
+            &state.plan.model,
+            state.tokens,
+            state.plan.encoding,
+        );
+        self.record_usage(
+            host,
+            Usage {
+                prompt_tokens: state.tokens,
+                ..Usage::default()
+            },
+        );
+        let _ = host.set_property(&["unigate.model"], self.record.model_id.as_bytes());
+        let _ = host.set_property(&["unigate.provider"], b"bedrock");
+        if let Some(k) = &self.client {
+            let _ = host.set_property(&["unigate.key"], k.label.as_bytes());
+        }
+        self.reply(
+            host,
+            &ClientResponse {
+                status: 200,
+                headers: vec![("content-type", "application/json".to_string())],
+                body,
+                usage: None,
+            },
+        );
     }
 
     fn on_files_answer<H: Host>(&mut self, host: &mut H, num_headers: usize, body_size: usize) {
@@ -640,7 +822,7 @@ impl HttpFlow {
     fn on_credentials_answer<H: Host>(
         &mut self,
         host: &mut H,
-        plan: Plan,
+        planned: Planned,
         num_headers: usize,
         body_size: usize,
     ) {
@@ -667,11 +849,17 @@ impl HttpFlow {
             .with_code("sidecar_error")),
         };
         match result {
-            Ok(creds) => {
-                if self.forward(host, plan, Some(&creds)) == Action::Continue {
-                    self.resume(host);
+            Ok(creds) => match planned {
+                Planned::Forward(plan) => {
+                    if self.forward(host, *plan, Some(&creds)) == Action::Continue {
+                        self.resume(host);
+                    }
                 }
-            }
+                Planned::Fanout(f) => {
+                    let now = host.now_unix();
+                    self.start_fanout(host, f, creds, now);
+                }
+            },
             Err(e) => {
                 host.count("unigate.errors.sidecar", 1);
                 self.reply_error(host, &e);
@@ -969,6 +1157,40 @@ impl HttpFlow {
             )
         });
     }
+}
+
+/// Signs and starts the next call of a fan-out.
+fn dispatch_call<H: Host>(host: &mut H, state: &mut FanoutState) -> Result<(), GatewayError> {
+    let index = state.next;
+    let Some(call) = state.plan.calls.get(index) else {
+        return Ok(());
+    };
+    let signing = call.signing_headers(&state.creds, host.now_unix())?;
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", "POST"),
+        (":path", &call.path),
+        (":authority", &call.authority),
+    ];
+    headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    headers.extend(signing.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let token = host
+        .dispatch(
+            &call.cluster,
+            &headers,
+            Some(&call.body),
+            state.plan.timeout_ms,
+        )
+        .map_err(|e| {
+            GatewayError::new(
+                503,
+                ErrorType::Api,
+                format!("Could not call Bedrock for embeddings: {e}"),
+            )
+            .with_code("upstream_unreachable")
+        })?;
+    state.in_flight.push((token, index));
+    state.next += 1;
+    Ok(())
 }
 
 /// The 502 for an upstream answer over [`MAX_RESPONSE_BYTES`].

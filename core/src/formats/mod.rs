@@ -9,9 +9,12 @@ pub mod agent;
 pub mod anthropic;
 pub mod bedrock;
 pub mod bedrock_runtime;
+pub mod cohere_embed;
 pub mod converse;
 pub mod openai_chat;
+pub mod openai_embeddings;
 pub mod titan;
+pub mod titan_embed;
 
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, ResponseMeta, Usage};
@@ -43,6 +46,15 @@ pub enum Format {
     /// Bedrock's runtime API as clients call it (`/model/{id}/invoke…`), relayed unchanged.
     #[serde(rename = "bedrock_runtime")]
     BedrockRuntime,
+    /// OpenAI Embeddings (`/v1/embeddings`).
+    #[serde(rename = "openai_embeddings")]
+    OpenaiEmbeddings,
+    /// Titan Text Embeddings on Bedrock (InvokeModel, one text per call).
+    #[serde(rename = "titan_embed")]
+    TitanEmbed,
+    /// Cohere Embed on Bedrock (InvokeModel, up to 96 texts per call).
+    #[serde(rename = "cohere_embed")]
+    CohereEmbed,
 }
 
 impl Format {
@@ -55,6 +67,9 @@ impl Format {
             Format::Converse => "converse",
             Format::Agent => "agent",
             Format::BedrockRuntime => "bedrock_runtime",
+            Format::OpenaiEmbeddings => "openai_embeddings",
+            Format::TitanEmbed => "titan_embed",
+            Format::CohereEmbed => "cohere_embed",
         }
     }
 
@@ -67,6 +82,9 @@ impl Format {
             Format::Converse => "converse",
             Format::Agent => "agent",
             Format::BedrockRuntime => "bedrock_runtime",
+            Format::OpenaiEmbeddings => "openai_embeddings",
+            Format::TitanEmbed => "titan_embed",
+            Format::CohereEmbed => "cohere_embed",
         }
     }
 
@@ -86,7 +104,7 @@ impl Format {
     /// The provider whose API speaks this format upstream.
     pub fn provider(self) -> Provider {
         match self {
-            Format::OpenaiChat => Provider::Openai,
+            Format::OpenaiChat | Format::OpenaiEmbeddings => Provider::Openai,
             _ => Provider::Bedrock,
         }
     }
@@ -243,7 +261,11 @@ pub fn client(format: Format) -> Option<&'static dyn ClientCodec> {
         Format::Anthropic => Some(&anthropic::Anthropic),
         Format::Titan => Some(&titan::Titan),
         Format::BedrockRuntime => Some(&bedrock_runtime::BedrockRuntime),
-        Format::Converse | Format::Agent => None,
+        Format::Converse
+        | Format::Agent
+        | Format::OpenaiEmbeddings
+        | Format::TitanEmbed
+        | Format::CohereEmbed => None,
     }
 }
 
@@ -255,7 +277,10 @@ pub fn upstream(format: Format) -> &'static dyn UpstreamCodec {
         Format::Titan => &titan::Titan,
         Format::Converse => &converse::Converse,
         Format::Agent => &agent::Agent,
-        Format::BedrockRuntime => &bedrock_runtime::BedrockRuntime,
+        Format::BedrockRuntime | Format::TitanEmbed | Format::CohereEmbed => {
+            &bedrock_runtime::BedrockRuntime
+        }
+        Format::OpenaiEmbeddings => &openai_embeddings::OpenaiEmbeddings,
     }
 }
 

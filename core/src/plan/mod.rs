@@ -9,6 +9,7 @@
 //! cluster and signing region per upstream API).
 
 pub mod checks;
+pub mod embeddings;
 pub mod upstream;
 
 use crate::auth::ClientKey;
@@ -256,7 +257,19 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// Plans a request that came through a door.
+/// Plans a request of any door: embeddings may become a fan-out of calls the filter makes;
+/// every other door forwards one request.
+pub fn plan_request(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+) -> Result<embeddings::Planned, GatewayError> {
+    if input.door == Door::Embeddings {
+        return embeddings::plan(gw, input);
+    }
+    plan(gw, input).map(|p| embeddings::Planned::Forward(Box::new(p)))
+}
+
+/// Plans a request that came through a door (embeddings: see [`plan_request`]).
 pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     if let Door::Bedrock(op) = input.door {
         return bedrock_runtime(gw, input, op);

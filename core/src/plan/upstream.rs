@@ -35,9 +35,13 @@ pub fn build(
     match route.format {
         Format::OpenaiChat => openai_chat(gw, req.stream, body, body_changed),
         Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
-        Format::Anthropic | Format::Titan | Format::Converse | Format::BedrockRuntime => {
-            bedrock_runtime(gw, route, req.stream, body, body_changed)
-        }
+        Format::OpenaiEmbeddings => openai_embeddings(gw, body, body_changed),
+        Format::Anthropic
+        | Format::Titan
+        | Format::Converse
+        | Format::BedrockRuntime
+        | Format::TitanEmbed
+        | Format::CohereEmbed => bedrock_runtime(gw, route, req.stream, body, body_changed),
     }
 }
 
@@ -79,6 +83,44 @@ fn openai_chat(
             "openai-project",
         ],
         sign_region: None,
+    })
+}
+
+/// `POST {base}/embeddings` with the gateway's OpenAI key.
+pub fn openai_embeddings(
+    gw: &Gateway,
+    body: Vec<u8>,
+    body_changed: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut up = openai_chat(gw, false, body, body_changed)?;
+    up.path = format!("{}/embeddings", gw.require_openai()?.url.path);
+    Ok(up)
+}
+
+/// A signed-later InvokeModel call of an embedding model (the filter makes these itself).
+pub fn bedrock_invoke(
+    gw: &Gateway,
+    model_id: &str,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/invoke",
+            up.url.path,
+            encode_path_segment(model_id)
+        ),
+        body,
+        body_changed: true,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        remove_headers: Vec::new(),
+        sign_region: Some(up.region.clone()),
     })
 }
 

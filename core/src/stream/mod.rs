@@ -131,6 +131,26 @@ pub trait StreamEncoder: std::fmt::Debug {
     }
 }
 
+/// A decoder for answers that are never streamed: it produces nothing.
+#[derive(Debug, Default)]
+pub struct NullDecoder;
+
+impl StreamDecoder for NullDecoder {
+    fn push(&mut self, _bytes: &[u8], _end: bool) -> Decoded {
+        Decoded::default()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    fn buffered(&self) -> usize {
+        0
+    }
+
+    fn discard(&mut self) {}
+}
+
 /// An encoder that writes nothing (for answers that are relayed, never encoded).
 #[derive(Debug, Default)]
 pub struct NullEncoder;
