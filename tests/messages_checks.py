@@ -21,6 +21,7 @@ import base64
 import copy
 import json
 import re
+import time
 from typing import Any, Iterable, Optional
 
 from fakes import eventstream as es
@@ -267,9 +268,14 @@ def assert_error_envelope(status: int, headers: dict, body: bytes, want_status: 
 # ---------------------------------------------------------------- what a fake Bedrock streamed
 
 
-def bedrock_chunk_events(rec) -> list:
+def bedrock_chunk_events(rec, wait_s: float = 3.0) -> list:
     """The Anthropic events (dicts) in the `chunk` frames of an InvokeModelWithResponseStream
     answer a fake Bedrock sent (rec.response_body: the event-stream bytes)."""
+    # The fake records a streamed body once it has written all of it, which can be a moment
+    # after the gateway delivered the end of the stream to the client (as fakes.usage does).
+    deadline = time.monotonic() + wait_s
+    while not rec.response_body and time.monotonic() < deadline:
+        time.sleep(0.01)
     msgs, rest = es.decode_messages(rec.response_body)
     assert rest == b"", "the fake's stream ended inside a frame"
     out = []
@@ -277,3 +283,38 @@ def bedrock_chunk_events(rec) -> list:
         if m["headers"].get(":event-type") == "chunk":
             out.append(json.loads(base64.b64decode(json.loads(m["payload"])["bytes"])))
     return out
+
+
+def claude_stream_events(blocks, stop_reason="end_turn", usage=(30, 25), pings=False, model="claude-sonnet-4-20250514"):
+    """Bedrock Claude stream events for `blocks` (text, thinking, tool_use), as dicts."""
+    evs = [{"type": "message_start", "message": {"id": "msg_bdrk_01Steered", "type": "message", "role": "assistant", "model": model,
+                                                 "content": [], "stop_reason": None, "stop_sequence": None,
+                                                 "usage": {"input_tokens": usage[0], "output_tokens": 1}}}]
+    if pings:
+        evs.append({"type": "ping"})
+    for i, b in enumerate(blocks):
+        if b["type"] == "text":
+            evs.append({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+            half = len(b["text"]) // 2
+            for piece in (b["text"][:half], b["text"][half:]):
+                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}})
+        elif b["type"] == "thinking":
+            evs.append({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+            half = len(b["thinking"]) // 2
+            for piece in (b["thinking"][:half], b["thinking"][half:]):
+                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": piece}})
+            evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": b["signature"]}})
+        elif b["type"] == "tool_use":
+            evs.append({"type": "content_block_start", "index": i,
+                        "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})
+            raw = json.dumps(b["input"])
+            for piece in ("", raw[:5], raw[5:]):
+                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": piece}})
+        if pings and i == 0:
+            evs.append({"type": "ping"})
+        evs.append({"type": "content_block_stop", "index": i})
+    evs.append({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": usage[1]}})
+    evs.append({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+        "inputTokenCount": usage[0], "outputTokenCount": usage[1], "invocationLatency": 90, "firstByteLatency": 30}})
+    return evs

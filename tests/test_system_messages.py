@@ -36,6 +36,7 @@ from messages_checks import (
     assert_message_stream,
     assert_relayed_body,
     bedrock_chunk_events,
+    claude_stream_events,
     count_tokens_inner,
     parse_sse,
     stream_error_event,
@@ -224,7 +225,7 @@ def test_stream_wire_format(stack, fakes, model, kind, model_id, path):
 def test_claude_stream_drops_ping_and_metrics(stack, fakes):
     """Bedrock chunk events relayed as they are, except `ping` (dropped) and the
     `amazon-bedrock-invocationMetrics` member of the last event (removed)."""
-    evs = claude_events([{"type": "text", "text": "Hi"}], pings=True)
+    evs = claude_stream_events([{"type": "text", "text": "Hi"}], pings=True)
     r = raw_post(stack, {"model": "claude-3-haiku", "max_tokens": 20, "stream": True, "messages": [user("x")]},
                  headers={"x-fake-stream-events": json.dumps([{"chunk": e} for e in evs])})
     assert r.status_code == 200, r.text
@@ -232,41 +233,6 @@ def test_claude_stream_drops_ping_and_metrics(stack, fakes):
     want = [{k: v for k, v in e.items() if k != "amazon-bedrock-invocationMetrics"} for e in evs if e["type"] != "ping"]
     assert [d for _, d in events] == want
     assert any(e["type"] == "ping" for e in evs) and "amazon-bedrock-invocationMetrics" in evs[-1]
-
-
-def claude_events(blocks, stop_reason="end_turn", usage=(30, 25), pings=False, model="claude-sonnet-4-20250514"):
-    """Bedrock Claude stream events for `blocks` (text, thinking, tool_use), as dicts."""
-    evs = [{"type": "message_start", "message": {"id": "msg_bdrk_01Steered", "type": "message", "role": "assistant", "model": model,
-                                                 "content": [], "stop_reason": None, "stop_sequence": None,
-                                                 "usage": {"input_tokens": usage[0], "output_tokens": 1}}}]
-    if pings:
-        evs.append({"type": "ping"})
-    for i, b in enumerate(blocks):
-        if b["type"] == "text":
-            evs.append({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
-            half = len(b["text"]) // 2
-            for piece in (b["text"][:half], b["text"][half:]):
-                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}})
-        elif b["type"] == "thinking":
-            evs.append({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
-            half = len(b["thinking"]) // 2
-            for piece in (b["thinking"][:half], b["thinking"][half:]):
-                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": piece}})
-            evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": b["signature"]}})
-        elif b["type"] == "tool_use":
-            evs.append({"type": "content_block_start", "index": i,
-                        "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}})
-            raw = json.dumps(b["input"])
-            for piece in ("", raw[:5], raw[5:]):
-                evs.append({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": piece}})
-        if pings and i == 0:
-            evs.append({"type": "ping"})
-        evs.append({"type": "content_block_stop", "index": i})
-    evs.append({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": usage[1]}})
-    evs.append({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": usage[0], "outputTokenCount": usage[1], "invocationLatency": 90, "firstByteLatency": 30}})
-    return evs
 
 
 # ---------------------------------------------------------------- request fields relayed to Claude
@@ -590,8 +556,9 @@ def test_parallel_tool_calls_non_streamed(ac, fakes, model, answer, ids):
     assert msg.stop_reason == "tool_use"
     if model == GPT:
         sent = assert_openai_upstream(fakes.openai.last())
-        assert sent["tools"] == [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                                                   "parameters": WEATHER["input_schema"]}}]
+        assert [t["type"] for t in sent["tools"]] == ["function"]
+        fn = sent["tools"][0]["function"]
+        assert (fn["name"], fn.get("description"), fn["parameters"]) == ("get_weather", "Weather for a city", WEATHER["input_schema"])
         assert sent["tool_choice"] == "required"
     else:
         sent = assert_bedrock_upstream(fakes.bedrock.last(), NOVA_LITE, "converse")
@@ -648,7 +615,7 @@ def test_thinking_reaches_claude_and_comes_back(ac, fakes):
 def test_thinking_stream_accumulated_by_sdk(ac, fakes):
     blocks = [{"type": "thinking", "thinking": "Let me think this through.", "signature": "EqoBCkYIAxgCKkB0c2lnbmF0dXJl"},
               {"type": "text", "text": "The answer is 4."}]
-    evs = claude_events(blocks)
+    evs = claude_stream_events(blocks)
     with ac.messages.stream(model=SONNET4_ID, max_tokens=2048, messages=[user("2+2?")], thinking={"type": "enabled", "budget_tokens": 1024},
                             extra_headers={"x-fake-stream-events": json.dumps([{"chunk": e} for e in evs])}) as s:
         kinds = [ev.type for ev in s]
@@ -666,7 +633,7 @@ def test_thinking_stream_accumulated_by_sdk(ac, fakes):
 def test_claude_tool_use_stream_with_thinking(ac, fakes):
     blocks = [{"type": "thinking", "thinking": "Need the file.", "signature": "c2ln"},
               {"type": "tool_use", "id": "toolu_01Ab", "name": "Read", "input": {"file_path": "/src/a.rs"}}]
-    evs = claude_events(blocks, stop_reason="tool_use")
+    evs = claude_stream_events(blocks, stop_reason="tool_use")
     with ac.messages.stream(model=SONNET4_ID, max_tokens=2048, messages=[user("read it")], tools=[READ_TOOL],
                             thinking={"type": "enabled", "budget_tokens": 1024},
                             extra_headers={"x-fake-stream-events": json.dumps([{"chunk": e} for e in evs])}) as s:
@@ -953,7 +920,7 @@ def test_gateway_openai_key_rejected_is_5xx_not_401(ac, fakes):
 
 
 def _claude_partial():
-    return [{"chunk": e} for e in claude_events([{"type": "text", "text": "partial answer"}])[:3]]
+    return [{"chunk": e} for e in claude_stream_events([{"type": "text", "text": "partial answer"}])[:3]]
 
 
 def _converse_partial():
