@@ -5,10 +5,10 @@ wasm-tests/test_wasm_messages.py:
 - expected_invoke_body() / assert_relayed_body(): what the gateway must send to Bedrock
   InvokeModel for a Claude model, written from the contract (front-doors.md §1.7): the
   client's body without `model`/`stream`, `anthropic_version: "bedrock-2023-05-31"`, only the
-  allowed top-level keys, `context_management` only with `compact_20260112` edits, no
-  `thinking.display`, no `cache_control.scope`, `defer_loading` only with tool search, and the
-  betas from the `anthropic-beta` header(s) (+ a body `anthropic_beta` list) renamed and
-  filtered by the default per-model table.
+  allowed top-level keys, `context_management` only with `compact_20260112` edits and their
+  beta, no `thinking.display`, no `cache_control.scope` (nor `ttl` before Claude 4.5),
+  `defer_loading` only with tool search, and the betas from the `anthropic-beta` header(s)
+  (+ a body `anthropic_beta` list) renamed and filtered by the default per-model table.
 - parse_sse(): the `event: <type>\\ndata: <json>\\n\\n` framing, checked strictly.
 - assert_message_stream(): the Messages stream grammar (§1.4) and the Message it accumulates to.
 - assert_error_envelope(): `{"type":"error","error":{"type","message"}}`.
@@ -34,6 +34,7 @@ RELAY_KEYS = (
     "top_p", "top_k", "tools", "tool_choice", "thinking", "metadata", "output_config",
 )
 TOOL_SEARCH = "tool-search-tool-2025-10-19"
+COMPACT_BETA = "compact-2026-01-12"
 RENAMED_BETAS = {"advanced-tool-use-2025-11-20": TOOL_SEARCH}
 # The contract's default per-model beta table: Claude 4+ allow these three, Claude 3.x none.
 CLAUDE4_DEFAULT_BETAS = frozenset({"interleaved-thinking-2025-05-14", "context-1m-2025-08-07", TOOL_SEARCH})
@@ -49,8 +50,24 @@ def is_claude4_or_later(model_id: str) -> bool:
     return re.match(r"^claude-(sonnet|opus|haiku)-([4-9]|[1-9]\d)(\D|$)", claude_model_name(model_id)) is not None
 
 
+def claude_version(model_id: str) -> tuple:
+    """(major, minor) of a Claude model id: claude-3-haiku → (3, 0), claude-3-5-haiku → (3, 5),
+    claude-sonnet-4-2025… → (4, 0), claude-sonnet-4-5-2025… → (4, 5)."""
+    nums = [int(t) for t in claude_model_name(model_id).split("-")[1:] if t.isdigit() and len(t) <= 2] + [0, 0]
+    return nums[0], nums[1]
+
+
 def default_allowed_betas(model_id: str) -> frozenset:
+    """The default per-model beta table: Claude 3.x none; Opus 4.7 only interleaved thinking
+    (all it took at launch, front-doors.md §1.7); other Claude 4+ the three Claude Code sends."""
+    if re.match(r"^claude-opus-4-7(\D|$)", claude_model_name(model_id)):
+        return frozenset({"interleaved-thinking-2025-05-14"})
     return CLAUDE4_DEFAULT_BETAS if is_claude4_or_later(model_id) else frozenset()
+
+
+def keeps_cache_ttl(model_id: str) -> bool:
+    """`cache_control.ttl` is kept for Claude 4.5 and later only (front-doors.md §1.7.6)."""
+    return claude_version(model_id) >= (4, 5)
 
 
 def split_beta_headers(values: Iterable[str]) -> list:
@@ -68,18 +85,19 @@ def expected_betas(model_id: str, beta_headers: Iterable[str] = (), body_betas: 
     return renamed & default_allowed_betas(model_id)
 
 
-def _strip_scope(obj: Any) -> Any:
-    """A copy of obj without `scope` inside any `cache_control`."""
+def _strip_cache_control(obj: Any, keep_ttl: bool) -> Any:
+    """A copy of obj without `scope` (and, unless keep_ttl, `ttl`) inside any `cache_control`."""
+    drop = {"scope"} if keep_ttl else {"scope", "ttl"}
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             if k == "cache_control" and isinstance(v, dict):
-                out[k] = {ck: cv for ck, cv in v.items() if ck != "scope"}
+                out[k] = {ck: cv for ck, cv in v.items() if ck not in drop}
             else:
-                out[k] = _strip_scope(v)
+                out[k] = _strip_cache_control(v, keep_ttl)
         return out
     if isinstance(obj, list):
-        return [_strip_scope(v) for v in obj]
+        return [_strip_cache_control(v, keep_ttl) for v in obj]
     return obj
 
 
@@ -94,7 +112,9 @@ def expected_invoke_body(client_body: dict, model_id: str, beta_headers: Iterabl
     if betas:
         out["anthropic_beta"] = sorted(betas)
     cm = body.get("context_management")
-    if isinstance(cm, dict):
+    if isinstance(cm, dict) and COMPACT_BETA in betas:
+        # only compaction edits, and only with their beta (front-doors.md §1.7.5) — which the
+        # default table does not pass, so by default context_management is always removed
         compact = [e for e in cm.get("edits") or [] if isinstance(e, dict) and e.get("type") == "compact_20260112"]
         if compact:
             out["context_management"] = dict(cm, edits=compact)
@@ -102,7 +122,7 @@ def expected_invoke_body(client_body: dict, model_id: str, beta_headers: Iterabl
         out["thinking"] = {k: v for k, v in out["thinking"].items() if k != "display"}
     if isinstance(out.get("tools"), list) and TOOL_SEARCH not in betas:
         out["tools"] = [{k: v for k, v in t.items() if k != "defer_loading"} if isinstance(t, dict) else t for t in out["tools"]]
-    return _strip_scope(out)
+    return _strip_cache_control(out, keeps_cache_ttl(model_id))
 
 
 def assert_relayed_body(sent: dict, client_body: dict, model_id: str, beta_headers: Iterable[str] = ()) -> None:

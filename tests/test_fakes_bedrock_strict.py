@@ -29,6 +29,7 @@ from fakes.text import count_tokens
 
 SONNET4 = "us.anthropic.claude-sonnet-4-20250514-v1:0"
 SONNET4_FM = "anthropic.claude-sonnet-4-20250514-v1:0"
+SONNET45 = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU3 = "anthropic.claude-3-haiku-20240307-v1:0"
 # What the gateway forwards by default for Claude 4+ (the contract's default table).
 GATEWAY_DEFAULT_BETAS = ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07", "tool-search-tool-2025-10-19"]
@@ -95,6 +96,7 @@ def test_accepted_beta_table_is_documented_list_for_claude4_and_empty_for_claude
     assert accepted_betas(SONNET4) == BEDROCK_DOCUMENTED_BETAS
     assert accepted_betas("global.anthropic.claude-opus-4-5-20251101-v1:0") == BEDROCK_DOCUMENTED_BETAS
     assert accepted_betas("us.anthropic.claude-haiku-4-5-20251001-v1:0") == BEDROCK_DOCUMENTED_BETAS
+    assert accepted_betas("us.anthropic.claude-opus-4-7") == {"interleaved-thinking-2025-05-14"}
     assert accepted_betas(HAIKU3) == frozenset()
     assert accepted_betas("us.anthropic.claude-3-7-sonnet-20250219-v1:0") == frozenset()
     # the gateway's default betas must all be accepted on Claude 4+, and none of the ones it drops
@@ -187,16 +189,31 @@ def test_cache_control_scope_is_refused(fake, where, expected_path):
     status, code, msg = refused(fake, SONNET4, make({"type": "ephemeral", "scope": "global"}))
     assert (status, code) == (400, "ValidationException")
     assert msg == f"{expected_path}.cache_control.ephemeral.scope: Extra inputs are not permitted"
-    invoke(fake, SONNET4, make({"type": "ephemeral", "ttl": "5m"}))  # control: ttl alone is fine
+    invoke(fake, SONNET4, make({"type": "ephemeral"}))  # control: without scope it passes
+    invoke(fake, SONNET45, make({"type": "ephemeral", "ttl": "1h"}))  # and ttl is fine on Claude 4.5
 
 
-def test_context_management_only_compact_edits(fake):
+def test_cache_control_ttl_only_from_claude_4_5(fake):
+    b = body(system=[{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h"}}])
+    _, code, msg = refused(fake, SONNET4, b)
+    assert (code, msg) == ("ValidationException", "system.0.cache_control.ephemeral.ttl: Extra inputs are not permitted")
+    refused(fake, HAIKU3, b)
+    assert invoke(fake, SONNET45, b)["type"] == "message"
+    assert invoke(fake, "us.anthropic.claude-haiku-4-5-20251001-v1:0", b)["type"] == "message"
+
+
+def test_context_management_only_compact_edits_with_their_beta(fake):
     _, code, msg = refused(fake, SONNET4, body(context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}))
     assert (code, msg) == ("ValidationException", "context_management: Extra inputs are not permitted")
     _, _, msg = refused(fake, SONNET4, body(context_management={"edits": [{"type": "compact_20260112"},
                                                                           {"type": "clear_tool_uses_20250919"}]}))
     assert msg == "context_management: Extra inputs are not permitted"
-    invoke(fake, SONNET4, body(context_management={"edits": [{"type": "compact_20260112"}]}))
+    _, _, msg = refused(fake, SONNET4, body(context_management={"edits": [{"type": "compact_20260112"}]}))
+    assert msg == "context_management: the compact_20260112 edit requires the compact-2026-01-12 beta"
+    # the beta is not in the fake's table (not in AWS's documented list): no context_management passes here
+    _, _, msg = refused(fake, SONNET4, body(context_management={"edits": [{"type": "compact_20260112"}]},
+                                            anthropic_beta=["compact-2026-01-12"]))
+    assert msg == "invalid beta flag"
 
 
 @pytest.mark.parametrize("key,value", [("model", SONNET4), ("stream", True), ("speed", "fast"), ("service_tier", "auto"),
@@ -332,3 +349,32 @@ def test_scripted_bedrock_is_strict_too():
             c.count_tokens(modelId=SONNET4, input={"invokeModel": {"body": b64(body())}})
         assert ei.value.response["Error"]["Message"] == COUNT_TOKENS_UNSUPPORTED
         assert c.count_tokens(modelId=SONNET4_FM, input={"invokeModel": {"body": b64(body())}})["inputTokens"] >= 1
+
+
+# ---------------------------------------------------------------- Converse toolResult.status
+
+
+def _converse_with_result(status=None):
+    result = {"toolUseId": "t1", "content": [{"text": "21 C"}]}
+    if status:
+        result["status"] = status
+    return dict(
+        messages=[{"role": "user", "content": [{"text": "weather?"}]},
+                  {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "w", "input": {}}}]},
+                  {"role": "user", "content": [{"toolResult": result}]}],
+        toolConfig={"tools": [{"toolSpec": {"name": "w", "inputSchema": {"json": {"type": "object"}}}}]},
+    )
+
+
+@pytest.mark.parametrize("model,supported", [("amazon.nova-lite-v1:0", True), ("meta.llama3-1-70b-instruct-v1:0", False),
+                                             ("mistral.mistral-large-2407-v1:0", False)])
+def test_converse_tool_result_status_only_where_supported(fake, model, supported):
+    c = brt(fake.url)
+    assert c.converse(modelId=model, **_converse_with_result())["stopReason"] == "end_turn"  # control: no status
+    if supported:
+        c.converse(modelId=model, **_converse_with_result("error"))
+        return
+    with pytest.raises(ClientError) as ei:
+        c.converse(modelId=model, **_converse_with_result("success"))
+    assert ei.value.response["Error"]["Code"] == "ValidationException"
+    assert "toolResult.status" in ei.value.response["Error"]["Message"]

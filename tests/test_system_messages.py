@@ -45,6 +45,8 @@ from system_harness import CLIENT_KEY, HAIKU, SONNET4, assert_bedrock_upstream, 
 
 HAIKU_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 SONNET4_ID = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+SONNET45_ID = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+SONNET45 = "global.anthropic.claude-sonnet-4-5-20250929-v1%3A0"
 NOVA_LITE_ID = "amazon.nova-lite-v1:0"
 NOVA_LITE = "amazon.nova-lite-v1%3A0"
 GPT = "gpt-4o-mini"
@@ -253,9 +255,12 @@ def test_claude_conversation_fields_relayed(ac, fakes):
     check_sent(rec, "claude", SONNET4_ID, SONNET4_ID, SONNET4, client_body)
 
 
-def test_client_anthropic_version_is_accepted_and_not_forwarded(ac, fakes):
+def test_client_anthropic_headers_are_accepted_and_not_forwarded(ac, fakes):
+    """Any `anthropic-version` is accepted; no `anthropic-*` header (Claude Code also sends
+    `anthropic-dangerous-direct-browser-access`) reaches Bedrock."""
     msg = ac.messages.create(model="claude-3-haiku", max_tokens=20, messages=[user("old version")],
-                             extra_headers={"anthropic-version": "1999-12-31"})
+                             extra_headers={"anthropic-version": "1999-12-31", "anthropic-dangerous-direct-browser-access": "true",
+                                            "anthropic-beta": "claude-code-20250219"})
     assert msg.content[0].text == "echo: old version"
     sent = assert_bedrock_upstream(fakes.bedrock.last(), HAIKU, "invoke")
     assert sent["anthropic_version"] == "bedrock-2023-05-31"
@@ -363,28 +368,53 @@ def test_beta_headers_merged_and_body_betas(stack, fakes):
     assert sorted(sent["anthropic_beta"]) == ["context-1m-2025-08-07", "interleaved-thinking-2025-05-14", "tool-search-tool-2025-10-19"]
 
 
-def test_first_party_only_fields_stripped_and_compact_kept(ac, fakes):
+def test_first_party_only_fields_stripped(ac, fakes):
     """Top-level keys Bedrock does not take are removed; `cache_control.scope` is removed and
-    `ttl` kept; `context_management` with only compact edits and `output_config` are kept."""
+    `ttl` kept (a Claude 4.5 model); `output_config` is kept."""
     body = {
-        "model": SONNET4_ID, "max_tokens": 100,
+        "model": SONNET45_ID, "max_tokens": 100,
         "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h", "scope": "global"}}],
         "messages": [user([{"type": "text", "text": "strip me", "cache_control": {"type": "ephemeral", "scope": "global"}}])],
         "tools": [dict(READ_TOOL, cache_control={"type": "ephemeral", "scope": "global"})],
         "output_config": {"effort": "low"},
-        "context_management": {"edits": [{"type": "compact_20260112"}]},
         "service_tier": "auto", "speed": "fast", "container": "container_1", "mcp_servers": [], "inference_geo": "us",
         "diagnostics": {"x": 1}, "output_format": {"type": "json_schema", "schema": {"type": "object"}},
     }
     msg = create_raw_body(ac, body)
     assert msg.content[0].text == "echo: strip me"
     rec = only_request(fakes, "claude")
-    sent = check_sent(rec, "claude", SONNET4_ID, SONNET4_ID, SONNET4, body)
+    assert rec.response_status == 200, rec.response_body
+    sent = check_sent(rec, "claude", SONNET45_ID, SONNET45_ID, SONNET45, body)
     assert sent["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
-    assert sent["context_management"] == {"edits": [{"type": "compact_20260112"}]}
+    assert sent["output_config"] == {"effort": "low"}
     for k in ("service_tier", "speed", "container", "mcp_servers", "inference_geo", "diagnostics", "output_format"):
         assert k not in sent
+
+
+def test_cache_ttl_removed_before_claude_4_5(ac, fakes):
+    """`cache_control.ttl` only reaches Claude 4.5 and later (front-doors.md §1.7.6); Bedrock
+    refuses it on older models (the fake does too)."""
+    body = {"model": SONNET4_ID, "max_tokens": 100, "messages": [user("ttl")],
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]}
+    create_raw_body(ac, body)
+    rec = only_request(fakes, "claude")
+    assert rec.response_status == 200, rec.response_body
+    sent = check_sent(rec, "claude", SONNET4_ID, SONNET4_ID, SONNET4, body)
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_context_management_compaction_needs_its_beta(ac, fakes):
+    """Only `compact_20260112` edits may reach Bedrock, and only together with their beta
+    `compact-2026-01-12` (front-doors.md §1.7.5), which the default beta table does not pass:
+    so by default even a compaction-only `context_management` is removed."""
+    body = {"model": SONNET45_ID, "max_tokens": 100, "messages": [user("compact")],
+            "context_management": {"edits": [{"type": "compact_20260112"}]}}
+    create_raw_body(ac, body, beta_header="compact-2026-01-12")
+    rec = only_request(fakes, "claude")
+    assert rec.response_status == 200, rec.response_body
+    sent = check_sent(rec, "claude", SONNET45_ID, SONNET45_ID, SONNET45, body, beta_headers=["compact-2026-01-12"])
+    assert "context_management" not in sent and "anthropic_beta" not in sent
 
 
 # ---------------------------------------------------------------- tools
@@ -437,7 +467,7 @@ def test_claude_tool_use_and_result_round_trip(ac, fakes):
     check_sent(rec, "claude", "claude-3-haiku", HAIKU_ID, HAIKU, second)
 
 
-def test_converse_tools_translated_round_trip(ac, fakes):
+def test_converse_tools_translated(ac, fakes):
     answer = converse_answer([{"text": "Checking."},
                               {"toolUse": {"toolUseId": "tooluse_A1", "name": "get_weather", "input": {"city": "Paris"}}}], "tool_use")
     msg = ac.messages.create(model=NOVA_LITE_ID, max_tokens=200, messages=[user("Weather in Paris?")], tools=[WEATHER],
@@ -449,19 +479,48 @@ def test_converse_tools_translated_round_trip(ac, fakes):
     assert sent["toolConfig"] == {"tools": [{"toolSpec": {"name": "get_weather", "description": "Weather for a city",
                                                           "inputSchema": {"json": WEATHER["input_schema"]}}}],
                                   "toolChoice": {"tool": {"name": "get_weather"}}}
-    fakes.bedrock.clear()
-    ac.messages.create(model=NOVA_LITE_ID, max_tokens=200, tools=[WEATHER], messages=[
+
+
+
+LLAMA_ID = "meta.llama3-1-70b-instruct-v1:0"
+
+
+@pytest.mark.parametrize(
+    "model,path,status_ok",
+    [
+        pytest.param(NOVA_LITE_ID, NOVA_LITE, (None, "success"), id="nova"),
+        # botocore documents toolResult.status as "only supported by Amazon Nova and Anthropic
+        # Claude 3 and 4 models" (the fake refuses it elsewhere): no status for a success
+        pytest.param(LLAMA_ID, "meta.llama3-1-70b-instruct-v1%3A0", (None,), id="llama"),
+    ],
+)
+def test_converse_tool_result_round_trip(ac, fakes, model, path, status_ok):
+    ac.messages.create(model=model, max_tokens=200, tools=[WEATHER], messages=[
         user("Weather in Paris?"),
         {"role": "assistant", "content": [{"type": "tool_use", "id": "tooluse_A1", "name": "get_weather", "input": {"city": "Paris"}}]},
         user([{"type": "tool_result", "tool_use_id": "tooluse_A1", "content": "21 C"}]),
     ])
     rec = only_request(fakes, "converse")
     assert rec.response_status == 200, rec.response_body
-    sent = assert_bedrock_upstream(rec, NOVA_LITE, "converse")
+    sent = assert_bedrock_upstream(rec, path, "converse")
     assert sent["messages"][1] == {"role": "assistant", "content": [
         {"toolUse": {"toolUseId": "tooluse_A1", "name": "get_weather", "input": {"city": "Paris"}}}]}
-    assert sent["messages"][2] == {"role": "user", "content": [{"toolResult": {"toolUseId": "tooluse_A1", "content": [{"text": "21 C"}]}}]}
-    assert sent["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather"
+    (block,) = sent["messages"][2]["content"]
+    result = dict(block["toolResult"])
+    assert result.pop("status", None) in status_ok, block
+    assert result == {"toolUseId": "tooluse_A1", "content": [{"text": "21 C"}]}, block
+    assert sent["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather", "toolConfig must be there with tool history"
+
+
+def test_converse_tool_result_error_status(ac, fakes):
+    ac.messages.create(model=NOVA_LITE_ID, max_tokens=200, tools=[WEATHER], messages=[
+        user("Weather in Paris?"),
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tooluse_E1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        user([{"type": "tool_result", "tool_use_id": "tooluse_E1", "content": "no such city", "is_error": True}]),
+    ])
+    sent = assert_bedrock_upstream(only_request(fakes, "converse"), NOVA_LITE, "converse")
+    assert sent["messages"][2]["content"] == [{"toolResult": {"toolUseId": "tooluse_E1", "content": [{"text": "no such city"}],
+                                                              "status": "error"}}]
 
 
 def _converse_parallel_tools(first_index, text):

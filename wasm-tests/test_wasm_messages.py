@@ -162,11 +162,13 @@ def test_claude_code_body_relayed_with_strip_and_filter_rules(client, fakes):
         "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
         "service_tier": "auto", "speed": "fast",
     }
-    resp = post(client, body, path="/v1/messages?beta=true", headers={"anthropic-beta": CLAUDE_CODE_BETA_HEADER})
+    resp = post(client, body, path="/v1/messages?beta=true", headers={"anthropic-beta": CLAUDE_CODE_BETA_HEADER,
+                                                                      "anthropic-dangerous-direct-browser-access": "true"})
     assert resp.status == 200, resp
     rec = fakes.bedrock.last()
     assert rec.response_status == 200, rec.response_body
     sent = assert_bedrock_upstream(rec, f"{SONNET4}/invoke")
+    assert_no_client_headers(rec)
     assert_relayed_body(sent, body, SONNET4_ID, [CLAUDE_CODE_BETA_HEADER])
     assert sorted(sent["anthropic_beta"]) == ["interleaved-thinking-2025-05-14", "tool-search-tool-2025-10-19"]
     assert "context_management" not in sent and "display" not in sent["thinking"]

@@ -9,8 +9,9 @@ body validated per operation and model family, and a deterministic answer whose 
 Claude InvokeModel bodies are checked as strictly as Bedrock checks them (front-doors.md
 §1.7): extraneous top-level keys; `anthropic_beta` entries outside the model's accepted set
 (BETA_TABLE) → 400 "invalid beta flag"; `thinking.display`; a tool's `defer_loading` unless
-`tool-search-tool-2025-10-19` is in `anthropic_beta`; `cache_control.scope` anywhere;
-`context_management` unless every edit is `compact_20260112`; thinking budget vs max_tokens.
+`tool-search-tool-2025-10-19` is in `anthropic_beta`; `cache_control.scope` anywhere and
+`cache_control.ttl` before Claude 4.5; `context_management` unless every edit is
+`compact_20260112` with its beta; thinking budget vs max_tokens.
 
 count-tokens: body {"input": {"invokeModel": {"body": "<base64 InvokeModel body>"}}} (or
 {"input": {"converse": {...}}}); the inner body is validated as above for that model; the
@@ -110,11 +111,20 @@ BEDROCK_DOCUMENTED_BETAS = frozenset({
     TOOL_SEARCH_BETA,
     "tool-examples-2025-10-29",
 })
+COMPACT_BETA = "compact-2026-01-12"
 # (regex on claude_model_name(model_id), accepted betas); first match wins, no match: none.
 BETA_TABLE = (
     (r"^claude-(instant|v?\d)", frozenset()),  # claude-3-…, claude-3-5-…, claude-3-7-…, claude-v2, claude-instant
+    (r"^claude-opus-4-7(\D|$)", frozenset({"interleaved-thinking-2025-05-14"})),  # all it took at launch
     (r"^claude-(sonnet|opus|haiku)-([4-9]|[1-9]\d)(\D|$)", BEDROCK_DOCUMENTED_BETAS),
 )
+
+
+def claude_version(model_id: str) -> tuple:
+    """(major, minor) of a Claude model: claude-3-haiku (3, 0), claude-sonnet-4-2025… (4, 0),
+    claude-sonnet-4-5-2025… (4, 5)."""
+    nums = [int(t) for t in claude_model_name(model_id).split("-")[1:] if t.isdigit() and len(t) <= 2] + [0, 0]
+    return nums[0], nums[1]
 COUNT_TOKENS_UNSUPPORTED = "The provided model doesn't support counting tokens."
 TITAN_KEYS = {"inputText", "textGenerationConfig"}
 TITAN_CFG_KEYS = {"maxTokenCount", "temperature", "topP", "stopSequences"}
@@ -123,6 +133,9 @@ CONVERSE_KEYS = {
     "additionalModelResponseFieldPaths", "promptVariables", "requestMetadata", "performanceConfig", "serviceTier",
     "outputConfig",
 }
+# botocore's ToolResultBlock.status: "only supported by Amazon Nova and Anthropic Claude 3 and 4
+# models"; the fake refuses it for the other families (Llama, Mistral, ...).
+STATUS_FAMILIES = {"amazon", "anthropic"}
 CONVERSE_BLOCKS = {
     "text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent", "cachePoint",
     "reasoningContent", "citationsContent",
@@ -232,7 +245,7 @@ def _cache_control_paths(body: dict) -> list:
 
 def validate_claude_strict(body: dict, model_id: Optional[str]) -> None:
     """What Bedrock refuses in a Claude body beyond its key list (front-doors.md §1.7).
-    `model_id` None skips the per-model beta check."""
+    `model_id` None skips the per-model checks (betas, cache_control.ttl)."""
     betas = body.get("anthropic_beta")
     if betas is not None:
         if not isinstance(betas, list) or any(not isinstance(b, str) for b in betas):
@@ -271,15 +284,22 @@ def validate_claude_strict(body: dict, model_id: Optional[str]) -> None:
     for path, cc in _cache_control_paths(body):
         if not isinstance(cc, dict) or cc.get("type") != "ephemeral":
             raise _invalid(f"{path}.cache_control: Input tag does not match the expected tag: 'ephemeral'")
-        extra = sorted(k for k in cc if k not in ("type", "ttl"))
+        # `ttl` only from Claude 4.5 on (front-doors.md §1.7.6, [S14]); narrower than or equal to Bedrock
+        allowed_cc = ("type", "ttl") if model_id is None or claude_version(model_id) >= (4, 5) else ("type",)
+        extra = sorted(k for k in cc if k not in allowed_cc)
         if extra:
             raise _invalid(f"{path}.cache_control.ephemeral.{extra[0]}: Extra inputs are not permitted")
     if "context_management" in body:
+        # Only compaction edits pass, and only with their beta (front-doors.md §1.7.5, [S14]).
+        # The beta is not in BETA_TABLE (not in AWS's documented list), so in this fake no
+        # context_management passes at all: narrower than or equal to Bedrock.
         cm = body["context_management"]
         edits = cm.get("edits") if isinstance(cm, dict) else None
         if (not isinstance(edits, list) or not edits or set(cm) != {"edits"}
                 or any(not isinstance(e, dict) or e.get("type") != "compact_20260112" for e in edits)):
             raise _invalid("context_management: Extra inputs are not permitted")
+        if not (isinstance(betas, list) and COMPACT_BETA in betas):
+            raise _invalid(f"context_management: the compact_20260112 edit requires the {COMPACT_BETA} beta")
 
 
 def validate_anthropic(body: Any, model_id: Optional[str] = None) -> None:
@@ -389,6 +409,10 @@ def validate_converse(body: Any, model_family: str) -> None:
         for j, b in enumerate(c):
             if not isinstance(b, dict) or len(b) != 1 or next(iter(b)) not in CONVERSE_BLOCKS:
                 raise BedrockError("ValidationException", f"messages.{i}.content.{j}: invalid content block {b!r}")
+            result = b.get("toolResult")
+            if isinstance(result, dict) and "status" in result and model_family not in STATUS_FAMILIES:
+                raise BedrockError("ValidationException", "This model doesn't support the toolResult.status field. "
+                                                          "Remove toolResult.status and try again.")
     if msgs[0]["role"] != "user":
         raise BedrockError("ValidationException", "A conversation must start with a user message. Try again with a conversation that starts with a user message.")
     sys_ = body.get("system")
