@@ -284,10 +284,37 @@ static_resources:
           request_headers_timeout: 10s
           request_timeout: 300s
           # Replies Envoy generates itself where the filter never sees them (an upstream reset
-          # after the filter held the response headers, for example) still get the OpenAI error
-          # shape. The filter's own replies carry no response flag and are left alone.
+          # after the filter held the response headers, for example) still get the error shape
+          # of the client's API: the filter marks Messages API requests and Bedrock runtime
+          # calls with x-unigate-door (removed before the upstream); everything else gets
+          # OpenAI's. The filter's own replies carry no response flag and are left alone.
           local_reply_config:
             mappers:
+            - filter:
+                and_filter:
+                  filters:
+                  - response_flag_filter: {flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]}
+                  - header_filter: {header: {name: x-unigate-door, string_match: {exact: messages}}}
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  type: error
+                  error:
+                    type: api_error
+                    message: "%LOCAL_REPLY_BODY%"
+                    code: "%RESPONSE_CODE_DETAILS%"
+            - filter:
+                and_filter:
+                  filters:
+                  - response_flag_filter: {flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]}
+                  - header_filter: {header: {name: x-unigate-door, string_match: {exact: bedrock}}}
+              headers_to_add:
+              - header: {key: x-amzn-errortype, value: ServiceUnavailableException}
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  message: "%LOCAL_REPLY_BODY%"
             - filter:
                 response_flag_filter:
                   flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]
@@ -336,7 +363,7 @@ static_resources:
               # after the filter would break the signature (SignatureDoesNotMatch).
               - match: {prefix: "/", headers: [{name: x-unigate-cluster, present_match: true}]}
                 route: {cluster_header: x-unigate-cluster, timeout: 0s, idle_timeout: @IDLE_TIMEOUT@}
-                request_headers_to_remove: [x-unigate-cluster]
+                request_headers_to_remove: [x-unigate-cluster, x-unigate-door]
               - match: {prefix: "/"}
                 direct_response: {status: 404, body: {inline_string: '{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":"not_found"}}'}}
           http_filters:

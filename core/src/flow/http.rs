@@ -15,7 +15,7 @@ use crate::formats::Format;
 use crate::ir::Operation;
 use crate::ir::Usage;
 use crate::plan::embeddings::{Fanout, Planned};
-use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
+use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER, DOOR_HEADER};
 use crate::response::{self, ClientResponse};
 use crate::sigv4::AwsCredentials;
 use crate::stream::{StreamDecoder, StreamTranslator};
@@ -23,7 +23,12 @@ use crate::upstream_error;
 use std::rc::Rc;
 
 /// Client headers that steer the gateway itself; never accepted from outside.
-pub const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER, files::OWNER_HEADER, SIDECAR_TOKEN_HEADER];
+pub const INTERNAL_HEADERS: &[&str] = &[
+    CLUSTER_HEADER,
+    DOOR_HEADER,
+    files::OWNER_HEADER,
+    SIDECAR_TOKEN_HEADER,
+];
 
 /// Largest upstream response body buffered (to translate it, or to read its usage).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -249,6 +254,14 @@ impl HttpFlow {
         } else {
             self.door.default_target()
         };
+        let marker = match self.door {
+            Door::Messages | Door::CountTokens => Some("messages"),
+            Door::Bedrock(_) => Some("bedrock"),
+            _ => None,
+        };
+        if let (Some(m), Endpoint::Door(_) | Endpoint::Bedrock { .. }) = (marker, &endpoint) {
+            let _ = host.set_header(Headers::Request, DOOR_HEADER, m);
+        }
         let id = &self.log_id;
         log_with(host, Level::Debug, || {
             format!("unigate {id}: {method} {path} -> {}", endpoint.name())
@@ -570,6 +583,14 @@ impl HttpFlow {
         let map = Headers::Request;
         for name in &up.remove_headers {
             host.remove_header(map, name).map_err(host_err)?;
+        }
+        // Anthropic's client headers (`anthropic-version`, `anthropic-beta`,
+        // `anthropic-dangerous-direct-browser-access`, …) belong to the client's API, not to
+        // any upstream's.
+        for (name, _) in &self.headers {
+            if name.starts_with("anthropic-") {
+                host.remove_header(map, name).map_err(host_err)?;
+            }
         }
         if up.sign_region.is_some() {
             // Client-supplied AWS headers must not reach AWS next to our signature.

@@ -28,6 +28,10 @@ use std::fmt;
 /// Header the filter sets so the Envoy route picks the upstream cluster.
 pub const CLUSTER_HEADER: &str = "x-unigate-cluster";
 
+/// Header the filter sets on Messages API and Bedrock runtime requests, so Envoy's own local
+/// replies use that API's error shape (`local_reply_config`); the route removes it.
+pub const DOOR_HEADER: &str = "x-unigate-door";
+
 /// What the glue knows about the incoming request besides its body. Build it with
 /// [`PlanInput::new`] and the setters; everything else has a neutral default.
 #[derive(Debug, Clone, Copy)]
