@@ -1,10 +1,12 @@
 """Fake AWS Bedrock runtime.
 
-Serves POST /model/{modelId}/{invoke|converse|invoke-with-response-stream|converse-stream}.
+Serves POST /model/{modelId}/{invoke|converse|invoke-with-response-stream|converse-stream|count-tokens}.
 Every request's SigV4 signature is checked with botocore as the oracle (fakes.sigv4) and
 rejected the way AWS does (403 + x-amzn-ErrorType + {"message"}). Valid requests get their
 body validated per operation and model family, and a deterministic answer whose text is
-"echo: " + the last user text.
+"echo: " + the last user text. CountTokens (`{"input": {"invokeModel": {"body": <base64>}}}` or
+`{"input": {"converse": {...}}}`) validates the inner request like the operation it names and
+answers `{"inputTokens": n}`, n counted the way the other answers count input.
 
 x-fake-stream-events (streaming ops): a JSON list; each element is one of
   {"chunk": <obj>}                      chunk event whose bytes are base64(json(obj))
@@ -16,6 +18,7 @@ x-fake-stream-events (streaming ops): a JSON list; each element is one of
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -28,7 +31,7 @@ from .server import FakeServer, RecordedRequest, Reply
 from .sigv4 import verify
 from .text import count_tokens, echo_text, split_words
 
-OPS = ("invoke", "converse", "invoke-with-response-stream", "converse-stream")
+OPS = ("invoke", "converse", "invoke-with-response-stream", "converse-stream", "count-tokens")
 STREAM_OPS = ("invoke-with-response-stream", "converse-stream")
 GEO_PREFIXES = ("us", "eu", "apac", "us-gov", "jp", "au", "global", "ca", "sa", "me", "af")
 
@@ -337,6 +340,8 @@ class FakeBedrock(FakeServer):
             return self.error("ValidationException", "Malformed input request: request body is not valid JSON, please reformat your input and try again.")
         events = steer.get("stream-events")
         try:
+            if op == "count-tokens":
+                return self._count_tokens(model_id, fam, body)
             if op in ("converse", "converse-stream"):
                 validate_converse(body, fam)
                 last, all_text = converse_texts(body)
@@ -351,6 +356,31 @@ class FakeBedrock(FakeServer):
             raise BedrockError("ValidationException", f"The fake does not implement InvokeModel bodies for `{model_id}`; use Converse.")
         except BedrockError as e:
             return self.error(e.kind, e.message, e.status)
+
+    def _count_tokens(self, model_id: str, fam: str, body: Any) -> Reply:
+        """CountTokens: the inner InvokeModel body or Converse request, validated as such."""
+        inp = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or set(body) != {"input"} or not isinstance(inp, dict) or len(inp) != 1:
+            raise BedrockError("ValidationException", "CountTokens takes exactly one of input.invokeModel, input.converse.")
+        if "invokeModel" in inp:
+            try:
+                inner = json.loads(base64.b64decode(inp["invokeModel"]["body"], validate=True))
+            except (KeyError, TypeError, ValueError):
+                raise BedrockError("ValidationException", "input.invokeModel.body must be a base64-encoded JSON body.")
+            if fam == "anthropic":
+                validate_anthropic(inner)
+                _, all_text = anthropic_user_texts(inner)
+            elif fam == "titan":
+                validate_titan(inner)
+                all_text = inner["inputText"]
+            else:
+                raise BedrockError("ValidationException", f"The fake does not count InvokeModel bodies for `{model_id}`.")
+        elif "converse" in inp:
+            validate_converse(inp["converse"], fam)
+            _, all_text = converse_texts(inp["converse"])
+        else:
+            raise BedrockError("ValidationException", f"Unknown CountTokens input {sorted(inp)}.")
+        return self.json_reply(200, {"inputTokens": count_tokens(all_text)}, [("x-amzn-RequestId", str(uuid.uuid4()))])
 
     def _invoke_headers(self, n_in: int, n_out: int) -> list:
         return [
