@@ -6,7 +6,8 @@ rejected the way AWS does (403 + x-amzn-ErrorType + {"message"}). Valid requests
 body validated per operation and model family, and a deterministic answer whose text is
 "echo: " + the last user text. CountTokens (`{"input": {"invokeModel": {"body": <base64>}}}` or
 `{"input": {"converse": {...}}}`) validates the inner request like the operation it names and
-answers `{"inputTokens": n}`, n counted the way the other answers count input.
+answers `{"inputTokens": n}`, n counted the way the other answers count input; it takes
+foundation model ids only (an inference profile id or ARN is a ValidationException).
 
 x-fake-stream-events (streaming ops): a JSON list; each element is one of
   {"chunk": <obj>}                      chunk event whose bytes are base64(json(obj))
@@ -358,7 +359,12 @@ class FakeBedrock(FakeServer):
             return self.error(e.kind, e.message, e.status)
 
     def _count_tokens(self, model_id: str, fam: str, body: Any) -> Reply:
-        """CountTokens: the inner InvokeModel body or Converse request, validated as such."""
+        """CountTokens: the inner InvokeModel body or Converse request, validated as such.
+        Like Bedrock, it counts on foundation models only: inference profiles (geography
+        prefixes, profile ARNs) are refused."""
+        is_arn = model_id.startswith("arn:")
+        if (is_arn and ":foundation-model/" not in model_id) or (not is_arn and base_model_id(model_id) != model_id):
+            raise BedrockError("ValidationException", f"CountTokens takes a foundation model id, not the inference profile `{model_id}`.")
         inp = body.get("input") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) != {"input"} or not isinstance(inp, dict) or len(inp) != 1:
             raise BedrockError("ValidationException", "CountTokens takes exactly one of input.invokeModel, input.converse.")
