@@ -217,8 +217,9 @@ def tls_stack(binaries, fakes, tls, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def aws_client_env(monkeypatch, tmp_path):
     """The test process as an AWS SDK user with only a Bedrock API key: no AWS credentials
-    anywhere botocore looks, AWS_BEARER_TOKEN_BEDROCK = the gateway key (botocore reads it on
-    every call, so tests switch keys with monkeypatch.setenv)."""
+    anywhere botocore looks, AWS_BEARER_TOKEN_BEDROCK = the gateway key. A client keeps the
+    token it found when it was made: a test that uses another key sets it, then makes its
+    client (make_brt)."""
     for k in list(os.environ):
         if k.startswith("AWS_"):
             monkeypatch.delenv(k)
@@ -282,7 +283,8 @@ def brt(tls_stack, fakes):
 
 
 def assert_bearer_sent(sent: dict, key: str = CLIENT_KEY) -> None:
-    """boto3 used the Bedrock API key: `Authorization: Bearer <key>`, no SigV4 artefacts."""
+    """boto3 authorised the call with the Bedrock API key (`Authorization: Bearer <key>`),
+    over https."""
     assert sent["headers"].get("authorization") == f"Bearer {key}", sent["headers"]
     assert sent["url"].startswith("https://127.0.0.1:"), sent["url"]
 
