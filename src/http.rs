@@ -74,6 +74,10 @@ impl HttpContext for Http {
         )
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.flow.on_request_trailers(&mut EnvoyHost))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         action(self.flow.on_response_headers(&mut EnvoyHost, end_of_stream))
     }

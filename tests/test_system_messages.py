@@ -1084,7 +1084,7 @@ def _access_log_line(stack, request_id: str, wait_s: float = 15.0) -> dict:
         for line in stack.log().splitlines():
             if request_id in line and line.startswith("{"):
                 entry = json.loads(line)
-                if entry.get("request_id") == request_id:
+                if entry.get("client_request_id") == request_id:
                     return entry
         time.sleep(0.2)
     raise AssertionError(f"no access-log line for request {request_id} within {wait_s}s")
@@ -1101,7 +1101,7 @@ def _access_log_line(stack, request_id: str, wait_s: float = 15.0) -> dict:
 def test_access_log_and_metrics_count_messages_traffic(stack, ac, fakes, model, provider, resolved, cluster):
     before = stack.admin_stats("wasmcustom.unigate")
     rid = f"messages-log-{uuid.uuid4().hex}"
-    msg = ac.messages.create(model=model, max_tokens=20, messages=[user("log me")], extra_headers={"x-request-id": rid})
+    msg = ac.messages.create(model=model, max_tokens=20, messages=[user("log me")], extra_headers={"x-client-request-id": rid})
     rec = only_request(fakes, "openai" if provider == "openai" else "claude")
     n_in, n_out = upstream_usage(rec)
     assert (msg.usage.input_tokens, msg.usage.output_tokens) == (n_in, n_out)
@@ -1123,7 +1123,7 @@ def test_access_log_and_metrics_count_messages_traffic(stack, ac, fakes, model, 
 
 def test_streamed_messages_usage_in_access_log(stack, ac, fakes):
     rid = f"messages-stream-log-{uuid.uuid4().hex}"
-    with ac.messages.stream(model="claude-3-haiku", max_tokens=20, messages=[user("stream log")], extra_headers={"x-request-id": rid}) as s:
+    with ac.messages.stream(model="claude-3-haiku", max_tokens=20, messages=[user("stream log")], extra_headers={"x-client-request-id": rid}) as s:
         s.get_final_message()
     n_in, n_out = streamed_usage(fakes.bedrock.last())
     entry = _access_log_line(stack, rid)

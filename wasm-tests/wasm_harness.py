@@ -180,7 +180,7 @@ def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_time
                                                                 "timeout": "0s",
                                                                 "idle_timeout": f"{idle_timeout_s}s",
                                                             },
-                                                            "request_headers_to_remove": ["x-unigate-cluster", "x-unigate-door"],
+                                                            "request_headers_to_remove": ["x-unigate-cluster"],
                                                         },
                                                         {
                                                             "match": {"prefix": "/"},

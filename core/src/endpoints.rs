@@ -237,28 +237,26 @@ pub fn health(gw: &Gateway, chat: bool) -> ClientResponse {
     json_response(200, body)
 }
 
-/// `GET /v1/providers`: each provider and whether it is configured.
+/// `GET /v1/providers`: each provider and whether it is configured (no upstream addresses:
+/// clients have no use for them).
 pub fn providers(gw: &Gateway) -> ClientResponse {
     let data = json!([
         {
             "id": "openai",
             "object": "provider",
             "configured": gw.openai.is_some(),
-            "base_url": format!("{}://{}{}", gw.openai_url.scheme, gw.openai_url.authority, gw.openai_url.path),
         },
         {
             "id": "bedrock",
             "object": "provider",
             "configured": gw.bedrock.is_some(),
             "region": gw.bedrock.as_ref().map(|b| b.region.clone()),
-            "endpoint": gw.bedrock.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
         },
         {
             "id": "bedrock-agent",
             "object": "provider",
             "configured": gw.bedrock_agent.is_some(),
             "region": gw.bedrock_agent.as_ref().map(|b| b.region.clone()),
-            "endpoint": gw.bedrock_agent.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
         },
     ]);
     json_response(200, json!({"object": "list", "data": data}))
@@ -282,11 +280,19 @@ pub fn models(gw: &Gateway, client: Option<&crate::auth::ClientKey>) -> ClientRe
     json_response(200, list)
 }
 
-/// `GET /v1/models/{id}`: the catalog entry, or a routed model not listed in the catalog.
-pub fn model(gw: &Gateway, id: &str) -> Result<ClientResponse, GatewayError> {
+/// `GET /v1/models/{id}`: the catalog entry, when the key may use the model (as in
+/// `/v1/models`, a model the key may not use does not exist for it).
+pub fn model(
+    gw: &Gateway,
+    id: &str,
+    client: Option<&crate::auth::ClientKey>,
+) -> Result<ClientResponse, GatewayError> {
+    let resolved = gw.router.aliases().get(id).map_or(id, String::as_str);
     match gw.catalog.get(id) {
-        Some(entry) => Ok(json_response(200, Catalog::model_value(entry))),
-        None => Err(GatewayError::model_not_found(id)),
+        Some(entry) if client.is_none_or(|k| k.model_allowed(id, resolved)) => {
+            Ok(json_response(200, Catalog::model_value(entry)))
+        }
+        _ => Err(GatewayError::model_not_found(id)),
     }
 }
 

@@ -277,6 +277,10 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: unigate
+          # The listener is the edge: Envoy drops client-sent x-envoy-* headers and replaces a
+          # client's x-request-id with its own, so neither reaches the access log or upstreams
+          # as if Envoy had set it (the client's own id is logged as client_request_id).
+          use_remote_address: true
           # The filter's own 400 replies must not close HTTP/1.1 keep-alive connections.
           stream_error_on_invalid_http_message: true
           # A client may take at most 10 s to send its headers and 300 s for a whole request
@@ -286,8 +290,10 @@ static_resources:
           # Replies Envoy generates itself where the filter never sees them (an upstream reset
           # after the filter held the response headers, for example) still get the error shape
           # of the client's API: the filter marks Messages API requests and Bedrock runtime
-          # calls with x-unigate-door (removed before the upstream); everything else gets
-          # OpenAI's. The filter's own replies carry no response flag and are left alone.
+          # calls with x-unigate-door (the header stays on the request, as a route removal would
+          # hide it from these filters too; it is not signed and names only the API);
+          # everything else gets OpenAI's. The filter's own replies carry no response flag and
+          # are left alone.
           local_reply_config:
             mappers:
             - filter:
@@ -335,8 +341,9 @@ static_resources:
                 json_format:
                   time: "%START_TIME%"
                   request_id: "%REQ(X-REQUEST-ID)%"
+                  client_request_id: "%REQ(X-CLIENT-REQUEST-ID)%"
                   method: "%REQ(:METHOD)%"
-                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  path: "%FILTER_STATE(wasm.unigate.path:PLAIN)%"
                   status: "%RESPONSE_CODE%"
                   duration_ms: "%DURATION%"
                   upstream_cluster: "%UPSTREAM_CLUSTER%"
@@ -363,7 +370,7 @@ static_resources:
               # after the filter would break the signature (SignatureDoesNotMatch).
               - match: {prefix: "/", headers: [{name: x-unigate-cluster, present_match: true}]}
                 route: {cluster_header: x-unigate-cluster, timeout: 0s, idle_timeout: @IDLE_TIMEOUT@}
-                request_headers_to_remove: [x-unigate-cluster, x-unigate-door]
+                request_headers_to_remove: [x-unigate-cluster]
               - match: {prefix: "/"}
                 direct_response: {status: 404, body: {inline_string: '{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":"not_found"}}'}}
           http_filters:

@@ -98,7 +98,8 @@ pub fn ready_line(settings: &Settings) -> String {
         IpAddr::V4(a) => a.to_string(),
     };
     format!(
-        "unigate: gateway on http://{host}:{} (openai: {}, bedrock: {}); Envoy admin on 127.0.0.1:{}",
+        "unigate: gateway on {}://{host}:{} (openai: {}, bedrock: {}); Envoy admin on 127.0.0.1:{}",
+        if settings.tls.is_some() { "https" } else { "http" },
         settings.port,
         if settings.openai_key_set { "on" } else { "off" },
         settings.aws_region.as_deref().unwrap_or("off"),

@@ -4,7 +4,10 @@ Serves POST /model/{modelId}/{invoke|converse|invoke-with-response-stream|conver
 Every request's SigV4 signature is checked with botocore as the oracle (fakes.sigv4) and
 rejected the way AWS does (403 + x-amzn-ErrorType + {"message"}). Valid requests get their
 body validated per operation and model family, and a deterministic answer whose text is
-"echo: " + the last user text.
+"echo: " + the last user text. CountTokens (`{"input": {"invokeModel": {"body": <base64>}}}` or
+`{"input": {"converse": {...}}}`) validates the inner request like the operation it names and
+answers `{"inputTokens": n}`, n counted the way the other answers count input; it takes
+foundation model ids only (an inference profile id or ARN is a ValidationException).
 
 Claude InvokeModel bodies are checked as strictly as Bedrock checks them (front-doors.md
 §1.7): extraneous top-level keys; `anthropic_beta` entries outside the model's accepted set

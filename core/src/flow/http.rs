@@ -132,6 +132,8 @@ pub struct HttpFlow {
     client: Option<ClientKey>,
     /// Size of the buffered request body (what a body replacement must cover).
     request_body_size: usize,
+    /// Body bytes buffered so far.
+    body_seen: usize,
     /// The client's request headers, read once (one host call instead of one per header).
     headers: Vec<(String, Vec<u8>)>,
     record: Record,
@@ -160,6 +162,7 @@ impl HttpFlow {
             path_model: None,
             client: None,
             request_body_size: 0,
+            body_seen: 0,
             headers: Vec::new(),
             record: Record {
                 provider: "local",
@@ -223,6 +226,8 @@ impl HttpFlow {
         let method = self.request_header(":method").unwrap_or_default();
         let full_path = self.request_header(":path").unwrap_or_default();
         let (path, query) = endpoints::split_path(&full_path);
+        // The access log's `path`: the client's, before the filter rewrites it for an upstream.
+        let _ = host.set_property(&["unigate.path"], path.as_bytes());
         self.query = query.map(str::to_string);
         self.target_header = self.request_header("x-target-format");
         self.session_header = self.request_header("x-session-id");
@@ -283,12 +288,28 @@ impl HttpFlow {
             Endpoint::ChatHealth => self.reply(host, &endpoints::health(&gw, true)),
             Endpoint::Models => self.reply(host, &endpoints::models(&gw, self.client.as_ref())),
             Endpoint::Providers => self.reply(host, &endpoints::providers(&gw)),
-            Endpoint::Model(id) => match endpoints::model(&gw, &id) {
+            Endpoint::Model(id) => match endpoints::model(&gw, &id, self.client.as_ref()) {
                 Ok(r) => self.reply(host, &r),
                 Err(e) => self.reply_error(host, &e),
             },
             Endpoint::InferenceProfiles => self.reply(host, &endpoints::inference_profiles()),
             Endpoint::Door(_) | Endpoint::Bedrock { .. } => {
+                // Bodies are parsed and rewritten here: a compressed one cannot be, and its
+                // encoding must not reach an upstream next to a body that no longer has it.
+                if let Some(enc) = self
+                    .request_header("content-encoding")
+                    .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+                {
+                    return self.reply_error(
+                        host,
+                        &GatewayError::new(
+                            415,
+                            ErrorType::InvalidRequest,
+                            format!("Compressed request bodies (Content-Encoding: {enc}) are not supported; send the body uncompressed."),
+                        )
+                        .with_code("unsupported_content_encoding"),
+                    );
+                }
                 let declared = self
                     .request_header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -353,6 +374,19 @@ impl HttpFlow {
         Action::Continue
     }
 
+    /// `on_http_request_trailers`: a body that ends with trailers (HTTP/2, gRPC-style clients)
+    /// never sees `end_of_stream` in the body callback, so it ends here.
+    pub fn on_request_trailers<H: Host>(&mut self, host: &mut H) -> Action {
+        match self.phase {
+            Phase::WaitBody => {
+                let size = self.body_seen;
+                self.on_request_body(host, size, true)
+            }
+            Phase::WaitCredentials(_) | Phase::WaitFiles | Phase::Fanout(_) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
     /// `on_http_request_body`.
     pub fn on_request_body<H: Host>(
         &mut self,
@@ -370,6 +404,7 @@ impl HttpFlow {
         if body_size as u64 > gw.config.max_request_bytes {
             return self.reply_error(host, &GatewayError::too_large(gw.config.max_request_bytes));
         }
+        self.body_seen = body_size;
         if !end_of_stream {
             return Action::Pause;
         }
@@ -1093,7 +1128,9 @@ impl HttpFlow {
                 }
                 let body = host.body(Body::Response, body_size).unwrap_or_default();
                 let resp = finish_buffered(fwd, &body);
-                if resp.status >= 500 || resp.status == 400 && self.record.status == 200 {
+                let translated = fwd.plan.operation != Operation::Native;
+                if translated && (resp.status >= 500 || resp.status == 400 && self.record.status == 200)
+                {
                     host.count("unigate.errors.translation", 1);
                 }
                 self.record.status = resp.status;

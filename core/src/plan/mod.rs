@@ -29,7 +29,8 @@ use std::fmt;
 pub const CLUSTER_HEADER: &str = "x-unigate-cluster";
 
 /// Header the filter sets on Messages API and Bedrock runtime requests, so Envoy's own local
-/// replies use that API's error shape (`local_reply_config`); the route removes it.
+/// replies use that API's error shape (`local_reply_config` reads request headers, so the
+/// header stays on the request; it is not signed and names only the API).
 pub const DOOR_HEADER: &str = "x-unigate-door";
 
 /// What the glue knows about the incoming request besides its body. Build it with
@@ -507,6 +508,7 @@ pub fn route(
         })?),
     };
     let model = json::req_str(obj, "model", "model")?.to_string();
+    crate::route::check_model_id(&model)?;
     let route = gw.router.route(&model, forced, door.operation())?;
     if let Some(k) = client {
         if !k.model_allowed(&model, &route.model_id) {

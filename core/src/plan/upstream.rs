@@ -179,6 +179,11 @@ pub fn bedrock_relay(
     accept: Option<&str>,
 ) -> Result<UpstreamRequest, GatewayError> {
     let up = gw.require_bedrock()?;
+    // CountTokens takes foundation model ids only (an alias may resolve to a profile).
+    let model_id = match op {
+        BedrockOp::CountTokens => crate::route::base_model_id(&route.model_id),
+        _ => route.model_id.as_str(),
+    };
     let default_accept = if op.streams() {
         "application/vnd.amazon.eventstream"
     } else {
@@ -191,7 +196,7 @@ pub fn bedrock_relay(
         path: format!(
             "{}/model/{}/{}",
             up.url.path,
-            encode_path_segment(&route.model_id),
+            encode_path_segment(model_id),
             op.as_str()
         ),
         body: body.to_vec(),
