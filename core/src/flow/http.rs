@@ -748,6 +748,12 @@ impl HttpFlow {
             tokens: 0,
         });
         self.record.forwarded_ms = Some(host.now_ms());
+        // Filter state for the access log, also when a call fails.
+        let _ = host.set_property(&["unigate.model"], self.record.model_id.as_bytes());
+        let _ = host.set_property(&["unigate.provider"], b"bedrock");
+        if let Some(k) = &self.client {
+            let _ = host.set_property(&["unigate.key"], k.label.as_bytes());
+        }
         while state.next < n && state.in_flight.len() < state.plan.concurrency {
             if let Err(e) = dispatch_call(host, &mut state) {
                 return self.reply_error(host, &e);
@@ -775,12 +781,26 @@ impl HttpFlow {
         let header_tokens = host
             .callout_header("x-amzn-bedrock-input-token-count")
             .and_then(|v| v.trim().parse::<u64>().ok());
+        // Envoy answers a callout itself when Bedrock could not: a timeout (504), a refused
+        // connection (503); such answers carry none of Bedrock's headers.
+        let from_envoy = error_type.is_none() && host.callout_header("x-amzn-requestid").is_none();
         let batch = state.plan.batches.get(index).copied().unwrap_or(0);
         let parsed = match status {
-            None => Err(GatewayError::gateway_timeout(format!(
+            None => Err(GatewayError::new(
+                502,
+                ErrorType::Api,
+                "The connection to Bedrock failed during an embeddings call.",
+            )
+            .with_code("upstream_reset")),
+            Some(504) if from_envoy => Err(GatewayError::gateway_timeout(format!(
                 "Bedrock did not answer an embeddings call within {} ms.",
                 state.plan.timeout_ms
             ))),
+            Some(503) if from_envoy => Err(upstream_error::from_envoy(
+                503,
+                &String::from_utf8_lossy(&body),
+                state.plan.timeout_ms / 1000,
+            )),
             Some(200) => match state.plan.format {
                 Format::TitanEmbed => crate::formats::titan_embed::parse_answer(&body)
                     .map(|(v, t)| (vec![v], header_tokens.unwrap_or(t))),
@@ -831,11 +851,6 @@ impl HttpFlow {
                 ..Usage::default()
             },
         );
-        let _ = host.set_property(&["unigate.model"], self.record.model_id.as_bytes());
-        let _ = host.set_property(&["unigate.provider"], b"bedrock");
-        if let Some(k) = &self.client {
-            let _ = host.set_property(&["unigate.key"], k.label.as_bytes());
-        }
         self.reply(
             host,
             &ClientResponse {
