@@ -297,3 +297,10 @@ def test_openai_refusals(oac):
     bad = openai.OpenAI(base_url=oac.base_url, api_key="sk-wrong-key-1234", max_retries=0, timeout=10)
     with pytest.raises(openai.AuthenticationError):
         bad.embeddings.create(model="text-embedding-3-small", input="y")
+
+
+def test_canned_reply_for_a_text(brt, bedrock):
+    bedrock.embed.replies["odd"] = (200, b'{"embedding": "not a list"}')
+    out, _ = invoke(brt, TITAN_V2, {"inputText": "odd"})
+    assert out == {"embedding": "not a list"}
+    assert bedrock.embed.snapshot()[0].outcome == "canned 200"

@@ -577,12 +577,15 @@ class FakeBedrock(FakeServer):
             except emb.EmbedError as e:
                 outcome = e.kind
                 return self.error(e.kind, e.message)
-            delay, failure = self.embed.plan(call)
+            delay, failure, canned = self.embed.plan(call)
             if delay:
                 self.sleep(delay)
             if failure:
                 outcome = failure
                 return self.error(failure, ERROR_MESSAGES.get(failure, f"Steered {failure}."))
+            if canned is not None:
+                outcome = f"canned {canned[0]}"
+                return Reply(canned[0], [("content-type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))], canned[1])
             headers = [("x-amzn-RequestId", str(uuid.uuid4())), ("X-Amzn-Bedrock-Invocation-Latency", "35")]
             if self.embed.token_header:
                 headers.append(("X-Amzn-Bedrock-Input-Token-Count", str(n_in)))

@@ -299,6 +299,8 @@ class EmbedControl:
     default_delay_ms: the delay of every other call.
     fail_texts: text -> exception type ("ThrottlingException", ...) for a call embedding it.
     fail_calls: call number (1-based, arrival order) -> exception type.
+    replies: text -> (status, body bytes): answer a call embedding that text with exactly this
+             (content-type application/json), e.g. a malformed 200.
     token_header: False drops X-Amzn-Bedrock-Input-Token-Count from answers.
     """
 
@@ -306,6 +308,7 @@ class EmbedControl:
     default_delay_ms: int = 0
     fail_texts: dict = field(default_factory=dict)
     fail_calls: dict = field(default_factory=dict)
+    replies: dict = field(default_factory=dict)
     token_header: bool = True
     calls: list = field(default_factory=list)
     in_flight: int = 0
@@ -315,7 +318,7 @@ class EmbedControl:
     def reset(self) -> None:
         with self._lock:
             self.delay_ms, self.default_delay_ms = {}, 0
-            self.fail_texts, self.fail_calls = {}, {}
+            self.fail_texts, self.fail_calls, self.replies = {}, {}, {}
             self.token_header = True
             self.calls = []
             self.in_flight = self.max_in_flight = 0
@@ -334,15 +337,16 @@ class EmbedControl:
             call.outcome = outcome
             self.in_flight -= 1
 
-    def plan(self, call: EmbedCall) -> tuple[float, Optional[str]]:
-        """(seconds to wait, exception type or None) for this call."""
+    def plan(self, call: EmbedCall) -> tuple[float, Optional[str], Optional[tuple]]:
+        """(seconds to wait, exception type or None, (status, body) or None) for this call."""
         with self._lock:
             delays = [self.delay_ms[t] for t in call.texts if t in self.delay_ms]
             delay = max(delays) if delays else self.default_delay_ms
             failure = self.fail_calls.get(call.number)
             if failure is None:
                 failure = next((self.fail_texts[t] for t in call.texts if t in self.fail_texts), None)
-        return delay / 1000, failure
+            reply = next((self.replies[t] for t in call.texts if t in self.replies), None)
+        return delay / 1000, failure, reply
 
     def snapshot(self) -> list:
         with self._lock:
