@@ -152,6 +152,30 @@ def test_titan_v1_single_and_list(client, fakes):
     assert r.usage.prompt_tokens == sum(count_tokens(t) for t in texts)
 
 
+@pytest.mark.parametrize("model_id,base", [
+    ("arn:aws:bedrock:us-east-1::foundation-model/amazon.titan-embed-text-v2:0", TITAN_V2),
+    ("us.cohere.embed-v4:0", COHERE_V4),
+])
+def test_arns_and_inference_profiles(client, fakes, model_id, base):
+    r = client.embeddings.create(model=model_id, input=["profile a", "profile b"], user="u-7")
+    expect = titan_vector if base == TITAN_V2 else cohere_vector
+    assert [d.embedding for d in r.data] == [expect(base, t) for t in ("profile a", "profile b")]
+    assert r.model == model_id
+    path = model_id.replace(":", "%3A").replace("/", "%2F")
+    for rec in fakes.bedrock.requests:
+        body = assert_bedrock_upstream(rec, path, "invoke")
+        assert "user" not in body, "Bedrock bodies take no `user`"
+
+
+def test_bedrock_validation_error_is_400_with_its_message(client, fakes):
+    """Cohere v3 takes at most 2048 characters per text; Bedrock's ValidationException comes
+    back as a 400 with Bedrock's message."""
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.embeddings.create(model=COHERE_EN_V3, input=["ok", "x" * 3000])
+    assert "maxLength: 2048" in ei.value.message, ei.value.message
+    assert len(fakes.bedrock.requests) == 1
+
+
 def test_titan_v1_dimensions_is_400_before_any_call(client, fakes):
     with pytest.raises(openai.BadRequestError) as ei:
         client.embeddings.create(model=TITAN_V1, input="x", dimensions=256)

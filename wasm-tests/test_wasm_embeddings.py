@@ -232,6 +232,17 @@ def test_unreachable_bedrock_is_502_upstream_unreachable_as_on_chat(start_envoy,
     watch.check()
 
 
+def test_the_timeout_is_per_call_not_per_request(ec, fakes):
+    """Six calls of 600 ms, three at a time: the request takes two rounds (over 1 s in all),
+    yet no call exceeds embedding_timeout_ms, so it succeeds."""
+    fakes.bedrock.embed.default_delay_ms = 600
+    texts = [f"round {i}" for i in range(6)]
+    r = embed(ec, TITAN_V2, texts)
+    assert vectors(r) == [titan_vector(TITAN_V2, t) for t in texts]
+    calls = fakes.bedrock.embed.snapshot()
+    assert max(c.finished for c in calls) - min(c.started for c in calls) > TIMEOUT_MS / 1000, "two rounds"
+
+
 # ---------------------------------------------------------------- the cap and bad input
 
 
@@ -256,6 +267,9 @@ def test_token_arrays_and_wrong_endpoint_make_no_call(ec, fakes):
                  message_contains="/v1/chat/completions")
     r = ec.chat({"model": TITAN_V2, "messages": [{"role": "user", "content": "x"}]})
     assert_error(r, 400, "invalid_request_error", code="wrong_endpoint", message_contains="/v1/embeddings")
+    assert_error(ec.request("GET", "/v1/embeddings"), 405, "invalid_request_error", code="method_not_allowed")
+    for dims in (0, -1, 2.5):
+        assert_error(embed(ec, TITAN_V2, "x", dimensions=dims), 400, "invalid_request_error", param="dimensions")
     assert fakes.upstream_requests() == []
 
 
@@ -294,4 +308,20 @@ def test_first_request_waits_for_the_sidecars_credentials(start_envoy, fakes):
     assert vectors(r) == [titan_vector(TITAN_V2, t) for t in texts]
     assert len(signed_calls(fakes, TITAN_V2)) == 4
     assert fakes.sidecar.requests, "credentials came from the sidecar"
+    watch.check()
+
+
+def test_no_credentials_is_the_same_503_as_chat(start_envoy, fakes):
+    """The sidecar has no AWS credentials: an embeddings request gets what a chat request gets
+    (503, the same code), without a call to Bedrock and without hanging."""
+    fakes.sidecar.set_credentials(None)
+    e = start_envoy("embeddings-nocreds", default_plugin_config(fakes, **EMB_CONFIG, sidecar_timeout_ms=500),
+                    default_env(), default_clusters(fakes))
+    watch = VmWatch(e)
+    c = Client(e.url, timeout=10)
+    chat = c.chat({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "x"}], "max_tokens": 8})
+    chat_err = assert_error(chat, 503, "api_error", message_contains="AWS credentials")
+    err = assert_error(embed(c, TITAN_V2, ["a", "b"]), 503, "api_error", message_contains="AWS credentials")
+    assert err["code"] == chat_err["code"], (err, chat_err)
+    assert fakes.bedrock.requests == []
     watch.check()
