@@ -304,3 +304,11 @@ def test_canned_reply_for_a_text(brt, bedrock):
     out, _ = invoke(brt, TITAN_V2, {"inputText": "odd"})
     assert out == {"embedding": "not a list"}
     assert bedrock.embed.snapshot()[0].outcome == "canned 200"
+
+
+def test_reset_mid_body_for_a_text(brt, bedrock):
+    bedrock.embed.resets.add("cut")
+    with pytest.raises(Exception) as ei:  # botocore raises its own connection/read errors here
+        invoke(brt, TITAN_V2, {"inputText": "cut"})
+    assert not isinstance(ei.value, ClientError), ei.value
+    assert bedrock.embed.snapshot()[0].outcome == "reset"

@@ -210,6 +210,17 @@ def test_slow_call_beyond_the_timeout_is_504(ec, fakes):
         conn.close()
 
 
+def test_reset_mid_answer_is_502_upstream_reset_as_on_chat(ec, fakes):
+    """Bedrock sends one call's headers and part of its body, then resets the connection. Chat
+    answers that with 502 `upstream_reset` (test_wasm_upstream_errors.py); the fan-out must
+    not call it a timeout."""
+    fakes.bedrock.embed.resets.add("t1")
+    r = embed(ec, TITAN_V2, ["t0", "t1", "t2"])
+    assert [c.outcome for c in fakes.bedrock.embed.snapshot() if c.texts == ["t1"]] == ["reset"]
+    err = assert_error(r, 502, "api_error")
+    assert err["code"] == "upstream_reset", err
+
+
 def test_rejected_signature_is_502_never_401(ec, fakes):
     """Bedrock refusing the gateway's own credentials is the gateway's problem, not the client's."""
     fakes.bedrock.set_credentials("AKIDSOMEONEELSE00001", "other-secret", None)

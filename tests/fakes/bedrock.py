@@ -537,7 +537,7 @@ class FakeBedrock(FakeServer):
         events = steer.get("stream-events")
         base = base_model_id(model_id)
         if (emb.is_titan_embed(base) or emb.is_cohere_embed(base)) and op != "count-tokens":
-            return self._embed(op, model_id, base, body)
+            return self._embed(op, model_id, base, body, steer)
         try:
             if op == "count-tokens":
                 return self._count_tokens(model_id, body)
@@ -556,7 +556,7 @@ class FakeBedrock(FakeServer):
         except BedrockError as e:
             return self.error(e.kind, e.message, e.status)
 
-    def _embed(self, op: str, model_id: str, base: str, body: Any) -> Reply:
+    def _embed(self, op: str, model_id: str, base: str, body: Any, steer: dict) -> Reply:
         """InvokeModel for Titan / Cohere embedding models, steered by self.embed."""
         if op in STREAM_OPS:
             return self.error("ValidationException", "The model is unsupported for streaming.")
@@ -590,6 +590,9 @@ class FakeBedrock(FakeServer):
             if self.embed.token_header:
                 headers.append(("X-Amzn-Bedrock-Input-Token-Count", str(n_in)))
             outcome = "ok"
+            if self.embed.resets_call(call):
+                steer["reset"] = "64"  # headers and 64 bytes of the body, then RST (see server.py)
+                outcome = "reset"
             return self.json_reply(200, answer, headers)
         finally:
             self.embed.end(call, outcome)

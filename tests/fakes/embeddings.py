@@ -301,6 +301,7 @@ class EmbedControl:
     fail_calls: call number (1-based, arrival order) -> exception type.
     replies: text -> (status, body bytes): answer a call embedding that text with exactly this
              (content-type application/json), e.g. a malformed 200.
+    resets: texts whose call gets its answer's headers and part of its body, then a TCP reset.
     token_header: False drops X-Amzn-Bedrock-Input-Token-Count from answers.
     """
 
@@ -309,6 +310,7 @@ class EmbedControl:
     fail_texts: dict = field(default_factory=dict)
     fail_calls: dict = field(default_factory=dict)
     replies: dict = field(default_factory=dict)
+    resets: set = field(default_factory=set)
     token_header: bool = True
     calls: list = field(default_factory=list)
     in_flight: int = 0
@@ -318,7 +320,7 @@ class EmbedControl:
     def reset(self) -> None:
         with self._lock:
             self.delay_ms, self.default_delay_ms = {}, 0
-            self.fail_texts, self.fail_calls, self.replies = {}, {}, {}
+            self.fail_texts, self.fail_calls, self.replies, self.resets = {}, {}, {}, set()
             self.token_header = True
             self.calls = []
             self.in_flight = self.max_in_flight = 0
@@ -347,6 +349,10 @@ class EmbedControl:
                 failure = next((self.fail_texts[t] for t in call.texts if t in self.fail_texts), None)
             reply = next((self.replies[t] for t in call.texts if t in self.replies), None)
         return delay / 1000, failure, reply
+
+    def resets_call(self, call: EmbedCall) -> bool:
+        with self._lock:
+            return any(t in self.resets for t in call.texts)
 
     def snapshot(self) -> list:
         with self._lock:
