@@ -125,6 +125,17 @@ def test_titan_list_order_survives_reordered_answers(client, fakes):
     assert finished[2:] == ["mid-2", "late-1", "late-0"], f"the steering reordered the answers: {finished}"
 
 
+def test_client_headers_do_not_reach_the_filters_own_calls(client, fakes):
+    """The fan-out's calls carry only what the filter puts on them: a client's x-fake-status
+    (which would make the fake fail the call) and other headers stay at the gateway."""
+    r = client.embeddings.create(model=TITAN_V2, input=["h1", "h2"],
+                                 extra_headers={"x-fake-status": "500", "x-tenant-secret": "s3cr3t"})
+    assert [d.embedding for d in r.data] == [titan_vector(TITAN_V2, t) for t in ("h1", "h2")]
+    for rec, _ in bedrock_calls(fakes, TITAN_V2):
+        leaked = [k for k in rec.headers if k.startswith("x-fake-") or k == "x-tenant-secret"]
+        assert not leaked and "s3cr3t" not in json.dumps(rec.headers), rec.headers
+
+
 def test_titan_v2_dimensions_256(client, fakes):
     texts = ["short a", "short b"]
     r = client.embeddings.create(model=TITAN_V2, input=texts, dimensions=256)
