@@ -21,6 +21,11 @@ count-tokens: body {"input": {"invokeModel": {"body": "<base64 InvokeModel body>
 answer is {"inputTokens": count_tokens(<all text of system and messages>)}. Only Claude
 foundation-model ids (no geo prefix, no inference-profile ARN) support it, like AWS.
 
+Embedding models (Titan Text Embeddings v1/v2, Cohere Embed v3/v4) answer InvokeModel as
+fakes.embeddings describes: validated bodies, deterministic vectors, token-count headers, and
+steering through `fake.embed` (Python-side: the gateway makes these calls itself, so client
+headers never reach the fake).
+
 x-fake-stream-events (streaming ops): a JSON list; each element is one of
   {"chunk": <obj>}                      chunk event whose bytes are base64(json(obj))
   {"event": "<type>", "payload": <obj>} typed event (ConverseStream style)
@@ -40,6 +45,7 @@ import uuid
 from typing import Any, Optional
 from urllib.parse import unquote
 
+from . import embeddings as emb
 from . import eventstream as es
 from .server import FakeServer, RecordedRequest, Reply
 from .sigv4 import verify
@@ -464,6 +470,13 @@ class FakeBedrock(FakeServer):
         self._creds_lock = threading.Lock()
         self._credentials = {access_key: (secret_key, session_token)}
         self._seq = 0
+        # Steering and records of embeddings calls (fakes.embeddings.EmbedControl).
+        self.embed = emb.EmbedControl()
+
+    def clear(self) -> None:
+        """Forgets recorded requests and embeddings calls, and undoes embeddings steering."""
+        super().clear()
+        self.embed.reset()
 
     # ----- credentials the fake accepts -----
     def set_credentials(self, access_key: str, secret_key: str, session_token: Optional[str] = None) -> None:
@@ -522,6 +535,9 @@ class FakeBedrock(FakeServer):
         except ValueError:
             return self.error("ValidationException", "Malformed input request: request body is not valid JSON, please reformat your input and try again.")
         events = steer.get("stream-events")
+        base = base_model_id(model_id)
+        if (emb.is_titan_embed(base) or emb.is_cohere_embed(base)) and op != "count-tokens":
+            return self._embed(op, model_id, base, body, steer)
         try:
             if op == "count-tokens":
                 return self._count_tokens(model_id, body)
@@ -539,6 +555,47 @@ class FakeBedrock(FakeServer):
             raise BedrockError("ValidationException", f"The fake does not implement InvokeModel bodies for `{model_id}`; use Converse.")
         except BedrockError as e:
             return self.error(e.kind, e.message, e.status)
+
+    def _embed(self, op: str, model_id: str, base: str, body: Any, steer: dict) -> Reply:
+        """InvokeModel for Titan / Cohere embedding models, steered by self.embed."""
+        if op in STREAM_OPS:
+            return self.error("ValidationException", "The model is unsupported for streaming.")
+        if op == "converse":
+            return self.error("ValidationException", "This action doesn't support the model that you provided. "
+                                                     "Try again with a supported text or chat model.")
+        texts = []
+        if isinstance(body, dict):
+            if isinstance(body.get("inputText"), str):
+                texts = [body["inputText"]]
+            elif isinstance(body.get("texts"), list):
+                texts = [t for t in body["texts"] if isinstance(t, str)]
+        call = self.embed.begin(model_id, texts, body)
+        outcome = "InternalServerException"
+        try:
+            try:
+                answer, n_in, _ = (emb.titan_embed if emb.is_titan_embed(base) else emb.cohere_embed)(base, body)
+            except emb.EmbedError as e:
+                outcome = e.kind
+                return self.error(e.kind, e.message)
+            delay, failure, canned = self.embed.plan(call)
+            if delay:
+                self.sleep(delay)
+            if failure:
+                outcome = failure
+                return self.error(failure, ERROR_MESSAGES.get(failure, f"Steered {failure}."))
+            if canned is not None:
+                outcome = f"canned {canned[0]}"
+                return Reply(canned[0], [("content-type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))], canned[1])
+            headers = [("x-amzn-RequestId", str(uuid.uuid4())), ("X-Amzn-Bedrock-Invocation-Latency", "35")]
+            if self.embed.token_header:
+                headers.append(("X-Amzn-Bedrock-Input-Token-Count", str(n_in)))
+            outcome = "ok"
+            if self.embed.resets_call(call):
+                steer["reset"] = "64"  # headers and 64 bytes of the body, then RST (see server.py)
+                outcome = "reset"
+            return self.json_reply(200, answer, headers)
+        finally:
+            self.embed.end(call, outcome)
 
     def _count_tokens(self, model_id: str, body: Any) -> Reply:
         """CountTokens: {"input": {"invokeModel": {"body": b64}} | {"converse": {...}}} →
