@@ -1064,7 +1064,10 @@ fn one_failed_or_silent_call_fails_the_embeddings_request() {
             vec![("x-amzn-errortype", "ThrottlingException")],
             429,
         ),
-        (None, vec![], 504),
+        // Envoy's own answer to a call past embedding_timeout_ms (no Bedrock headers).
+        (Some(504), vec![], 504),
+        // A reset connection: no answer at all.
+        (None, vec![], 502),
     ] {
         let mut host = post("/v1/embeddings", &body, &[]);
         with_credentials(&mut host);
