@@ -695,6 +695,8 @@ def test_access_log_path_is_the_path_the_client_sent(tls_stack, fakes, brt):
     from urllib.parse import urlsplit
 
     client, cap = brt
+    # Earlier tests' lines may still sit in Envoy's access-log buffer: flush them first.
+    wait_access_log(tls_stack, tls_stack.log_size(), "/no-such-path", n=0)
     offset = tls_stack.log_size()
     client.invoke_model(modelId="claude-3-haiku", body=claude_body("log my path"))["body"].read()
     client_path = urlsplit(cap.last["url"]).path
