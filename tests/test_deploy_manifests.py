@@ -26,6 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ENVOY_YAML = REPO / "envoy" / "envoy.yaml"
 COMPOSE = REPO / "docker-compose.yaml"
+COMPOSE_S3 = REPO / "docker-compose.s3.yaml"
+COMPOSE_SCHEMA = REPO / "tests" / "schemas" / "compose-spec.json"
 DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "deploy" / "kubernetes"
 UNIGATE_K8S = K8S / "unigate.yaml"
@@ -373,23 +375,85 @@ def test_compose_envoy_image_is_the_tested_envoy(compose):
     assert envoy_image_version(_envoy_service(compose)["image"]) == _tested_envoy_version()
 
 
-def test_env_example_mentions_every_variable_compose_reads(compose):
+def _compose_text_without_comments(path: Path) -> str:
+    return "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#"))
+
+
+def test_env_example_mentions_every_variable_compose_reads():
     example = (REPO / ".env.example").read_text()
     mentioned = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
-    text = "\n".join(l for l in COMPOSE.read_text().splitlines() if not l.lstrip().startswith("#"))
-    referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
-    for svc in compose["services"].values():
-        env = svc.get("environment") or {}
-        if isinstance(env, dict):
-            referenced |= {k for k, v in env.items() if v is None}
+    referenced: set = set()
+    required: set = set()
+    for path in (COMPOSE, COMPOSE_S3):
+        text = _compose_text_without_comments(path)
+        referenced |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+        required |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text)) if path == COMPOSE else set()
+        for svc in _load(path)["services"].values():
+            env = svc.get("environment") or {}
+            if isinstance(env, dict):
+                referenced |= {k for k, v in env.items() if v is None}
+            args = (svc.get("build") or {}).get("args") or []
+            referenced |= {a for a in args if isinstance(a, str) and "=" not in a}
     missing = referenced - mentioned
     assert not missing, f".env.example does not mention {sorted(missing)}"
-    # Required variables are present uncommented, so `cp .env.example .env` shows them.
-    required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text)) - {"MINIO_ROOT_PASSWORD"}
+    # Required variables of the stack are present uncommented, so `cp .env.example .env`
+    # shows them.
     for name in required:
         assert re.search(rf"^{name}=", example, re.M), f"{name} must be an uncommented line in .env.example"
     # Optional AWS variables are commented out: an empty value is not the same as unset.
     assert not re.search(r"^AWS_PROFILE=", example, re.M)
+
+
+# What Compose 1.29 (Debian's docker-compose) and Compose v2 both accept.
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> dict:
+    return json.loads(COMPOSE_SCHEMA.read_text())
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3], ids=lambda p: p.name)
+def test_compose_files_follow_the_compose_specification(path, compose_schema):
+    import jsonschema
+
+    errors = sorted(
+        jsonschema.Draft7Validator(compose_schema).iter_errors(_load(path)),
+        key=lambda e: list(e.absolute_path),
+    )
+    assert not errors, "\n".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_compose_schema_is_the_vendored_compose_specification(compose_schema):
+    # The test above is only as good as the schema: the Compose Specification's own, recent
+    # enough to know what Compose v2 added (depends_on.required, include, models).
+    assert compose_schema["title"] == "Compose Specification"
+    depends_on = compose_schema["definitions"]["service"]["properties"]["depends_on"]
+    assert "required" in json.dumps(depends_on)
+    assert {"include", "services", "volumes"} <= set(compose_schema["properties"])
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3], ids=lambda p: p.name)
+def test_compose_files_use_nothing_compose_1_29_rejects(path):
+    doc = _load(path)
+    assert "include" not in doc and "name" not in doc, "top-level include/name need Compose v2"
+    for name, svc in doc["services"].items():
+        # Profiles: 1.29 cannot start a service that depends on one of an inactive profile
+        # (the S3 variant is an override file instead).
+        assert "profiles" not in svc, f"{name}: use an override file, not a profile"
+        deps = svc.get("depends_on") or {}
+        for dep, spec in (deps.items() if isinstance(deps, dict) else []):
+            assert set(spec) <= {"condition"}, f"{name}.depends_on.{dep}: only `condition` (1.29 rejects required/restart)"
+
+
+def test_compose_s3_override_puts_the_sidecars_files_in_minio():
+    s3 = _load(COMPOSE_S3)["services"]
+    sidecar = s3["sidecar"]
+    assert sidecar["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
+    assert "S3_FILES_BUCKET" in sidecar["environment"]
+    assert sidecar["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert set(s3) == {"sidecar", "minio", "minio-init"}
+    for port in s3["minio"].get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), port
 
 
 # ----------------------------------------------------------------------------- Kubernetes
