@@ -1,6 +1,7 @@
 # unigate — Envoy + unigate.wasm + sidecar.
 #   make run    install what is missing, build, start the gateway in the foreground
 #   make test   install what is missing, build, run every test layer
+#   make compose-test  build the image and test the Docker Compose stack (installs Docker if needed)
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -11,7 +12,7 @@ WASM      := build/unigate.wasm
 UNIGATE   := target/release/unigate
 export ENVOY_BIN
 
-.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system lint fmt fuzz clean
+.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system compose-test lint fmt fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -44,6 +45,9 @@ test-wasm: wasm-trap ## the built .wasm in real Envoy with fake upstreams
 
 test-system: ## the full stack as `make run` starts it, driven by the official SDKs
 	$(PY) -m pytest tests -q -ra
+
+compose-test: setup ## the Docker Compose stack built from our Dockerfile and tested (scripts/compose-test.sh)
+	@scripts/compose-test.sh
 
 lint: ## rustfmt and clippy for host and wasm targets
 	cargo fmt --all -- --check

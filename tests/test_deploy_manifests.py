@@ -1,6 +1,8 @@
-"""The deployment artifacts (Dockerfile, docker-compose.yaml, deploy/kubernetes/**) checked
-against envoy/envoy.yaml, the Dockerfile and the code, since no Docker engine or cluster runs
-them in CI.
+"""The deployment artifacts (Dockerfile, docker-compose.yaml and its overrides,
+deploy/kubernetes/**) checked against envoy/envoy.yaml, the Dockerfile and the code. The
+compose stack is also built and run for real by `make compose-test` (compose-tests/); these
+checks are the fast ones that run in `make test`, and the only ones for Kubernetes, which no
+test runs.
 
 envoy/envoy.yaml is the renderer's output (`unigate serve --print-config`, kept identical by a
 sidecar test), so every port, path, cluster and secret name the artifacts repeat is compared
@@ -27,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENVOY_YAML = REPO / "envoy" / "envoy.yaml"
 COMPOSE = REPO / "docker-compose.yaml"
 COMPOSE_S3 = REPO / "docker-compose.s3.yaml"
+COMPOSE_TEST = REPO / "compose-tests" / "docker-compose.test.yaml"
 COMPOSE_SCHEMA = REPO / "tests" / "schemas" / "compose-spec.json"
 DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "deploy" / "kubernetes"
@@ -412,7 +415,7 @@ def compose_schema() -> dict:
     return json.loads(COMPOSE_SCHEMA.read_text())
 
 
-@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3, COMPOSE_TEST], ids=lambda p: p.name)
 def test_compose_files_follow_the_compose_specification(path, compose_schema):
     import jsonschema
 
@@ -432,7 +435,7 @@ def test_compose_schema_is_the_vendored_compose_specification(compose_schema):
     assert {"include", "services", "volumes"} <= set(compose_schema["properties"])
 
 
-@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3, COMPOSE_TEST], ids=lambda p: p.name)
 def test_compose_files_use_nothing_compose_1_29_rejects(path):
     doc = _load(path)
     assert "include" not in doc and "name" not in doc, "top-level include/name need Compose v2"
@@ -454,6 +457,21 @@ def test_compose_s3_override_puts_the_sidecars_files_in_minio():
     assert set(s3) == {"sidecar", "minio", "minio-init"}
     for port in s3["minio"].get("ports", []):
         assert str(port).startswith("127.0.0.1:"), port
+
+
+def test_compose_test_override_only_adds_fakes_and_test_ports(compose, envoy):
+    # make compose-test runs the file users run; its override may only point the stack at
+    # the fakes (a service, and an envoy.yaml rendered for them) and at test ports.
+    test = _load(COMPOSE_TEST)["services"]
+    assert set(test) == {"fakes", "envoy"}
+    assert set(test["envoy"]) == {"volumes"}
+    (mount,) = test["envoy"]["volumes"]
+    envoy_svc = _envoy_service(compose)
+    config_path = envoy_svc["command"][envoy_svc["command"].index("-c") + 1]
+    assert mount.rsplit(":", 2)[1:] == [config_path, "ro"]  # the source is ${...:?...}
+    for port in test["fakes"]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    assert "network_mode" not in test["fakes"], "the fakes are reached on the compose network"
 
 
 # ----------------------------------------------------------------------------- Kubernetes
