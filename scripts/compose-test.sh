@@ -8,7 +8,8 @@
 #  4. an envoy.yaml for the fakes rendered by the image itself (`sidecar serve --print-config`,
 #     as docker-compose.yaml's header tells users), then the stack up with docker-compose.yaml
 #     plus compose-tests/docker-compose.test.yaml (fakes and test ports only);
-#  5. compose-tests/ (pytest) against the ports published on 127.0.0.1;
+#  5. compose-tests/ (pytest) against the ports published on 127.0.0.1, then the upgrade
+#     (`up -d --force-recreate`) and the gateway answering again;
 #  6. always, also on failure: `down -v` of the project, its images removed, temp files removed.
 #     Kept for the next run: the base images and the build cache (the crates and the cargo
 #     target directory live in BuildKit cache mounts, so a rebuild compiles only what changed).
@@ -205,3 +206,12 @@ env -i PATH="$PATH" HOME="$HOME" LANG="${LANG:-C.UTF-8}" \
   UNIGATE_COMPOSE_OPENAI_KEY="$openai_key" \
   .venv/bin/python -m pytest compose-tests -q -ra -p no:cacheprovider
 phase "tests passed"
+
+# The upgrade docs/operations.md gives: Compose 1.29 recreates only services whose own
+# configuration or image changed, which would leave envoy in a removed sidecar's network
+# namespace; --force-recreate recreates both, and envoy must join the new sidecar.
+compose up -d --no-build --force-recreate
+[ "$(docker inspect -f '{{.HostConfig.NetworkMode}}' "$(compose ps -q envoy)")" = "container:$(compose ps -q sidecar)" ] \
+  || { echo "compose-test: after up --force-recreate envoy is not in the sidecar's network namespace" >&2; exit 1; }
+wait_200 "http://127.0.0.1:$gw_port/health" 120
+phase "recreated as an upgrade does; the gateway answers"
