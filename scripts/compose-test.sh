@@ -154,7 +154,8 @@ phase "compose files accepted"
 # The builder's step names show EXTRA_CA_CERTS expanded: keep the certificates out of the log.
 compose build 2>&1 | sed -E -e 's/-----BEGIN CERTIFICATE-----.*/[EXTRA_CA_CERTS]/' \
   -e '/^[A-Za-z0-9+\/]{16,}={0,2}$/d' -e '/^-----END CERTIFICATE-----/d'
-phase "images built: $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')), $fakes_image"
+size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
+phase "images built: $image ($(size "$image")), $fakes_image ($(size "$fakes_image"))"
 
 # The Envoy configuration for the fakes, rendered by the image (docker-compose.yaml's header).
 compose run --rm --no-deps -T \
