@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 
 from system_harness import HAIKU, assert_bedrock_upstream, assert_openai_upstream, assert_usage
