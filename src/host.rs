@@ -1,13 +1,18 @@
-//! The one adapter between the filter and Envoy's proxy-wasm host.
+//! The one adapter between the filter and Envoy's proxy-wasm host: [`EnvoyHost`] implements
+//! the core's [`Host`] trait over the raw hostcalls.
 //!
 //! The SDK's hostcall wrappers panic on any status they did not expect (a trap that takes the
 //! worker's VM down), so every call the filter makes goes through here instead and comes back
-//! as a `Result`. Only `dispatch_http_call` stays with the SDK, because its dispatcher must
-//! learn the callout token to route the answer back to the right context.
+//! as a `Result`. Only `dispatch_http_call` uses the SDK's hostcall, because its dispatcher must
+//! learn the callout token to route the answer back to the right context (that call returns
+//! errors for the statuses Envoy gives: unknown cluster, internal failure).
 #![allow(unsafe_code)]
 
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status, StreamType};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ptr::{null, null_mut};
+use unigate_core::flow::{self, Body, Headers, Host, Level, MetricKind};
 use unigate_core::header_map;
 
 /// A host call that did not succeed.
@@ -421,4 +426,224 @@ pub fn increment_metric(id: u32, offset: i64) -> HostResult<()> {
 pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
     // SAFETY: plain value call.
     check("record_metric", unsafe { proxy_record_metric(id, value) })
+}
+
+thread_local! {
+    /// Metric ids per name (ids are per worker VM; names are defined on first use).
+    static METRIC_IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// The host's log level, re-read once per request.
+    static LOG_LEVEL: Cell<u32> = const { Cell::new(LogLevel::Info as u32) };
+}
+
+/// Re-reads the host's log level (once per request is enough).
+pub fn refresh_log_level() {
+    LOG_LEVEL.with(|l| l.set(log_level() as u32));
+}
+
+fn metric_id(kind: MetricType, name: &str) -> Option<u32> {
+    METRIC_IDS.with(|ids| {
+        if let Some(id) = ids.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = define_metric(kind, name).ok()?;
+        ids.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    })
+}
+
+fn level(l: Level) -> LogLevel {
+    match l {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+        Level::Critical => LogLevel::Critical,
+    }
+}
+
+fn map_type(map: Headers) -> MapType {
+    match map {
+        Headers::Request => MapType::HttpRequestHeaders,
+        Headers::Response => MapType::HttpResponseHeaders,
+    }
+}
+
+fn buffer_type(body: Body) -> BufferType {
+    match body {
+        Body::Request => BufferType::HttpRequestBody,
+        Body::Response => BufferType::HttpResponseBody,
+    }
+}
+
+impl From<HostError> for flow::HostError {
+    fn from(e: HostError) -> flow::HostError {
+        match e.status {
+            Status::CasMismatch => flow::HostError::CasMismatch,
+            status => flow::HostError::Failed {
+                call: e.call,
+                status: format!("{status:?}"),
+            },
+        }
+    }
+}
+
+/// The proxy-wasm host as the core sees it.
+pub struct EnvoyHost;
+
+impl Host for EnvoyHost {
+    fn headers(&mut self, map: Headers) -> flow::HostResult<Vec<(String, Vec<u8>)>> {
+        Ok(get_headers(map_type(map))?)
+    }
+
+    fn header(&mut self, map: Headers, name: &str) -> flow::HostResult<Option<String>> {
+        Ok(get_header(map_type(map), name)?)
+    }
+
+    fn set_header(&mut self, map: Headers, name: &str, value: &str) -> flow::HostResult<()> {
+        Ok(set_header(map_type(map), name, value)?)
+    }
+
+    fn remove_header(&mut self, map: Headers, name: &str) -> flow::HostResult<()> {
+        Ok(remove_header(map_type(map), name)?)
+    }
+
+    fn body(&mut self, body: Body, size: usize) -> flow::HostResult<Vec<u8>> {
+        Ok(get_buffer(buffer_type(body), 0, size)?)
+    }
+
+    fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> flow::HostResult<()> {
+        Ok(set_buffer(buffer_type(body), 0, replace, data)?)
+    }
+
+    fn send_response(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> flow::HostResult<()> {
+        Ok(send_response(status, headers, body)?)
+    }
+
+    fn resume_request(&mut self) -> flow::HostResult<()> {
+        Ok(resume_request()?)
+    }
+
+    fn clear_route_cache(&mut self) -> flow::HostResult<()> {
+        call_foreign("clear_route_cache", &[])?;
+        Ok(())
+    }
+
+    fn property(&mut self, path: &[&str]) -> flow::HostResult<Option<Vec<u8>>> {
+        Ok(get_property(path)?)
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) -> flow::HostResult<()> {
+        Ok(set_property(path, value)?)
+    }
+
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> flow::HostResult<u32> {
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .map_err(|status| flow::HostError::Failed {
+            call: "dispatch_http_call",
+            status: format!("{status:?}"),
+        })
+    }
+
+    fn callout_answer(&mut self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>) {
+        call_answer(num_headers, body_size)
+    }
+
+    fn callout_header(&mut self, name: &str) -> Option<String> {
+        get_header(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn shared_get(&mut self, key: &str) -> flow::HostResult<(Option<Vec<u8>>, u32)> {
+        Ok(get_shared_data(key)?)
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> flow::HostResult<()> {
+        Ok(set_shared_data(key, value, cas)?)
+    }
+
+    fn now_unix(&self) -> u64 {
+        // WASI's realtime clock, which Envoy backs with its time source.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    fn random_hex(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // WASI random_get should not fail; fall back to the clock rather than a constant.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            for (b, t) in bytes.iter_mut().zip(t.to_le_bytes()) {
+                *b = t;
+            }
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn define_metric(&mut self, kind: MetricKind, name: &str) {
+        let _ = metric_id(
+            match kind {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Histogram => MetricType::Histogram,
+            },
+            name,
+        );
+    }
+
+    fn count(&mut self, name: &str, by: u64) {
+        // Envoy rejects a zero increment.
+        if by == 0 {
+            return;
+        }
+        if let Some(i) = metric_id(MetricType::Counter, name) {
+            let _ = increment_metric(i, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn record(&mut self, name: &str, value: u64) {
+        if let Some(i) = metric_id(MetricType::Histogram, name) {
+            let _ = record_metric(i, value);
+        }
+    }
+
+    fn log_enabled(&self, l: Level) -> bool {
+        LOG_LEVEL.with(|cur| level(l) as u32 >= cur.get())
+    }
+
+    fn log(&mut self, l: Level, message: &str) {
+        log(level(l), message);
+    }
+
+    fn set_tick_ms(&mut self, ms: u32) -> flow::HostResult<()> {
+        Ok(set_tick_period_ms(ms)?)
+    }
 }

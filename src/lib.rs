@@ -1,15 +1,11 @@
 //! unigate proxy-wasm filter: the thin glue between Envoy and `unigate-core`.
 //!
-//! [`root`] owns the configuration and keeps AWS credentials fresh in shared data;
-//! [`http`] runs one request through auth, planning, signing and response translation.
-//! Every host call goes through [`host`], which returns errors instead of trapping.
+//! The logic lives in the core's [`flow`](unigate_core::flow) state machines; [`root`] and
+//! [`http`] hand each proxy-wasm callback to them, and [`host`] is the one adapter that
+//! calls Envoy (it returns errors instead of trapping).
 
-mod credentials;
 mod host;
 mod http;
-mod limits;
-mod logging;
-mod metrics;
 mod root;
 
 use proxy_wasm::types::LogLevel;

@@ -873,9 +873,9 @@ def test_iam_trust_policies_name_the_manifests_service_account(k8s):
 
 def test_operations_doc_lists_every_metric_and_access_log_field(envoy):
     ops = (REPO / "docs" / "operations.md").read_text()
-    metrics_rs = (REPO / "src" / "metrics.rs").read_text()
+    metrics_rs = (REPO / "core" / "src" / "flow" / "metrics.rs").read_text()
     names = re.findall(r'"(unigate\.[a-z_.]+)"', metrics_rs)
-    assert names, "no metric names found in src/metrics.rs"
+    assert names, "no metric names found in core/src/flow/metrics.rs"
     for name in names:
         assert name in ops, f"docs/operations.md does not mention {name}"
     for field in envoy.access_log_fields:

@@ -19,6 +19,7 @@ def variables_read_by_the_binary() -> set:
         names |= set(re.findall(r'\b(?:get|env|var)\("([A-Z][A-Z0-9_]{2,})"\)', text))
         names |= set(re.findall(r'pub const [A-Z_]+_VAR: &str = "([A-Z][A-Z0-9_]+)"', text))
         # clap `env = "..."` attributes and the port/number helpers that take a variable name.
+        names |= set(re.findall(r'\benv\s*=\s*"([A-Z][A-Z0-9_]+)"', text))
         names |= set(re.findall(r'(?:port_var|number_var)\(\s*&get,\s*"([A-Z][A-Z0-9_]+)"', text))
     return names - NOT_OURS
 
@@ -31,5 +32,5 @@ def test_every_environment_variable_is_documented():
 
 def test_the_scan_finds_the_known_variables():
     found = variables_read_by_the_binary()
-    for n in ("GATEWAY_PORT", "API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "UPSTREAM_TIMEOUT_SECONDS", "MAX_REQUEST_BYTES", "S3_FILES_BUCKET"):
+    for n in ("UNIGATE_MODEL", "UNIGATE_URL", "GATEWAY_PORT", "API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "UPSTREAM_TIMEOUT_SECONDS", "MAX_REQUEST_BYTES", "S3_FILES_BUCKET"):
         assert n in found, n

@@ -10,11 +10,11 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use unigate_core::config::Gateway;
-use unigate_core::detect::Format;
-use unigate_core::openai::ResponseMeta;
-use unigate_core::plan::{plan_chat, ChatInput, ResponsePlan};
+use unigate_core::doors::Door;
+use unigate_core::formats::Format;
+use unigate_core::ir::ResponseMeta;
+use unigate_core::plan::{plan, PlanInput, ResponsePlan};
 use unigate_core::response::translate_buffered;
-use unigate_core::route::UpstreamApi;
 use unigate_core::sigv4::AwsCredentials;
 use unigate_core::stream::eventstream::event_frame;
 use unigate_core::stream::StreamTranslator;
@@ -49,17 +49,10 @@ pub fn openai_body(model: &str, size: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn input(body: &[u8]) -> ChatInput<'_> {
-    ChatInput {
-        body,
-        query: None,
-        target_header: None,
-        request_id: "0123456789abcdef0123456789abcdef",
-        session_header: None,
-        client: None,
-        files: None,
-        now_unix: 1_700_000_000,
-    }
+fn input(body: &[u8]) -> PlanInput<'_> {
+    PlanInput::new(Door::Chat, body)
+        .request_id("0123456789abcdef0123456789abcdef")
+        .now(1_700_000_000)
 }
 
 fn creds() -> AwsCredentials {
@@ -83,11 +76,11 @@ fn bench_requests(c: &mut Criterion) {
         let body = openai_body(model, size);
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function(name, |b| {
-            b.iter(|| plan_chat(&gw, &input(black_box(&body))).unwrap())
+            b.iter(|| plan(&gw, &input(black_box(&body))).unwrap())
         });
     }
     let body = openai_body("claude-3-haiku", 2048);
-    let plan = plan_chat(&gw, &input(&body)).unwrap();
+    let plan = plan(&gw, &input(&body)).unwrap();
     let c = creds();
     g.bench_function("sign_2k", |b| {
         b.iter(|| {
@@ -99,15 +92,16 @@ fn bench_requests(c: &mut Criterion) {
     g.finish();
 }
 
-fn response_plan(api: UpstreamApi, stream: bool) -> ResponsePlan {
+fn response_plan(api: Format, stream: bool) -> ResponsePlan {
     ResponsePlan {
-        api,
-        input: Format::Openai,
-        target: Format::Openai,
+        operation: unigate_core::ir::Operation::Chat,
+        upstream: api,
+        input: Format::OpenaiChat,
+        target: Format::OpenaiChat,
         stream,
         include_usage: true,
         structured: false,
-        passthrough: false,
+        relay: unigate_core::plan::relays(api, Format::OpenaiChat, false),
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,
@@ -127,7 +121,7 @@ fn bench_responses(c: &mut Criterion) {
         "usage": {"input_tokens": 512, "output_tokens": 128}
     }))
     .unwrap();
-    let plan = response_plan(UpstreamApi::BedrockAnthropic, false);
+    let plan = response_plan(Format::Anthropic, false);
     c.bench_function("response/claude_to_openai", |b| {
         b.iter(|| translate_buffered(&plan, 200, None, black_box(&body)))
     });
@@ -156,12 +150,12 @@ pub fn claude_stream(n: usize) -> Vec<u8> {
 
 fn bench_streams(c: &mut Criterion) {
     let stream = claude_stream(300);
-    let plan = response_plan(UpstreamApi::BedrockAnthropic, true);
+    let plan = response_plan(Format::Anthropic, true);
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Elements(300));
     g.bench_function("claude_300_chunks_to_openai", |b| {
         b.iter(|| {
-            let mut t = StreamTranslator::new(&plan);
+            let mut t = StreamTranslator::new(&plan).unwrap();
             let mut n = 0;
             for piece in black_box(&stream).chunks(4096) {
                 n += t.push(piece, false).len();

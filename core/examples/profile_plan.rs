@@ -8,7 +8,8 @@
 //! translates their answers. Usage: profile_plan [N]
 use serde_json::json;
 use unigate_core::config::Gateway;
-use unigate_core::plan::{plan_chat, ChatInput};
+use unigate_core::doors::Door;
+use unigate_core::plan::{plan, PlanInput};
 use unigate_core::response::translate_buffered;
 use unigate_core::sigv4::AwsCredentials;
 
@@ -37,18 +38,11 @@ fn main() {
     };
     let mut total = 0;
     for _ in 0..n {
-        let plan = plan_chat(
+        let plan = plan(
             &gw,
-            &ChatInput {
-                body: &body,
-                query: None,
-                target_header: None,
-                request_id: "0123456789abcdef0123456789abcdef",
-                session_header: None,
-                client: None,
-                files: None,
-                now_unix: 1_700_000_000,
-            },
+            &PlanInput::new(Door::Chat, &body)
+                .request_id("0123456789abcdef0123456789abcdef")
+                .now(1_700_000_000),
         )
         .unwrap();
         let h = plan

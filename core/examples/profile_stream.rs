@@ -8,10 +8,9 @@
 //! chunks translated to OpenAI chunks. Usage: profile_stream [N]
 use base64::Engine;
 use serde_json::json;
-use unigate_core::detect::Format;
-use unigate_core::openai::ResponseMeta;
+use unigate_core::formats::Format;
+use unigate_core::ir::ResponseMeta;
 use unigate_core::plan::ResponsePlan;
-use unigate_core::route::UpstreamApi;
 use unigate_core::stream::eventstream::event_frame;
 use unigate_core::stream::StreamTranslator;
 
@@ -28,8 +27,8 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
     let target = match std::env::args().nth(2).as_deref() {
-        Some("claude") => Format::BedrockClaude,
-        _ => Format::Openai,
+        Some("claude") => Format::Anthropic,
+        _ => Format::OpenaiChat,
     };
     let mut s = chunk(
         json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "usage": {"input_tokens": 20, "output_tokens": 1}}}),
@@ -42,13 +41,14 @@ fn main() {
     s.extend(chunk(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 300}})));
     s.extend(chunk(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 20, "outputTokenCount": 300}})));
     let plan = ResponsePlan {
-        api: UpstreamApi::BedrockAnthropic,
-        input: Format::Openai,
+        operation: unigate_core::ir::Operation::Chat,
+        upstream: Format::Anthropic,
+        input: Format::OpenaiChat,
         target,
         stream: true,
         include_usage: true,
         structured: false,
-        passthrough: false,
+        relay: unigate_core::plan::relays(Format::Anthropic, target, false),
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,
@@ -60,7 +60,7 @@ fn main() {
     };
     let mut total = 0;
     for _ in 0..n {
-        let mut t = StreamTranslator::new(&plan);
+        let mut t = StreamTranslator::new(&plan).unwrap();
         for piece in s.chunks(16384) {
             total += t.push(piece, false).len();
         }

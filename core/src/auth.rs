@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// One configured key with its optional name, model patterns and limits (the shape of
-/// `API_KEYS_FILE` entries).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `API_KEYS_FILE` entries). Its `Debug` output never shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     /// The secret key.
@@ -26,14 +26,39 @@ pub struct KeyEntry {
     pub tpm: Option<u64>,
 }
 
-/// A key in the plugin configuration: a bare string or a full entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("key", &REDACTED)
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .finish()
+    }
+}
+
+/// What `Debug` output shows instead of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// A key in the plugin configuration: a bare string or a full entry. Its `Debug` output never
+/// shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum KeySpec {
     /// Just the key.
     Plain(String),
     /// Key with name, models and limits.
     Full(KeyEntry),
+}
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySpec::Plain(_) => f.debug_tuple("Plain").field(&REDACTED).finish(),
+            KeySpec::Full(e) => f.debug_tuple("Full").field(e).finish(),
+        }
+    }
 }
 
 impl KeySpec {
@@ -162,6 +187,21 @@ pub fn presented_key<'a>(
         }
     }
     x_api_key.map(str::trim).filter(|k| !k.is_empty())
+}
+
+/// Headers that carry credentials (the client's or the gateway's): removed before anything
+/// is forwarded upstream and never printed.
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "proxy-authorization",
+    "x-amz-security-token",
+    "cookie",
+];
+
+/// Whether a header name (lower case) carries credentials.
+pub fn is_credential_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name)
 }
 
 /// A short, non-reversible label for a key, safe to log.

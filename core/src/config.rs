@@ -23,8 +23,9 @@ pub enum CredentialsSource {
     Env,
 }
 
-/// The plugin configuration as written in `envoy.yaml` (JSON in a `StringValue`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The plugin configuration as written in `envoy.yaml` (JSON in a `StringValue`). Its
+/// `Debug` output never shows keys.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
     /// Client API keys: strings or `{"key","name","models","rpm","tpm"}` entries (prefer the
@@ -82,6 +83,39 @@ pub struct PluginConfig {
     pub models: Vec<ModelEntry>,
     /// Serve only `models` (and aliases) instead of extending the default catalog.
     pub replace_default_models: bool,
+    /// Most texts in one `/v1/embeddings` request for a Bedrock model (Titan embeds one text per
+    /// call, Cohere 96).
+    pub max_embedding_inputs: usize,
+    /// Bedrock embeddings calls one request keeps in flight at most.
+    pub embedding_concurrency: usize,
+    /// Timeout of each Bedrock embeddings call.
+    pub embedding_timeout_ms: u64,
+    /// Anthropic beta flags passed to Claude on Bedrock, per model (first match wins);
+    /// replaces the built-in table when given.
+    pub anthropic_betas: Option<Vec<crate::formats::anthropic::betas::BetaRule>>,
+}
+
+impl std::fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration as JSON with the literal secrets replaced.
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            if o.get("openai_api_key").is_some_and(|k| !k.is_null()) {
+                o.insert("openai_api_key".into(), crate::auth::REDACTED.into());
+            }
+            if let Some(keys) = o.get_mut("api_keys").and_then(|k| k.as_array_mut()) {
+                for k in keys.iter_mut() {
+                    match k {
+                        serde_json::Value::Object(e) => {
+                            e.insert("key".into(), crate::auth::REDACTED.into());
+                        }
+                        other => *other = crate::auth::REDACTED.into(),
+                    }
+                }
+            }
+        }
+        write!(f, "PluginConfig {v}")
+    }
 }
 
 impl Default for PluginConfig {
@@ -113,6 +147,10 @@ impl Default for PluginConfig {
             aliases: BTreeMap::new(),
             models: Vec::new(),
             replace_default_models: false,
+            max_embedding_inputs: 256,
+            embedding_concurrency: 8,
+            embedding_timeout_ms: 30_000,
+            anthropic_betas: None,
         }
     }
 }
@@ -181,7 +219,7 @@ impl BaseUrl {
 }
 
 /// The OpenAI upstream, when configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OpenaiUpstream {
     /// Envoy cluster.
     pub cluster: String,
@@ -189,6 +227,16 @@ pub struct OpenaiUpstream {
     pub url: BaseUrl,
     /// API key sent upstream (`Authorization: Bearer`).
     pub api_key: String,
+}
+
+impl std::fmt::Debug for OpenaiUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenaiUpstream")
+            .field("cluster", &self.cluster)
+            .field("url", &self.url)
+            .field("api_key", &crate::auth::REDACTED)
+            .finish()
+    }
 }
 
 /// The Bedrock upstream, when configured.
@@ -212,8 +260,8 @@ pub fn default_bedrock_endpoint(region: &str) -> String {
     format!("https://bedrock-runtime.{region}.amazonaws.com")
 }
 
-/// The validated configuration the filter runs with.
-#[derive(Debug, Clone)]
+/// The validated configuration the filter runs with. Its `Debug` output never shows secrets.
+#[derive(Clone)]
 pub struct Gateway {
     /// The configuration as given.
     pub config: PluginConfig,
@@ -233,6 +281,27 @@ pub struct Gateway {
     pub catalog: Catalog,
     /// Secret shared with the sidecar (`x-unigate-token`).
     pub sidecar_token: Option<String>,
+    /// Anthropic beta flags Bedrock accepts, per model.
+    pub beta_rules: Vec<crate::formats::anthropic::betas::BetaRule>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("config", &self.config)
+            .field("keys", &self.keys)
+            .field("openai", &self.openai)
+            .field("openai_url", &self.openai_url)
+            .field("bedrock", &self.bedrock)
+            .field("bedrock_agent", &self.bedrock_agent)
+            .field("router", &self.router)
+            .field("catalog_models", &self.catalog.len())
+            .field(
+                "sidecar_token",
+                &self.sidecar_token.as_ref().map(|_| crate::auth::REDACTED),
+            )
+            .finish()
+    }
 }
 
 impl Gateway {
@@ -345,6 +414,10 @@ impl Gateway {
         let catalog = Catalog::new(models, &aliases);
         let router = Router::new(rules, aliases);
         let sidecar_token = nonempty(env(&config.sidecar_token_env));
+        let beta_rules = config
+            .anthropic_betas
+            .clone()
+            .unwrap_or_else(crate::formats::anthropic::betas::default_rules);
 
         Ok(Gateway {
             config,
@@ -356,6 +429,7 @@ impl Gateway {
             router,
             catalog,
             sidecar_token,
+            beta_rules,
         })
     }
 

@@ -10,42 +10,8 @@
 //! `inputText`) is ambiguous and rejected, as is a body with none.
 
 use crate::error::GatewayError;
-use crate::fields::Object;
-
-/// A request or response wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// OpenAI Chat Completions.
-    Openai,
-    /// Anthropic Messages as Bedrock takes it.
-    BedrockClaude,
-    /// Amazon Titan Text.
-    BedrockTitan,
-}
-
-impl Format {
-    /// The name used in `target_format`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Openai => "openai",
-            Format::BedrockClaude => "bedrock_claude",
-            Format::BedrockTitan => "bedrock_titan",
-        }
-    }
-
-    /// Parses a `target_format` value.
-    pub fn parse_target(value: &str) -> Result<Format, GatewayError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "openai" | "" => Ok(Format::Openai),
-            "bedrock_claude" | "claude" | "anthropic" => Ok(Format::BedrockClaude),
-            "bedrock_titan" | "titan" => Ok(Format::BedrockTitan),
-            other => Err(GatewayError::invalid(
-                "target_format",
-                format!("Unknown target_format `{other}`; expected openai, bedrock_claude or bedrock_titan."),
-            )),
-        }
-    }
-}
+use crate::formats::Format;
+use crate::json::Object;
 
 /// Detects the input format of a chat request body.
 pub fn detect(obj: &Object) -> Result<Format, GatewayError> {
@@ -53,10 +19,10 @@ pub fn detect(obj: &Object) -> Result<Format, GatewayError> {
     let titan = obj.contains_key("inputText");
     let messages = obj.contains_key("messages");
     match (claude, titan, messages) {
-        (true, false, _) => Ok(Format::BedrockClaude),
-        (false, true, false) => Ok(Format::BedrockTitan),
-        (false, false, true) => Ok(Format::Openai),
-        (false, false, false) if obj.contains_key("model") => Ok(Format::Openai),
+        (true, false, _) => Ok(Format::Anthropic),
+        (false, true, false) => Ok(Format::Titan),
+        (false, false, true) => Ok(Format::OpenaiChat),
+        (false, false, false) if obj.contains_key("model") => Ok(Format::OpenaiChat),
         (false, false, false) => Err(GatewayError::bad_request(
             "Unrecognized request format: expected an OpenAI chat body (`model` + `messages`), a Bedrock Claude body (`anthropic_version` + `messages`) or a Bedrock Titan body (`inputText`).",
         )
@@ -69,8 +35,12 @@ pub fn detect(obj: &Object) -> Result<Format, GatewayError> {
 }
 
 /// The `target_format` asked for by query string (`?target_format=`) or header
-/// (`x-target-format`); the query wins. Default: OpenAI.
-pub fn target_format(query: Option<&str>, header: Option<&str>) -> Result<Format, GatewayError> {
+/// (`x-target-format`); the query wins; `default` otherwise.
+pub fn target_format(
+    query: Option<&str>,
+    header: Option<&str>,
+    default: Format,
+) -> Result<Format, GatewayError> {
     if let Some(q) = query {
         for pair in q.split('&') {
             if let Some(v) = pair.strip_prefix("target_format=") {
@@ -80,14 +50,14 @@ pub fn target_format(query: Option<&str>, header: Option<&str>) -> Result<Format
     }
     match header {
         Some(h) => Format::parse_target(h),
-        None => Ok(Format::Openai),
+        None => Ok(default),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fields::parse_object;
+    use crate::json::parse_object;
 
     fn d(body: &str) -> Result<Format, GatewayError> {
         detect(&parse_object(body.as_bytes()).unwrap())
@@ -95,13 +65,16 @@ mod tests {
 
     #[test]
     fn detection_table() {
-        assert_eq!(d(r#"{"model":"m","messages":[]}"#).unwrap(), Format::Openai);
+        assert_eq!(
+            d(r#"{"model":"m","messages":[]}"#).unwrap(),
+            Format::OpenaiChat
+        );
         assert_eq!(
             d(r#"{"anthropic_version":"bedrock-2023-05-31","messages":[]}"#).unwrap(),
-            Format::BedrockClaude
+            Format::Anthropic
         );
-        assert_eq!(d(r#"{"inputText":"hi"}"#).unwrap(), Format::BedrockTitan);
-        assert_eq!(d(r#"{"model":"m"}"#).unwrap(), Format::Openai);
+        assert_eq!(d(r#"{"inputText":"hi"}"#).unwrap(), Format::Titan);
+        assert_eq!(d(r#"{"model":"m"}"#).unwrap(), Format::OpenaiChat);
         assert_eq!(
             d(r#"{"prompt":"m"}"#).unwrap_err().code.as_deref(),
             Some("unknown_format")
@@ -124,17 +97,25 @@ mod tests {
 
     #[test]
     fn target_from_query_or_header() {
-        assert_eq!(target_format(None, None).unwrap(), Format::Openai);
         assert_eq!(
-            target_format(Some("a=1&target_format=bedrock_claude"), Some("openai")).unwrap(),
-            Format::BedrockClaude
+            target_format(None, None, Format::OpenaiChat).unwrap(),
+            Format::OpenaiChat
         );
         assert_eq!(
-            target_format(None, Some("bedrock_titan")).unwrap(),
-            Format::BedrockTitan
+            target_format(
+                Some("a=1&target_format=bedrock_claude"),
+                Some("openai"),
+                Format::OpenaiChat
+            )
+            .unwrap(),
+            Format::Anthropic
         );
         assert_eq!(
-            target_format(Some("target_format=xml"), None)
+            target_format(None, Some("bedrock_titan"), Format::OpenaiChat).unwrap(),
+            Format::Titan
+        );
+        assert_eq!(
+            target_format(Some("target_format=xml"), None, Format::OpenaiChat)
                 .unwrap_err()
                 .status,
             400

@@ -40,6 +40,22 @@ impl ErrorType {
     }
 }
 
+impl ErrorType {
+    /// Parses an OpenAI `error.type` the gateway knows.
+    pub fn parse(s: &str) -> Option<ErrorType> {
+        Some(match s {
+            "invalid_request_error" => ErrorType::InvalidRequest,
+            "authentication_error" => ErrorType::Authentication,
+            "permission_error" => ErrorType::Permission,
+            "rate_limit_error" => ErrorType::RateLimit,
+            "insufficient_quota" => ErrorType::InsufficientQuota,
+            "api_error" | "server_error" => ErrorType::Api,
+            "timeout_error" => ErrorType::Timeout,
+            _ => return None,
+        })
+    }
+}
+
 /// An error answered to the client: HTTP status plus the OpenAI error object fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayError {
@@ -114,6 +130,17 @@ impl GatewayError {
         )
         .with_param("model")
         .with_code("model_not_found")
+    }
+
+    /// 403 for a model the client key may not use.
+    pub fn model_not_allowed(model: &str) -> Self {
+        GatewayError::new(
+            403,
+            ErrorType::Permission,
+            format!("This API key is not allowed to use the model `{model}`."),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed")
     }
 
     /// 404 for a path the gateway does not serve.

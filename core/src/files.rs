@@ -14,7 +14,7 @@
 //! ```
 
 use crate::error::{ErrorType, GatewayError};
-use crate::fields::{self, Object};
+use crate::json::{self, Object};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -57,15 +57,30 @@ pub fn sidecar_request(ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "file_ids": ids })).unwrap_or_default()
 }
 
-/// The `file_ids` of a chat request body (empty when absent).
+/// The `file_ids` of a chat request body (empty when absent). Only `file_ids` is read (the
+/// rest is skipped without building values); a body that does not parse gets the full
+/// parser's error.
 pub fn requested(body: &[u8]) -> Result<Vec<String>, GatewayError> {
-    let obj = fields::parse_object(body)?;
-    requested_in(&obj)
+    #[derive(Deserialize)]
+    struct FileIdsOnly {
+        file_ids: Option<Value>,
+    }
+    match serde_json::from_slice::<FileIdsOnly>(body) {
+        Ok(FileIdsOnly { file_ids: None }) | Ok(FileIdsOnly {
+            file_ids: Some(Value::Null),
+        }) => Ok(Vec::new()),
+        Ok(FileIdsOnly { file_ids: Some(v) }) => {
+            let mut obj = Object::new();
+            obj.insert("file_ids".into(), v);
+            requested_in(&obj)
+        }
+        Err(_) => requested_in(&json::parse_object(body)?),
+    }
 }
 
 /// The `file_ids` of a parsed chat request.
 pub fn requested_in(obj: &Object) -> Result<Vec<String>, GatewayError> {
-    let ids = fields::string_or_list(obj, "file_ids", "file_ids")?;
+    let ids = json::string_or_list(obj, "file_ids", "file_ids")?;
     if ids.len() > MAX_FILE_IDS {
         return Err(GatewayError::invalid(
             "file_ids",
@@ -241,23 +256,23 @@ mod tests {
         assert!(ctx.contains(
             "--- file: data.csv (text/csv, 12 bytes) ---\na,b\n1,2\n--- end of file: data.csv ---"
         ));
-        let mut o = fields::parse_object(br#"{"file_ids":["x"],"messages":[{"role":"user","content":"Q1"},{"role":"assistant","content":"A"},{"role":"user","content":"Sum?"}]}"#).unwrap();
+        let mut o = json::parse_object(br#"{"file_ids":["x"],"messages":[{"role":"user","content":"Q1"},{"role":"assistant","content":"A"},{"role":"user","content":"Sum?"}]}"#).unwrap();
         inject(&mut o, &ctx).unwrap();
         assert!(o.get("file_ids").is_none());
         let last = o["messages"][2]["content"].as_str().unwrap();
         assert!(last.starts_with("The user attached these files:") && last.ends_with("Sum?"));
         assert_eq!(o["messages"][0]["content"], "Q1");
-        let mut o = fields::parse_object(
+        let mut o = json::parse_object(
             br#"{"messages":[{"role":"user","content":[{"type":"text","text":"Sum?"}]}]}"#,
         )
         .unwrap();
         inject(&mut o, "CTX").unwrap();
         assert_eq!(o["messages"][0]["content"][0]["text"], "CTX");
-        let mut o = fields::parse_object(br#"{"inputText":"User: hi\nBot:"}"#).unwrap();
+        let mut o = json::parse_object(br#"{"inputText":"User: hi\nBot:"}"#).unwrap();
         inject(&mut o, "CTX\n").unwrap();
         assert_eq!(o["inputText"], "CTX\nUser: hi\nBot:");
         let mut o =
-            fields::parse_object(br#"{"messages":[{"role":"system","content":"s"}]}"#).unwrap();
+            json::parse_object(br#"{"messages":[{"role":"system","content":"s"}]}"#).unwrap();
         assert!(inject(&mut o, "CTX").is_err());
     }
 

@@ -5,6 +5,32 @@
 
 use serde_json::{Map, Value};
 
+/// What a request asks of a model. Routing and planning depend on it: an embedding model id
+/// never lands on a chat API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Generate a chat answer.
+    Chat,
+    /// Count the input tokens of a chat request.
+    CountTokens,
+    /// The upstream's own API, relayed as the client called it (the Bedrock runtime door).
+    Native,
+    /// Turn texts into embedding vectors.
+    Embeddings,
+}
+
+impl Operation {
+    /// Short name for logs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::CountTokens => "count_tokens",
+            Operation::Native => "native",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}
+
 /// Who wrote a conversation turn. System and developer text lives in [`ChatRequest::system`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -65,6 +91,12 @@ pub enum Part {
         /// Opaque provider data.
         data: String,
     },
+    /// A block the gateway cannot translate (Anthropic server-tool results, search results,
+    /// …): relayed to Claude as sent, refused for other upstreams.
+    Opaque {
+        /// The block's `type`.
+        kind: String,
+    },
 }
 
 impl Part {
@@ -91,13 +123,91 @@ pub enum ImageSource {
     Url(String),
 }
 
-/// One conversation turn.
+/// One conversation turn. Turns of the same role are merged, so `origins` says where each
+/// part came from in the client's request: errors about a part name the client's own field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// Its content, in order.
     pub content: Vec<Part>,
+    /// Where each part of `content` came from (same length, or empty when unknown).
+    pub origins: Vec<Origin>,
+}
+
+impl Message {
+    /// A turn whose parts have no recorded origin.
+    pub fn new(role: Role, content: Vec<Part>) -> Message {
+        Message {
+            role,
+            content,
+            origins: Vec::new(),
+        }
+    }
+
+    /// The client's path of part `j` of this turn; `ir_index` (the turn's position in the
+    /// IR) is used when the origin is unknown.
+    pub fn part_path(&self, j: usize, ir_index: usize) -> String {
+        match self.origins.get(j) {
+            Some(o) => o.path(),
+            None => format!("messages[{ir_index}].content[{j}]"),
+        }
+    }
+}
+
+/// Which field of a client message a part came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginField {
+    /// `content[index]` (an array of parts or blocks).
+    Content,
+    /// `content` as a plain string.
+    ContentString,
+    /// `tool_calls[index]` (OpenAI).
+    ToolCalls,
+    /// `function_call` (legacy OpenAI).
+    FunctionCall,
+    /// `thinking_blocks[index]` or `reasoning_content`.
+    Reasoning,
+    /// The whole message (an OpenAI `tool` message).
+    Whole,
+}
+
+/// Where a part came from in the client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The request field holding the conversation (`messages`, `input`).
+    pub root: &'static str,
+    /// Index of the client's message.
+    pub message: u32,
+    /// Field within it.
+    pub field: OriginField,
+    /// Index within that field (unused for single-valued fields).
+    pub index: u32,
+}
+
+impl Origin {
+    /// An origin in `messages`.
+    pub fn messages(message: usize, field: OriginField, index: usize) -> Origin {
+        Origin {
+            root: "messages",
+            message: u32::try_from(message).unwrap_or(u32::MAX),
+            field,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The client's path (`messages[1].content[0]`).
+    pub fn path(&self) -> String {
+        let (root, m, i) = (self.root, self.message, self.index);
+        match self.field {
+            OriginField::Content => format!("{root}[{m}].content[{i}]"),
+            OriginField::ContentString => format!("{root}[{m}].content"),
+            OriginField::ToolCalls => format!("{root}[{m}].tool_calls[{i}]"),
+            OriginField::FunctionCall => format!("{root}[{m}].function_call"),
+            OriginField::Reasoning => format!("{root}[{m}].thinking_blocks[{i}]"),
+            OriginField::Whole => format!("{root}[{m}]"),
+        }
+    }
 }
 
 /// A function the model may call.
@@ -111,6 +221,9 @@ pub struct Tool {
     pub parameters: Value,
     /// OpenAI `strict` flag.
     pub strict: Option<bool>,
+    /// A provider-run tool (Anthropic server tools such as `web_search_20250305`): its type.
+    /// Relayed to Claude as sent, refused for other upstreams.
+    pub builtin: Option<String>,
 }
 
 /// How the model must use tools.
@@ -254,6 +367,18 @@ impl Usage {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 
+    /// Usage from counts where the input excludes cache reads and writes (Anthropic, Converse,
+    /// Bedrock's invocation metrics): the prompt total is their sum.
+    pub fn from_uncached(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
+        Usage {
+            prompt_tokens: input.saturating_add(cache_read).saturating_add(cache_write),
+            completion_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: None,
+        }
+    }
+
     /// Prompt tokens that were neither read from nor written to the cache (Anthropic's
     /// `input_tokens`).
     pub fn uncached_prompt_tokens(&self) -> u64 {
@@ -289,4 +414,47 @@ impl ChatResponse {
         }
         out
     }
+}
+
+/// Identity of a response as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseMeta {
+    /// Response id in the client format's style (`chatcmpl-…`, `msg_…`).
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The model name echoed to the client (as it asked).
+    pub model: String,
+    /// The client used the legacy OpenAI `functions` API: answer with `function_call`.
+    pub legacy_functions: bool,
+}
+
+/// How a client wants embedding vectors written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingEncoding {
+    /// JSON arrays of numbers.
+    #[default]
+    Float,
+    /// Base64 of the little-endian IEEE-754 float32 bytes (what OpenAI sends).
+    Base64,
+}
+
+/// An embeddings request in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddingsRequest {
+    /// The model id as the client sent it.
+    pub model: String,
+    /// The texts, in order.
+    pub inputs: Vec<String>,
+    /// Output encoding.
+    pub encoding: EmbeddingEncoding,
+    /// Requested vector size.
+    pub dimensions: Option<u32>,
+    /// End-user identifier.
+    pub user: Option<String>,
+    /// Cohere's `input_type` (`search_document`, `search_query`, `classification`,
+    /// `clustering`).
+    pub input_type: Option<String>,
+    /// Cohere's `truncate`.
+    pub truncate: Option<String>,
 }

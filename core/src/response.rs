@@ -1,17 +1,10 @@
 //! Translating upstream answers (and failures) into the caller's target format.
 
-use crate::anthropic;
-use crate::converse;
-use crate::detect::Format;
 use crate::error::GatewayError;
-use crate::fields;
-use crate::ir::{ChatResponse, Usage};
-use crate::openai;
+use crate::formats::{self, Format, Provider, ResponseContext};
+use crate::ir::{ChatResponse, Operation, Usage};
 use crate::plan::ResponsePlan;
-use crate::route::UpstreamApi;
-use crate::titan;
 use crate::upstream_error;
-use serde_json::Value;
 
 /// A complete response to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,22 +19,12 @@ pub struct ClientResponse {
     pub usage: Option<Usage>,
 }
 
-/// The error body in the caller's format. Every shape carries the OpenAI `error` object;
-/// Claude callers also get Anthropic's `"type":"error"`, Titan callers Bedrock's `message`.
+/// The error body in the caller's format (the client codec's envelope).
 pub fn error_body(err: &GatewayError, target: Format) -> Vec<u8> {
-    let mut v = err.to_value();
-    if let Some(obj) = v.as_object_mut() {
-        match target {
-            Format::Openai => {}
-            Format::BedrockClaude => {
-                obj.insert("type".into(), Value::String("error".into()));
-            }
-            Format::BedrockTitan => {
-                obj.insert("message".into(), Value::String(err.message.clone()));
-            }
-        }
+    match formats::client(target) {
+        Some(c) => c.error_body(err),
+        None => err.to_json(),
     }
-    serde_json::to_vec(&v).unwrap_or_else(|_| err.to_json())
 }
 
 /// A complete error response in the caller's format.
@@ -50,8 +33,11 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
     if let Some(s) = err.retry_after {
         headers.push(("retry-after", s.to_string()));
     }
+    if let Some(c) = formats::client(target) {
+        headers.extend(c.error_headers(err));
+    }
     ClientResponse {
-        status: err.status,
+        status: formats::client(target).map_or(err.status, |c| c.error_status(err)),
         headers,
         body: error_body(err, target),
         usage: None,
@@ -60,32 +46,12 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
 
 /// Decodes a successful upstream body into the IR.
 pub fn decode_upstream(plan: &ResponsePlan, body: &[u8]) -> Result<ChatResponse, GatewayError> {
-    if plan.api == UpstreamApi::BedrockAgent {
-        // InvokeAgent always answers with an event stream, even for a non-streaming client.
-        return crate::agent::decode_response(body);
-    }
-    let obj = fields::parse_object(body).map_err(|_| {
-        GatewayError::bad_gateway(format!(
-            "The upstream ({}) answered with a body that is not a JSON object.",
-            plan.api.as_str()
-        ))
-    })?;
-    match plan.api {
-        UpstreamApi::OpenaiChat => openai::decode_response(&obj),
-        UpstreamApi::BedrockAnthropic => anthropic::decode_response(&obj, plan.structured),
-        UpstreamApi::BedrockTitan => titan::decode_response(&obj),
-        UpstreamApi::BedrockConverse => converse::decode_response(&obj, plan.structured),
-        UpstreamApi::BedrockAgent => crate::agent::decode_response(body),
-    }
-}
-
-/// Encodes an IR response in the target format.
-pub fn encode_for_target(plan: &ResponsePlan, resp: &ChatResponse) -> Value {
-    match plan.target {
-        Format::Openai => openai::encode_response(resp, &plan.meta),
-        Format::BedrockClaude => anthropic::encode_response(resp, &plan.meta.id, &plan.meta.model),
-        Format::BedrockTitan => titan::encode_response(resp),
-    }
+    formats::upstream(plan.upstream).decode_response(
+        body,
+        ResponseContext {
+            structured: plan.structured,
+        },
+    )
 }
 
 /// Translates a complete (buffered) upstream response. `error_type` is Bedrock's
@@ -97,16 +63,26 @@ pub fn translate_buffered(
     body: &[u8],
 ) -> ClientResponse {
     if !(200..300).contains(&status) {
-        let err = match plan.api {
-            UpstreamApi::OpenaiChat => upstream_error::from_openai(status, body),
-            _ => upstream_error::from_bedrock(status, error_type, body),
+        let err = match plan.upstream.provider() {
+            Provider::Openai => upstream_error::from_openai(status, body),
+            Provider::Bedrock => upstream_error::from_bedrock(status, error_type, body),
         };
         return error_response(&err, plan.target);
     }
-    let translated = decode_upstream(plan, body).and_then(|resp| {
-        serde_json::to_vec(&encode_for_target(plan, &resp))
-            .map(|b| (b, resp.usage))
-            .map_err(|e| GatewayError::internal(format!("Could not serialize the response: {e}")))
+    if plan.operation == Operation::CountTokens {
+        return match formats::anthropic::count_tokens::parse_answer(body) {
+            Ok(n) => ClientResponse {
+                status: 200,
+                headers: vec![("content-type", "application/json".to_string())],
+                body: formats::anthropic::count_tokens::answer(n),
+                usage: None,
+            },
+            Err(err) => error_response(&err, plan.target),
+        };
+    }
+    let translated = formats::client_or_error(plan.target).and_then(|client| {
+        let resp = decode_upstream(plan, body)?;
+        Ok((client.encode_response(&resp, &plan.meta), resp.usage))
     });
     match translated {
         Ok((body, usage)) => {
@@ -124,25 +100,6 @@ pub fn translate_buffered(
 }
 
 /// Usage in a successful upstream body that is passed through unchanged.
-pub fn usage_of(api: UpstreamApi, body: &[u8]) -> Option<Usage> {
-    /// Only `usage` is kept; every other field is skipped without building values.
-    #[derive(serde::Deserialize)]
-    struct UsageOnly {
-        usage: Option<Value>,
-    }
-    match api {
-        UpstreamApi::OpenaiChat | UpstreamApi::BedrockAnthropic | UpstreamApi::BedrockConverse => {
-            let u = serde_json::from_slice::<UsageOnly>(body).ok()?.usage?;
-            Some(match api {
-                UpstreamApi::OpenaiChat => openai::parse_usage(&u),
-                UpstreamApi::BedrockAnthropic => anthropic::parse_usage(&u),
-                _ => converse::parse_usage(&u),
-            })
-        }
-        UpstreamApi::BedrockTitan => {
-            let v: Value = serde_json::from_slice(body).ok()?;
-            titan::decode_response(v.as_object()?).ok().map(|r| r.usage)
-        }
-        UpstreamApi::BedrockAgent => None,
-    }
+pub fn usage_of(upstream: Format, body: &[u8]) -> Option<Usage> {
+    formats::upstream(upstream).usage_of(body)
 }

@@ -2,6 +2,8 @@
 //! family uses.
 
 use crate::error::GatewayError;
+use crate::formats::Format;
+use crate::ir::Operation;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -34,43 +36,6 @@ impl Provider {
     }
 }
 
-/// The upstream API a request is translated into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamApi {
-    /// OpenAI `/chat/completions`.
-    OpenaiChat,
-    /// Bedrock InvokeModel with an Anthropic Messages body.
-    BedrockAnthropic,
-    /// Bedrock InvokeModel with a Titan body.
-    BedrockTitan,
-    /// Bedrock Converse.
-    BedrockConverse,
-    /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
-    BedrockAgent,
-}
-
-impl UpstreamApi {
-    /// Short name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamApi::OpenaiChat => "openai_chat",
-            UpstreamApi::BedrockAnthropic => "bedrock_anthropic",
-            UpstreamApi::BedrockTitan => "bedrock_titan",
-            UpstreamApi::BedrockConverse => "bedrock_converse",
-            UpstreamApi::BedrockAgent => "bedrock_agent",
-        }
-    }
-
-    /// The provider serving this API.
-    pub fn provider(self) -> Provider {
-        match self {
-            UpstreamApi::OpenaiChat => Provider::Openai,
-            _ => Provider::Bedrock,
-        }
-    }
-}
-
 /// One row of the routing table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,9 +44,10 @@ pub struct RouteRule {
     pub pattern: String,
     /// Provider for matching models.
     pub provider: Provider,
-    /// Force an upstream API instead of picking one from the model family.
+    /// Force an upstream API (by its wire format) instead of picking one from the model
+    /// family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api: Option<UpstreamApi>,
+    pub api: Option<Format>,
 }
 
 /// Model ids of the form `bedrock-agent/<agentId>/<aliasId>` invoke a Bedrock agent.
@@ -126,7 +92,15 @@ pub fn default_rules() -> Vec<RouteRule> {
             api: None,
         })
     };
-    for p in ["gpt-*", "chatgpt-*", "o1*", "o3*", "o4*", "ft:gpt-*"] {
+    for p in [
+        "gpt-*",
+        "chatgpt-*",
+        "o1*",
+        "o3*",
+        "o4*",
+        "ft:gpt-*",
+        "text-embedding-*",
+    ] {
         add(p.to_string(), Provider::Openai);
     }
     for fam in BEDROCK_FAMILIES {
@@ -140,7 +114,7 @@ pub fn default_rules() -> Vec<RouteRule> {
     rules.push(RouteRule {
         pattern: format!("{AGENT_PREFIX}*"),
         provider: Provider::Bedrock,
-        api: Some(UpstreamApi::BedrockAgent),
+        api: Some(Format::Agent),
     });
     let mut add = |pattern: String, provider| {
         rules.push(RouteRule {
@@ -248,19 +222,77 @@ pub fn base_model_id(model: &str) -> &str {
     }
 }
 
-/// Picks the Bedrock API for a model id from its family.
-pub fn bedrock_api_for(model: &str) -> UpstreamApi {
+/// Picks the Bedrock API (by its wire format) for a model id from its family.
+pub fn bedrock_format_for(model: &str) -> Format {
     if model.contains(":application-inference-profile/") {
         // An application profile hides the family; Converse works for every family.
-        return UpstreamApi::BedrockConverse;
+        return Format::Converse;
     }
     let base = base_model_id(model);
     if base.starts_with("anthropic.") {
-        UpstreamApi::BedrockAnthropic
+        Format::Anthropic
     } else if base.starts_with("amazon.titan-text") || base.starts_with("amazon.titan-tg1") {
-        UpstreamApi::BedrockTitan
+        Format::Titan
     } else {
-        UpstreamApi::BedrockConverse
+        Format::Converse
+    }
+}
+
+/// Refuses model ids that are not ids: empty, dot segments (`.`, `..`, `a/../b`) or control
+/// characters. They would otherwise reach an upstream path raw (and fail its signature there,
+/// blamed on the gateway's credentials).
+pub fn check_model_id(model: &str) -> Result<(), GatewayError> {
+    let bad = model.is_empty()
+        || model.split('/').any(|seg| seg == "." || seg == "..")
+        || model.chars().any(char::is_control);
+    if bad {
+        return Err(GatewayError::invalid(
+            "model",
+            format!("`{}` is not a valid model id.", model.escape_debug()),
+        )
+        .with_code("invalid_model_id"));
+    }
+    Ok(())
+}
+
+/// Whether a model id names an embedding model (OpenAI's `text-embedding-*`, Titan and
+/// Cohere embeddings on Bedrock, ARNs and geography prefixes allowed).
+pub fn is_embedding_model(model: &str) -> bool {
+    let base = base_model_id(model);
+    base.starts_with("text-embedding-")
+        || base.starts_with("amazon.titan-embed")
+        || base.starts_with("amazon.nova-embed")
+        || base.starts_with("cohere.embed")
+}
+
+/// Where an embeddings request goes: OpenAI's `/embeddings`, or Titan / Cohere embeddings on
+/// Bedrock. Chat models get a 400 naming the right endpoint.
+fn embeddings_route(
+    model: &str,
+    model_id: String,
+    provider: Provider,
+) -> Result<Route, GatewayError> {
+    let base = base_model_id(&model_id);
+    let format = match provider {
+        Provider::Openai if is_embedding_model(&model_id) => Some(Format::OpenaiEmbeddings),
+        Provider::Bedrock if base.starts_with("amazon.titan-embed-text") => {
+            Some(Format::TitanEmbed)
+        }
+        Provider::Bedrock if base.starts_with("cohere.embed") => Some(Format::CohereEmbed),
+        _ => None,
+    };
+    match format {
+        Some(format) => Ok(Route { model_id, format }),
+        None if is_embedding_model(&model_id) => Err(GatewayError::invalid(
+            "model",
+            format!("The embedding model `{model}` is not supported by this gateway; use Titan Text Embeddings, Cohere Embed or an OpenAI embedding model."),
+        )
+        .with_code("unsupported_for_model")),
+        None => Err(GatewayError::invalid(
+            "model",
+            format!("The model `{model}` is a chat model; send it to POST /v1/chat/completions."),
+        )
+        .with_code("wrong_endpoint")),
     }
 }
 
@@ -269,8 +301,8 @@ pub fn bedrock_api_for(model: &str) -> UpstreamApi {
 pub struct Route {
     /// The id sent upstream (aliases resolved).
     pub model_id: String,
-    /// The upstream API.
-    pub api: UpstreamApi,
+    /// The upstream API's wire format.
+    pub format: Format,
 }
 
 /// Routes model ids to providers.
@@ -291,8 +323,13 @@ impl Router {
         &self.aliases
     }
 
-    /// Resolves a model (and an optional forced provider) to an upstream.
-    pub fn route(&self, model: &str, forced: Option<Provider>) -> Result<Route, GatewayError> {
+    /// Resolves a model (and an optional forced provider) to an upstream for `operation`.
+    pub fn route(
+        &self,
+        model: &str,
+        forced: Option<Provider>,
+        operation: Operation,
+    ) -> Result<Route, GatewayError> {
         let model_id = self
             .aliases
             .get(model)
@@ -307,18 +344,30 @@ impl Router {
             (None, Some(p)) => (p, None),
             (None, None) => return Err(GatewayError::model_not_found(model)),
         };
-        let api = api.unwrap_or(match provider {
-            Provider::Openai => UpstreamApi::OpenaiChat,
-            Provider::Bedrock => bedrock_api_for(&model_id),
+        if operation == Operation::Embeddings {
+            return embeddings_route(model, model_id, provider);
+        }
+        let format = api.unwrap_or(match provider {
+            Provider::Openai => Format::OpenaiChat,
+            Provider::Bedrock => bedrock_format_for(&model_id),
         });
-        if api.provider() != provider {
+        if operation == Operation::Chat && is_embedding_model(&model_id) {
+            return Err(GatewayError::invalid(
+                "model",
+                format!(
+                    "The model `{model}` is an embedding model; send it to POST /v1/embeddings."
+                ),
+            )
+            .with_code("wrong_endpoint"));
+        }
+        if format.provider() != provider {
             return Err(GatewayError::internal(format!(
                 "Routing rule for `{model}` names API {} for provider {}.",
-                api.as_str(),
+                format.as_str(),
                 provider.as_str()
             )));
         }
-        Ok(Route { model_id, api })
+        Ok(Route { model_id, format })
     }
 }
 
@@ -328,6 +377,12 @@ mod tests {
 
     fn router() -> Router {
         Router::new(default_rules(), default_aliases())
+    }
+
+    impl Router {
+        fn route_chat(&self, model: &str, forced: Option<Provider>) -> Result<Route, GatewayError> {
+            self.route(model, forced, Operation::Chat)
+        }
     }
 
     #[test]
@@ -346,38 +401,38 @@ mod tests {
     #[test]
     fn routing_table() {
         let r = router();
-        let cases: &[(&str, UpstreamApi, &str)] = &[
-            ("gpt-4o", UpstreamApi::OpenaiChat, "gpt-4o"),
-            ("o3-mini", UpstreamApi::OpenaiChat, "o3-mini"),
-            ("anthropic.claude-3-haiku-20240307-v1:0", UpstreamApi::BedrockAnthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
-            ("us.anthropic.claude-sonnet-4-20250514-v1:0", UpstreamApi::BedrockAnthropic, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
-            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", UpstreamApi::BedrockAnthropic, "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
-            ("claude-3-haiku", UpstreamApi::BedrockAnthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
-            ("amazon.titan-text-express-v1", UpstreamApi::BedrockTitan, "amazon.titan-text-express-v1"),
-            ("amazon.nova-pro-v1:0", UpstreamApi::BedrockConverse, "amazon.nova-pro-v1:0"),
-            ("eu.amazon.nova-lite-v1:0", UpstreamApi::BedrockConverse, "eu.amazon.nova-lite-v1:0"),
-            ("meta.llama3-1-70b-instruct-v1:0", UpstreamApi::BedrockConverse, "meta.llama3-1-70b-instruct-v1:0"),
-            ("apac.meta.llama3-2-90b-instruct-v1:0", UpstreamApi::BedrockConverse, "apac.meta.llama3-2-90b-instruct-v1:0"),
-            ("mistral.mistral-large-2407-v1:0", UpstreamApi::BedrockConverse, "mistral.mistral-large-2407-v1:0"),
-            ("cohere.command-r-plus-v1:0", UpstreamApi::BedrockConverse, "cohere.command-r-plus-v1:0"),
-            ("ai21.jamba-1-5-large-v1:0", UpstreamApi::BedrockConverse, "ai21.jamba-1-5-large-v1:0"),
-            ("openai.gpt-oss-120b-1:0", UpstreamApi::BedrockConverse, "openai.gpt-oss-120b-1:0"),
+        let cases: &[(&str, Format, &str)] = &[
+            ("gpt-4o", Format::OpenaiChat, "gpt-4o"),
+            ("o3-mini", Format::OpenaiChat, "o3-mini"),
+            ("anthropic.claude-3-haiku-20240307-v1:0", Format::Anthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
+            ("us.anthropic.claude-sonnet-4-20250514-v1:0", Format::Anthropic, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", Format::Anthropic, "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ("claude-3-haiku", Format::Anthropic, "anthropic.claude-3-haiku-20240307-v1:0"),
+            ("amazon.titan-text-express-v1", Format::Titan, "amazon.titan-text-express-v1"),
+            ("amazon.nova-pro-v1:0", Format::Converse, "amazon.nova-pro-v1:0"),
+            ("eu.amazon.nova-lite-v1:0", Format::Converse, "eu.amazon.nova-lite-v1:0"),
+            ("meta.llama3-1-70b-instruct-v1:0", Format::Converse, "meta.llama3-1-70b-instruct-v1:0"),
+            ("apac.meta.llama3-2-90b-instruct-v1:0", Format::Converse, "apac.meta.llama3-2-90b-instruct-v1:0"),
+            ("mistral.mistral-large-2407-v1:0", Format::Converse, "mistral.mistral-large-2407-v1:0"),
+            ("cohere.command-r-plus-v1:0", Format::Converse, "cohere.command-r-plus-v1:0"),
+            ("ai21.jamba-1-5-large-v1:0", Format::Converse, "ai21.jamba-1-5-large-v1:0"),
+            ("openai.gpt-oss-120b-1:0", Format::Converse, "openai.gpt-oss-120b-1:0"),
             (
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
-                UpstreamApi::BedrockAnthropic,
+                Format::Anthropic,
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
             ),
             (
                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abcdef123456",
-                UpstreamApi::BedrockConverse,
+                Format::Converse,
                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abcdef123456",
             ),
         ];
         for (model, api, id) in cases {
             let route = r
-                .route(model, None)
+                .route(model, None, Operation::Chat)
                 .unwrap_or_else(|e| panic!("{model}: {e}"));
-            assert_eq!(route.api, *api, "{model}");
+            assert_eq!(route.format, *api, "{model}");
             assert_eq!(route.model_id, *id, "{model}");
         }
     }
@@ -385,9 +440,9 @@ mod tests {
     #[test]
     fn agents() {
         let route = router()
-            .route("bedrock-agent/AGENT12345/ALIAS12345", None)
+            .route_chat("bedrock-agent/AGENT12345/ALIAS12345", None)
             .unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockAgent);
+        assert_eq!(route.format, Format::Agent);
         assert_eq!(
             agent_ids("bedrock-agent/A1/TSTALIASID"),
             Some(("A1", "TSTALIASID"))
@@ -397,8 +452,46 @@ mod tests {
     }
 
     #[test]
+    fn embedding_models_never_route_to_chat() {
+        for m in [
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+            "text-embedding-3-small",
+            "us.cohere.embed-v4:0",
+        ] {
+            let e = router().route(m, None, Operation::Chat).unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_deref()),
+                (400, Some("wrong_endpoint")),
+                "{m}"
+            );
+            assert!(e.message.contains("/v1/embeddings"));
+        }
+        assert!(!is_embedding_model("amazon.nova-pro-v1:0"));
+        let r = router();
+        let e = |m: &str| r.route(m, None, Operation::Embeddings);
+        assert_eq!(
+            e("amazon.titan-embed-text-v2:0").unwrap().format,
+            Format::TitanEmbed
+        );
+        assert_eq!(
+            e("cohere.embed-multilingual-v3").unwrap().format,
+            Format::CohereEmbed
+        );
+        assert_eq!(
+            e("text-embedding-3-small").unwrap().format,
+            Format::OpenaiEmbeddings
+        );
+        let err = e("gpt-4o").unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("wrong_endpoint"));
+        assert!(err.message.contains("/v1/chat/completions"));
+        assert_eq!(e("amazon.nova-pro-v1:0").unwrap_err().status, 400);
+        assert_eq!(e("nope").unwrap_err().status, 404);
+    }
+
+    #[test]
     fn unknown_model_is_404() {
-        let e = router().route("llama-local", None).unwrap_err();
+        let e = router().route_chat("llama-local", None).unwrap_err();
         assert_eq!(e.status, 404);
         assert_eq!(e.code.as_deref(), Some("model_not_found"));
     }
@@ -406,14 +499,16 @@ mod tests {
     #[test]
     fn forced_provider() {
         let r = router();
-        let route = r.route("my-vllm-model", Some(Provider::Openai)).unwrap();
-        assert_eq!(route.api, UpstreamApi::OpenaiChat);
         let route = r
-            .route("anthropic.claude-x", Some(Provider::Bedrock))
+            .route_chat("my-vllm-model", Some(Provider::Openai))
             .unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockAnthropic);
+        assert_eq!(route.format, Format::OpenaiChat);
+        let route = r
+            .route_chat("anthropic.claude-x", Some(Provider::Bedrock))
+            .unwrap();
+        assert_eq!(route.format, Format::Anthropic);
         // A forced provider skips rules of the other provider.
-        let route = r.route("gpt-4o", Some(Provider::Bedrock)).unwrap();
-        assert_eq!(route.api, UpstreamApi::BedrockConverse);
+        let route = r.route_chat("gpt-4o", Some(Provider::Bedrock)).unwrap();
+        assert_eq!(route.format, Format::Converse);
     }
 }

@@ -86,6 +86,20 @@ pub fn bedrock_error_name(header: Option<&str>, body: &[u8]) -> Option<String> {
     })
 }
 
+/// AWS error names that mean the caller's credentials or signature were refused (for the
+/// gateway's upstream calls: the gateway's own credentials).
+pub fn is_credential_error(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "unrecognizedclientexception"
+            | "invalidsignatureexception"
+            | "expiredtokenexception"
+            | "incompletesignatureexception"
+            | "missingauthenticationtokenexception"
+            | "signaturedoesnotmatch"
+    )
+}
+
 /// Maps a Bedrock error response (HTTP status, `x-amzn-errortype`, body) to the client error.
 pub fn from_bedrock(status: u16, error_type: Option<&str>, body: &[u8]) -> GatewayError {
     let name = bedrock_error_name(error_type, body).unwrap_or_default();
@@ -177,6 +191,16 @@ pub fn from_openai(status: u16, body: &[u8]) -> GatewayError {
             ErrorType::Api,
             "upstream_error",
         ),
+    };
+    // OpenAI's own error type is kept (a 429 `insufficient_quota` is not a rate limit),
+    // except where the status was remapped (the gateway's key refused upstream).
+    let upstream_type = err_obj
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .and_then(ErrorType::parse);
+    let kind = match upstream_type {
+        Some(t) if default_code != "upstream_auth_failed" => t,
+        _ => kind,
     };
     let (message, code) = if st == 502 && default_code == "upstream_auth_failed" {
         (
@@ -360,6 +384,21 @@ x-amz-security-token:IQoJsecretTOKEN
             (404, Some("model_not_found"), Some("model"))
         );
         assert_eq!(from_openai(429, b"{}").status, 429);
+        assert_eq!(from_openai(429, b"{}").kind, ErrorType::RateLimit);
+        // OpenAI's own type survives: quota exhaustion is not a rate limit.
+        let e = from_openai(
+            429,
+            br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.kind, e.code.as_deref()),
+            (
+                429,
+                ErrorType::InsufficientQuota,
+                Some("insufficient_quota")
+            )
+        );
+        assert_eq!(e.to_value()["error"]["type"], "insufficient_quota");
     }
 
     #[test]

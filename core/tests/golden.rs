@@ -14,7 +14,8 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use unigate_core::config::Gateway;
-use unigate_core::plan::{plan_chat, ChatInput};
+use unigate_core::doors::Door;
+use unigate_core::plan::{plan, PlanInput};
 use unigate_core::response::translate_buffered;
 
 const NOW: u64 = 1_700_000_000;
@@ -64,24 +65,30 @@ fn body_value(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(bytes)))
 }
 
+/// The door a fixture's request comes through (`"door"`, default the chat door).
+fn door(case: &Value) -> Door {
+    match case["door"].as_str() {
+        None | Some("chat") => Door::Chat,
+        Some("messages") => Door::Messages,
+        Some("count_tokens") => Door::CountTokens,
+        Some("embeddings") => Door::Embeddings,
+        Some(other) => panic!("unknown door {other}"),
+    }
+}
+
 /// Runs one request fixture and returns what the plan produced.
 fn run_request(gw: &Gateway, case: &Value) -> Value {
     let body = serde_json::to_vec(&case["request"]).unwrap();
     let target = case["target_format"]
         .as_str()
         .map(|t| format!("target_format={t}"));
-    let planned = plan_chat(
+    let planned = plan(
         gw,
-        &ChatInput {
-            body: &body,
-            query: target.as_deref(),
-            target_header: None,
-            request_id: REQUEST_ID,
-            session_header: None,
-            client: None,
-            files: None,
-            now_unix: NOW,
-        },
+        &PlanInput::new(door(case), &body)
+            .query(target.as_deref())
+            .anthropic_beta(case["anthropic_beta"].as_str())
+            .request_id(REQUEST_ID)
+            .now(NOW),
     );
     match planned {
         Ok(plan) => {
@@ -97,8 +104,8 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
                 "path": plan.upstream.path,
                 "headers": headers,
                 "signed": plan.upstream.sign_region.is_some(),
-                "response_api": plan.response.api.as_str(),
-                "passthrough": plan.response.passthrough,
+                "response_api": plan.response.upstream.as_str(),
+                "passthrough": plan.response.relay,
                 "body": body_value(&plan.upstream.body),
             })
         }
@@ -139,18 +146,12 @@ fn response_fixtures() {
         let query = case["target_format"]
             .as_str()
             .map(|t| format!("target_format={t}"));
-        let plan = plan_chat(
+        let plan = plan(
             &gw,
-            &ChatInput {
-                body: &req,
-                query: query.as_deref(),
-                target_header: None,
-                request_id: REQUEST_ID,
-                session_header: None,
-                client: None,
-                files: None,
-                now_unix: NOW,
-            },
+            &PlanInput::new(door(&case), &req)
+                .query(query.as_deref())
+                .request_id(REQUEST_ID)
+                .now(NOW),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         let status = case["upstream_status"].as_u64().unwrap_or(200) as u16;
@@ -168,6 +169,47 @@ fn response_fixtures() {
             failures.push(format!(
                 "{name}:\n  expected {}\n  got      {}",
                 case["expected"], got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Embeddings planning: the calls a Bedrock fan-out makes (or the relayed OpenAI request).
+#[test]
+fn embeddings_fixtures() {
+    use unigate_core::plan::embeddings::Planned;
+    use unigate_core::plan::plan_request;
+    let gw = gateway();
+    let mut failures = Vec::new();
+    for path in fixtures("embeddings") {
+        let mut case = load(&path);
+        let body = serde_json::to_vec(&case["request"]).unwrap();
+        let planned = plan_request(
+            &gw,
+            &PlanInput::new(Door::Embeddings, &body)
+                .request_id(REQUEST_ID)
+                .now(NOW),
+        );
+        let call = |u: &unigate_core::plan::UpstreamRequest| json!({"cluster": u.cluster, "path": u.path, "signed": u.sign_region.is_some(), "body": body_value(&u.body)});
+        let got = match planned {
+            Ok(Planned::Forward(p)) => json!({"forward": call(&p.upstream)}),
+            Ok(Planned::Fanout(f)) => json!({
+                "fanout": f.calls.iter().map(call).collect::<Vec<_>>(),
+                "batches": f.batches,
+                "concurrency": f.concurrency,
+            }),
+            Err(e) => json!({"error_status": e.status, "error": e.to_value()["error"]}),
+        };
+        if update() {
+            case["upstream"] = got;
+            save(&path, &case);
+        } else if case["upstream"] != got {
+            failures.push(format!(
+                "{}:\n  expected {}\n  got      {}",
+                path.file_name().unwrap().to_string_lossy(),
+                case["upstream"],
+                got
             ));
         }
     }

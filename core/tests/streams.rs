@@ -12,10 +12,9 @@
 
 use serde_json::{json, Value};
 use std::path::Path;
-use unigate_core::detect::Format;
-use unigate_core::openai::ResponseMeta;
+use unigate_core::formats::Format;
+use unigate_core::ir::ResponseMeta;
 use unigate_core::plan::ResponsePlan;
-use unigate_core::route::UpstreamApi;
 use unigate_core::stream::sse::SseDecoder;
 use unigate_core::stream::StreamTranslator;
 
@@ -29,25 +28,21 @@ fn fixture(name: &str) -> (Vec<u8>, Value) {
     (bytes, expected)
 }
 
-fn api_of(expected: &Value) -> UpstreamApi {
-    match expected["api"].as_str().unwrap() {
-        "bedrock_anthropic" => UpstreamApi::BedrockAnthropic,
-        "bedrock_converse" => UpstreamApi::BedrockConverse,
-        "bedrock_titan" => UpstreamApi::BedrockTitan,
-        "openai_chat" => UpstreamApi::OpenaiChat,
-        other => panic!("{other}"),
-    }
+fn api_of(expected: &Value) -> Format {
+    // Fixtures name the upstream API; the routing table's names (old and new) parse.
+    serde_json::from_value(expected["api"].clone()).unwrap()
 }
 
-fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
+fn plan(api: Format, target: Format) -> ResponsePlan {
     ResponsePlan {
-        api,
-        input: Format::Openai,
+        operation: unigate_core::ir::Operation::Chat,
+        upstream: api,
+        input: Format::OpenaiChat,
         target,
         stream: true,
         include_usage: true,
         structured: false,
-        passthrough: false,
+        relay: unigate_core::plan::relays(api, target, false),
         meta: ResponseMeta {
             id: "chatcmpl-test".into(),
             created: 1_700_000_000,
@@ -60,7 +55,7 @@ fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
 }
 
 fn run(plan: &ResponsePlan, pieces: &[&[u8]]) -> Vec<u8> {
-    let mut t = StreamTranslator::new(plan);
+    let mut t = StreamTranslator::new(plan).unwrap();
     let mut out = Vec::new();
     for (i, p) in pieces.iter().enumerate() {
         out.extend(t.push(p, i + 1 == pieces.len()));
@@ -164,6 +159,8 @@ fn read_anthropic(out: &[u8]) -> Seen {
         assert_eq!(names.last(), Some(&"message_stop"));
     }
     let mut open: Option<u64> = None;
+    // Dense block indexes: the SDKs index the final `content` array with them.
+    let mut next_index = 0;
     let mut input_tokens = 0;
     let mut cached = 0;
     for (name, data) in &ev {
@@ -185,6 +182,8 @@ fn read_anthropic(out: &[u8]) -> Seen {
             }
             "content_block_start" => {
                 assert!(open.is_none(), "blocks do not overlap");
+                assert_eq!(v["index"].as_u64(), Some(next_index), "dense block indexes");
+                next_index += 1;
                 open = Some(v["index"].as_u64().unwrap());
                 let cb = &v["content_block"];
                 if cb["type"] == "tool_use" {
@@ -314,7 +313,7 @@ const COMPLETE: &[&str] = &[
 fn openai_target_every_split() {
     for name in COMPLETE {
         let (_, expected) = fixture(name);
-        let out = check_split_invariance(name, Format::Openai);
+        let out = check_split_invariance(name, Format::OpenaiChat);
         let s = read_openai(&out);
         assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
         assert_eq!(
@@ -352,7 +351,7 @@ fn openai_target_every_split() {
 fn anthropic_target_every_split() {
     for name in COMPLETE {
         let (_, expected) = fixture(name);
-        let out = check_split_invariance(name, Format::BedrockClaude);
+        let out = check_split_invariance(name, Format::Anthropic);
         let s = read_anthropic(&out);
         assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
         assert_tools(&s, &expected);
@@ -372,7 +371,7 @@ fn anthropic_target_every_split() {
 fn titan_target_every_split() {
     for name in COMPLETE {
         let (_, expected) = fixture(name);
-        let out = check_split_invariance(name, Format::BedrockTitan);
+        let out = check_split_invariance(name, Format::Titan);
         let s = read_titan(&out);
         assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
         assert!(
@@ -389,12 +388,13 @@ fn titan_target_every_split() {
 fn exception_frame_becomes_one_in_band_error() {
     let name = "claude_exception_stream.bin";
     let (bytes, expected) = fixture(name);
-    for target in [Format::Openai, Format::BedrockClaude, Format::BedrockTitan] {
+    for target in [Format::OpenaiChat, Format::Anthropic, Format::Titan] {
         let out = check_split_invariance(name, target);
         let s = match target {
-            Format::Openai => read_openai(&out),
-            Format::BedrockClaude => read_anthropic(&out),
-            Format::BedrockTitan => read_titan(&out),
+            Format::OpenaiChat => read_openai(&out),
+            Format::Anthropic => read_anthropic(&out),
+            Format::Titan => read_titan(&out),
+            other => panic!("{other:?} is not a client format"),
         };
         assert_eq!(s.text, "Partial");
         let err = s
@@ -405,13 +405,13 @@ fn exception_frame_becomes_one_in_band_error() {
             .as_str()
             .unwrap()
             .contains("Too many requests"));
-        if target == Format::Openai {
+        if target == Format::OpenaiChat {
             assert_eq!(err["type"], "rate_limit_error");
         }
     }
     // Data after the error is ignored.
-    let p = plan(UpstreamApi::BedrockAnthropic, Format::Openai);
-    let mut t = StreamTranslator::new(&p);
+    let p = plan(Format::Anthropic, Format::OpenaiChat);
+    let mut t = StreamTranslator::new(&p).unwrap();
     let first = t.push(&bytes, false);
     assert!(t.finished());
     assert!(t.push(b"garbage after the end", true).is_empty());
@@ -425,7 +425,7 @@ fn truncated_streams_never_end_silently() {
         let api = api_of(&expected);
         // Cut in the middle (inside a frame or event) and right after the first third.
         for cut in [bytes.len() / 2, bytes.len() / 3] {
-            let out = run(&plan(api, Format::Openai), &[&bytes[..cut]]);
+            let out = run(&plan(api, Format::OpenaiChat), &[&bytes[..cut]]);
             let s = read_openai(&out);
             assert!(
                 s.error.is_some(),
@@ -440,8 +440,8 @@ fn truncated_streams_never_end_silently() {
 fn same_format_passthrough_keeps_provider_events() {
     // Claude → Claude: the Anthropic events come out as they went in (minus metrics).
     let (bytes, _) = fixture("claude_invoke_stream.bin");
-    let mut p = plan(UpstreamApi::BedrockAnthropic, Format::BedrockClaude);
-    p.passthrough = true;
+    let mut p = plan(Format::Anthropic, Format::Anthropic);
+    p.relay = true;
     let out = run(&p, &[&bytes]);
     let ev = events(&out);
     let start: Value = serde_json::from_str(&ev[0].1).unwrap();
@@ -451,7 +451,7 @@ fn same_format_passthrough_keeps_provider_events() {
     assert!(!ev.iter().any(|e| e.0.as_deref() == Some("ping")));
     // OpenAI → OpenAI: bytes pass through; the usage chunk only when the client asked.
     let (bytes, _) = fixture("openai_stream.sse");
-    let mut p = plan(UpstreamApi::OpenaiChat, Format::Openai);
+    let mut p = plan(Format::OpenaiChat, Format::OpenaiChat);
     let with_usage = run(&p, &[&bytes]);
     assert_eq!(
         with_usage,
@@ -466,7 +466,7 @@ fn same_format_passthrough_keeps_provider_events() {
 
 #[test]
 fn structured_output_tool_becomes_text() {
-    use unigate_core::anthropic::STRUCTURED_OUTPUT_TOOL;
+    use unigate_core::formats::bedrock::STRUCTURED_OUTPUT_TOOL;
     use unigate_core::stream::eventstream::event_frame;
     let frames: Vec<u8> = [
         json!({"messageStart": {"role": "assistant"}}),
@@ -483,7 +483,7 @@ fn structured_output_tool_becomes_text() {
         event_frame(k, v.to_string().as_bytes())
     })
     .collect();
-    let mut p = plan(UpstreamApi::BedrockConverse, Format::Openai);
+    let mut p = plan(Format::Converse, Format::OpenaiChat);
     p.structured = true;
     let s = read_openai(&run(&p, &[&frames]));
     assert_eq!(s.text, "{\"answer\":42}");

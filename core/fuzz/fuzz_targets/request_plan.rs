@@ -6,7 +6,8 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use unigate_core::config::Gateway;
 use unigate_core::files::FileContext;
-use unigate_core::plan::{plan_chat, ChatInput};
+use unigate_core::doors::Door;
+use unigate_core::plan::{plan, PlanInput};
 
 fn gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
@@ -30,17 +31,13 @@ fuzz_target!(|data: &[u8]| {
         truncated: false,
     }];
     for (query, files) in [(None, None), (Some("target_format=bedrock_claude"), Some(&files[..]))] {
-        let input = ChatInput {
-            body: data,
-            query,
-            target_header: Some("bedrock_titan"),
-            request_id: "0123456789abcdef0123456789abcdef",
-            session_header: None,
-            client: None,
-            files,
-            now_unix: 1_700_000_000,
-        };
-        match plan_chat(gateway(), &input) {
+        let input = PlanInput::new(Door::Chat, data)
+            .query(query)
+            .target_header(Some("bedrock_titan"))
+            .request_id("0123456789abcdef0123456789abcdef")
+            .files(files)
+            .now(1_700_000_000);
+        match plan(gateway(), &input) {
             Ok(plan) => assert!(!plan.upstream.path.is_empty()),
             Err(e) => assert!((400..600).contains(&e.status)),
         }

@@ -3,33 +3,33 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unigate_core::detect::Format;
-use unigate_core::openai::ResponseMeta;
+use unigate_core::formats::Format;
+use unigate_core::ir::ResponseMeta;
 use unigate_core::plan::ResponsePlan;
 use unigate_core::response::{translate_buffered, usage_of};
-use unigate_core::route::UpstreamApi;
 
-const APIS: [UpstreamApi; 5] = [
-    UpstreamApi::OpenaiChat,
-    UpstreamApi::BedrockAnthropic,
-    UpstreamApi::BedrockTitan,
-    UpstreamApi::BedrockConverse,
-    UpstreamApi::BedrockAgent,
+const APIS: [Format; 5] = [
+    Format::OpenaiChat,
+    Format::Anthropic,
+    Format::Titan,
+    Format::Converse,
+    Format::Agent,
 ];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let api = APIS[usize::from(selector) % APIS.len()];
-    let target = [Format::Openai, Format::BedrockClaude, Format::BedrockTitan][usize::from(selector / 8) % 3];
+    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 8) % 3];
     let status = [200u16, 400, 403, 429, 500, 503][usize::from(selector / 32) % 6];
     let plan = ResponsePlan {
-        api,
-        input: Format::Openai,
+        operation: unigate_core::ir::Operation::Chat,
+        upstream: api,
+        input: Format::OpenaiChat,
         target,
         stream: false,
         include_usage: false,
         structured: selector & 1 == 1,
-        passthrough: false,
+        relay: false,
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,

@@ -3,31 +3,32 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use unigate_core::detect::Format;
-use unigate_core::openai::ResponseMeta;
+use unigate_core::formats::Format;
+use unigate_core::ir::ResponseMeta;
 use unigate_core::plan::ResponsePlan;
-use unigate_core::route::UpstreamApi;
 use unigate_core::stream::StreamTranslator;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let Some((&split, bytes)) = rest.split_first() else { return };
     let api = [
-        UpstreamApi::OpenaiChat,
-        UpstreamApi::BedrockAnthropic,
-        UpstreamApi::BedrockTitan,
-        UpstreamApi::BedrockConverse,
-        UpstreamApi::BedrockAgent,
+        Format::OpenaiChat,
+        Format::Anthropic,
+        Format::Titan,
+        Format::Converse,
+        Format::Agent,
     ][usize::from(selector) % 5];
-    let target = [Format::Openai, Format::BedrockClaude, Format::BedrockTitan][usize::from(selector / 5) % 3];
+    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 5) % 3];
+    let structured = selector & 0x80 != 0;
     let plan = ResponsePlan {
-        api,
-        input: Format::Openai,
+        operation: unigate_core::ir::Operation::Chat,
+        upstream: api,
+        input: Format::OpenaiChat,
         target,
         stream: true,
         include_usage: selector & 0x40 != 0,
-        structured: selector & 0x80 != 0,
-        passthrough: false,
+        structured,
+        relay: unigate_core::plan::relays(api, target, structured),
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,
@@ -38,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         extra_headers: Vec::new(),
     };
     let at = usize::from(split).min(bytes.len());
-    let mut t = StreamTranslator::new(&plan);
+    let mut t = StreamTranslator::new(&plan).unwrap();
     let _ = t.push(&bytes[..at], false);
     let _ = t.push(&bytes[at..], true);
     assert!(t.finished(), "a stream must always end (normally or with an error event)");

@@ -1,22 +1,20 @@
 //! Streaming: upstream bytes (AWS event-stream or SSE, split anywhere) in, the caller's
 //! target-format SSE out, one body chunk at a time.
 //!
-//! [`StreamTranslator`] holds at most one incomplete upstream frame or event plus the output
-//! of the current chunk, so memory per stream does not grow with the answer.
+//! Each format's module provides a [`StreamDecoder`] (its upstream stream into IR
+//! [`StreamEvent`]s) and a [`StreamEncoder`] (IR events into its client stream);
+//! [`StreamTranslator`] joins the two for one response. It holds at most one incomplete
+//! upstream frame or event plus the output of the current chunk, so memory per stream does not
+//! grow with the answer.
 
-pub mod decode;
-pub mod encode;
 pub mod eventstream;
 pub mod sse;
 
-use crate::anthropic::STRUCTURED_OUTPUT_TOOL;
-use crate::detect::Format;
 use crate::error::GatewayError;
+use crate::formats;
+use crate::formats::bedrock::STRUCTURED_OUTPUT_TOOL;
 use crate::ir::{StopReason, Usage};
 use crate::plan::ResponsePlan;
-use crate::route::UpstreamApi;
-use decode::{Item, Raw, UpstreamDecoder};
-use encode::{push_event, AnthropicEncoder, OpenaiEncoder, TitanEncoder};
 
 /// One event of a streamed answer, in canonical form.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,42 +70,117 @@ pub enum StreamEvent {
     End,
 }
 
-#[derive(Debug)]
-enum Encoder {
-    Openai(OpenaiEncoder),
-    Anthropic(AnthropicEncoder),
-    Titan(TitanEncoder),
+/// An upstream event already framed for a client of the same format (relayed streams).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raw {
+    /// The bytes to send as they are.
+    pub bytes: Vec<u8>,
+    /// A usage-only event (sent only to clients that asked for usage).
+    pub usage_only: bool,
 }
 
-impl Encoder {
-    fn event(&mut self, e: &StreamEvent, out: &mut Vec<u8>) {
-        match self {
-            Encoder::Openai(x) => x.event(e, out),
-            Encoder::Anthropic(x) => x.event(e, out),
-            Encoder::Titan(x) => x.event(e, out),
-        }
+/// One thing a push produced: an IR event, or a raw event for relayed streams.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// An IR event.
+    Event(StreamEvent),
+    /// A raw provider event (pushed before the IR events it gives rise to).
+    Raw(Raw),
+}
+
+/// What one push produced, in order.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Items in arrival order.
+    pub items: Vec<Item>,
+}
+
+impl Decoded {
+    /// Appends an IR event.
+    pub fn event(&mut self, e: StreamEvent) {
+        self.items.push(Item::Event(e));
+    }
+
+    /// Appends a raw event.
+    pub fn raw(&mut self, bytes: Vec<u8>, usage_only: bool) {
+        self.items.push(Item::Raw(Raw { bytes, usage_only }));
     }
 }
 
-/// Whether upstream events are re-emitted as they are (same format on both sides).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Passthrough {
-    /// Everything goes through the IR.
-    No,
-    /// Anthropic events from Bedrock re-emitted as Anthropic SSE.
-    Anthropic,
-    /// Titan chunks re-emitted as `data:` lines.
-    Titan,
-    /// OpenAI SSE bytes forwarded as received.
-    Openai,
+/// Decodes one upstream API's stream.
+pub trait StreamDecoder: std::fmt::Debug {
+    /// Feeds bytes; `end` says the upstream body ended.
+    fn push(&mut self, bytes: &[u8], end: bool) -> Decoded;
+    /// Usage reported so far.
+    fn usage(&self) -> Usage;
+    /// Bytes held for an incomplete frame or event.
+    fn buffered(&self) -> usize;
+    /// Drops any partial frame or event (the stream is over).
+    fn discard(&mut self);
+}
+
+/// Encodes IR events as one format's client stream.
+pub trait StreamEncoder: std::fmt::Debug {
+    /// Encodes one event.
+    fn event(&mut self, e: &StreamEvent, out: &mut Vec<u8>);
+
+    /// Closes a relayed stream whose upstream stopped but never sent its closing event.
+    fn close_relay(&mut self, usage: Usage, out: &mut Vec<u8>) {
+        self.event(&StreamEvent::Usage(usage), out);
+        self.event(&StreamEvent::End, out);
+    }
+}
+
+/// A decoder for answers that are never streamed: it produces nothing.
+#[derive(Debug, Default)]
+pub struct NullDecoder;
+
+impl StreamDecoder for NullDecoder {
+    fn push(&mut self, _bytes: &[u8], _end: bool) -> Decoded {
+        Decoded::default()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    fn buffered(&self) -> usize {
+        0
+    }
+
+    fn discard(&mut self) {}
+}
+
+/// An encoder that writes nothing (for answers that are relayed, never encoded).
+#[derive(Debug, Default)]
+pub struct NullEncoder;
+
+impl StreamEncoder for NullEncoder {
+    fn event(&mut self, _e: &StreamEvent, _out: &mut Vec<u8>) {}
+}
+
+/// Appends `data: <json>\n\n`.
+pub fn push_data(out: &mut Vec<u8>, v: &serde_json::Value) {
+    out.extend_from_slice(b"data: ");
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `event: <name>\ndata: <json>\n\n`.
+pub fn push_event(out: &mut Vec<u8>, name: &str, v: &serde_json::Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'\n');
+    push_data(out, v);
 }
 
 /// Translates one streamed response.
 #[derive(Debug)]
 pub struct StreamTranslator {
-    decoder: UpstreamDecoder,
-    encoder: Encoder,
-    passthrough: Passthrough,
+    decoder: Box<dyn StreamDecoder>,
+    encoder: Box<dyn StreamEncoder>,
+    relay: bool,
     include_usage: bool,
     structured: bool,
     structured_block: Option<u32>,
@@ -117,34 +190,21 @@ pub struct StreamTranslator {
 }
 
 impl StreamTranslator {
-    /// A translator for the response described by `plan`.
-    pub fn new(plan: &ResponsePlan) -> StreamTranslator {
-        let encoder = match plan.target {
-            Format::Openai => {
-                Encoder::Openai(OpenaiEncoder::new(plan.meta.clone(), plan.include_usage))
-            }
-            Format::BedrockClaude => Encoder::Anthropic(AnthropicEncoder::new(plan.meta.clone())),
-            Format::BedrockTitan => Encoder::Titan(TitanEncoder::new()),
-        };
-        let passthrough = match (plan.api, plan.target) {
-            (UpstreamApi::BedrockAnthropic, Format::BedrockClaude) if !plan.structured => {
-                Passthrough::Anthropic
-            }
-            (UpstreamApi::BedrockTitan, Format::BedrockTitan) => Passthrough::Titan,
-            (UpstreamApi::OpenaiChat, Format::Openai) => Passthrough::Openai,
-            _ => Passthrough::No,
-        };
-        StreamTranslator {
-            decoder: UpstreamDecoder::new(plan.api),
-            encoder,
-            passthrough,
+    /// A translator for the response described by `plan` (whose target must be a client
+    /// format).
+    pub fn new(plan: &ResponsePlan) -> Result<StreamTranslator, GatewayError> {
+        Ok(StreamTranslator {
+            decoder: formats::upstream(plan.upstream).stream_decoder(),
+            encoder: formats::client_or_error(plan.target)?
+                .stream_encoder(&plan.meta, plan.include_usage),
+            relay: plan.relay,
             include_usage: plan.include_usage,
             structured: plan.structured,
             structured_block: None,
             stopped: false,
             finished: false,
             chunks: 0,
-        }
+        })
     }
 
     /// Usage reported by the upstream so far (recorded even when the client did not ask).
@@ -181,7 +241,11 @@ impl StreamTranslator {
                 break;
             }
             match item {
-                Item::Raw(raw) => self.raw(raw, &mut out),
+                Item::Raw(raw) => {
+                    if self.relay && (!raw.usage_only || self.include_usage) {
+                        out.extend_from_slice(&raw.bytes);
+                    }
+                }
                 Item::Event(e) => {
                     if let Some(e) = self.structured_filter(e) {
                         self.event(e, &mut out);
@@ -211,18 +275,12 @@ impl StreamTranslator {
     fn finish_at_eof(&mut self, out: &mut Vec<u8>) {
         if self.stopped {
             // The model finished but the closing event never came: close cleanly.
-            match self.passthrough {
-                Passthrough::Anthropic => push_event(
-                    out,
-                    "message_stop",
-                    &serde_json::json!({"type": "message_stop"}),
-                ),
-                Passthrough::Openai => out.extend_from_slice(b"data: [DONE]\n\n"),
-                Passthrough::Titan | Passthrough::No => {
-                    self.encoder
-                        .event(&StreamEvent::Usage(self.decoder.usage()), out);
-                    self.encoder.event(&StreamEvent::End, out);
-                }
+            let usage = self.decoder.usage();
+            if self.relay {
+                self.encoder.close_relay(usage, out);
+            } else {
+                self.encoder.event(&StreamEvent::Usage(usage), out);
+                self.encoder.event(&StreamEvent::End, out);
             }
             self.finished = true;
         } else {
@@ -231,29 +289,6 @@ impl StreamTranslator {
             )
             .with_code("upstream_stream_truncated");
             self.event(StreamEvent::Error(err), out);
-        }
-    }
-
-    fn raw(&mut self, raw: Raw, out: &mut Vec<u8>) {
-        match (raw, self.passthrough) {
-            (Raw::Anthropic(name, json), Passthrough::Anthropic) => {
-                out.extend_from_slice(b"event: ");
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b"\ndata: ");
-                out.extend_from_slice(&json);
-                out.extend_from_slice(b"\n\n");
-            }
-            (Raw::Titan(json), Passthrough::Titan) => {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&json);
-                out.extend_from_slice(b"\n\n");
-            }
-            (Raw::OpenaiSse(bytes, usage_only), Passthrough::Openai)
-                if !usage_only || self.include_usage =>
-            {
-                out.extend_from_slice(&bytes);
-            }
-            _ => {}
         }
     }
 
@@ -286,7 +321,7 @@ impl StreamTranslator {
         match &e {
             StreamEvent::Stop { .. } => self.stopped = true,
             StreamEvent::End => {
-                if self.passthrough == Passthrough::No {
+                if !self.relay {
                     self.encoder.event(&e, out);
                 }
                 self.finished = true;
@@ -299,7 +334,7 @@ impl StreamTranslator {
             }
             _ => {}
         }
-        if self.passthrough == Passthrough::No {
+        if !self.relay {
             self.encoder.event(&e, out);
         }
     }

@@ -2,17 +2,19 @@
 
 use super::eventstream::event_frame;
 use super::*;
-use crate::openai::ResponseMeta;
+use crate::formats::Format;
+use crate::ir::ResponseMeta;
 
-fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
+fn plan(api: Format, target: Format) -> ResponsePlan {
     ResponsePlan {
-        api,
-        input: Format::Openai,
+        operation: crate::ir::Operation::Chat,
+        upstream: api,
+        input: Format::OpenaiChat,
         target,
         stream: true,
         include_usage: false,
         structured: false,
-        passthrough: false,
+        relay: crate::plan::relays(api, target, false),
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,
@@ -26,7 +28,7 @@ fn plan(api: UpstreamApi, target: Format) -> ResponsePlan {
 
 #[test]
 fn stop_without_metadata_still_ends_cleanly() {
-    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut t = StreamTranslator::new(&plan(Format::Converse, Format::OpenaiChat)).unwrap();
     let mut stream = event_frame("messageStart", br#"{"role":"assistant"}"#);
     stream.extend(event_frame(
         "contentBlockDelta",
@@ -41,7 +43,7 @@ fn stop_without_metadata_still_ends_cleanly() {
 
 #[test]
 fn corrupt_frame_is_an_error_event() {
-    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut t = StreamTranslator::new(&plan(Format::Converse, Format::OpenaiChat)).unwrap();
     let mut f = event_frame("messageStart", br#"{"role":"assistant"}"#);
     let n = f.len();
     f[n - 1] ^= 0xff;
@@ -52,7 +54,7 @@ fn corrupt_frame_is_an_error_event() {
 
 #[test]
 fn abort_after_reset() {
-    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::BedrockClaude));
+    let mut t = StreamTranslator::new(&plan(Format::Converse, Format::Anthropic)).unwrap();
     let out = String::from_utf8(t.abort("connection reset")).unwrap();
     assert!(out.starts_with("event: error\n"));
     assert!(t.abort("again").is_empty());
@@ -60,7 +62,7 @@ fn abort_after_reset() {
 
 #[test]
 fn good_frames_before_a_corrupt_one_are_kept() {
-    let mut t = StreamTranslator::new(&plan(UpstreamApi::BedrockConverse, Format::Openai));
+    let mut t = StreamTranslator::new(&plan(Format::Converse, Format::OpenaiChat)).unwrap();
     let mut stream = event_frame("messageStart", br#"{"role":"assistant"}"#);
     stream.extend(event_frame(
         "contentBlockDelta",

@@ -1,0 +1,523 @@
+//! JSON bodies: typed access to request fields with errors that name the offending field.
+
+use crate::error::GatewayError;
+use serde_json::{Map, Value};
+use std::fmt::Display;
+
+/// A JSON object as decoded from a request body.
+pub type Object = Map<String, Value>;
+
+/// JSON values a request body of `len` bytes may hold: a value tree costs a few dozen bytes
+/// per value whatever its text, so bodies of many tiny values (`[0,0,0,…]`) would cost far
+/// more memory than their size. Real requests (text, images as base64, tool schemas) stay
+/// well below one value per 12 bytes.
+pub fn value_limit(len: usize) -> u64 {
+    u64::try_from(len / 12).unwrap_or(u64::MAX).saturating_add(20_000)
+}
+
+/// Parses a request body into a JSON object, or explains why it is not one. The tree is built
+/// with a bound on its number of values ([`value_limit`]), and duplicate top-level keys are
+/// refused (which one would an upstream read?).
+pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(GatewayError::bad_request(
+            "The request body is empty; expected a JSON object.",
+        ));
+    }
+    let budget = std::cell::Cell::new(value_limit(body.len()));
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        bounded::TopLevel {
+            budget: &budget,
+            duplicate: &duplicate,
+        },
+        &mut de,
+    )
+    .and_then(|v| de.end().map(|()| v));
+    if let Some(key) = duplicate.into_inner() {
+        return Err(GatewayError::invalid(
+            &key,
+            format!("The key `{key}` appears more than once in the request body."),
+        )
+        .with_code("duplicate_key"));
+    }
+    if budget.get() == 0 {
+        return Err(GatewayError::bad_request(format!(
+            "The request body holds too many JSON values (at most {} for a body of {} bytes).",
+            value_limit(body.len()),
+            body.len()
+        ))
+        .with_code("body_too_complex"));
+    }
+    let value = parsed.map_err(|e| {
+        let detail = if e.is_eof() {
+            "unexpected end of input".to_string()
+        } else {
+            e.to_string()
+        };
+        GatewayError::bad_request(format!(
+            "The request body is not valid JSON ({detail}). Expected a JSON object."
+        ))
+        .with_code("invalid_json")
+    })?;
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(GatewayError::bad_request(format!(
+            "The request body must be a JSON object, not {}.",
+            type_name(&other)
+        ))
+        .with_code("invalid_json")),
+    }
+}
+
+/// A value-tree builder that counts what it builds and stops at a budget.
+mod bounded {
+    use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::{Cell, RefCell};
+    use std::fmt;
+
+    /// One value, counted against `budget` (0 = exhausted).
+    #[derive(Clone, Copy)]
+    pub struct Bounded<'b> {
+        pub budget: &'b Cell<u64>,
+    }
+
+    impl Bounded<'_> {
+        fn take<E: Error>(&self) -> Result<(), E> {
+            match self.budget.get() {
+                0 => Err(E::custom("too many values")),
+                n => {
+                    self.budget.set(n - 1);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Bounded<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(self)? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(self)?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    /// The body's top level: a bounded value whose duplicate keys are noted.
+    pub struct TopLevel<'b> {
+        pub budget: &'b Cell<u64>,
+        pub duplicate: &'b RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for TopLevel<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let inner = Bounded {
+                budget: self.budget,
+            };
+            inner.take()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    *self.duplicate.borrow_mut() = Some(k);
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                let v = map.next_value_seed(inner)?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+
+        // Anything else parses as a bounded value (and is refused as "not an object").
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+            Bounded {
+                budget: self.budget,
+            }
+            .visit_seq(seq)
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+    }
+}
+
+/// A request-field path rendered only when an error message needs it (building every path
+/// eagerly was a measurable share of request decoding).
+pub struct Lazy<F>(pub F);
+
+impl<F: Fn() -> String> std::fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}
+
+/// A JSON type name for error messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type<P: Display + ?Sized>(path: &P, expected: &str, got: &Value) -> GatewayError {
+    let path = path.to_string();
+    GatewayError::invalid(
+        &path,
+        format!(
+            "Invalid type for `{path}`: expected {expected}, got {}.",
+            type_name(got)
+        ),
+    )
+}
+
+/// `obj[key]` unless absent or null.
+pub fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Value> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v),
+    }
+}
+
+/// An optional string field.
+pub fn opt_str<'a, P: Display + ?Sized>(
+    obj: &'a Object,
+    key: &str,
+    path: &P,
+) -> Result<Option<&'a str>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(wrong_type(path, "a string", v)),
+    }
+}
+
+/// A required, non-empty string field.
+pub fn req_str<'a, P: Display + ?Sized>(
+    obj: &'a Object,
+    key: &str,
+    path: &P,
+) -> Result<&'a str, GatewayError> {
+    match opt_str(obj, key, path)? {
+        Some(s) if !s.is_empty() => Ok(s),
+        Some(_) => Err(GatewayError::invalid(
+            path,
+            format!("`{path}` must not be empty."),
+        )),
+        None => Err(GatewayError::invalid(
+            path,
+            format!("Missing required parameter: `{path}`."),
+        )),
+    }
+}
+
+/// An optional boolean field.
+pub fn opt_bool<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+) -> Result<Option<bool>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(wrong_type(path, "a boolean", v)),
+    }
+}
+
+/// An optional number field within `[min, max]`.
+pub fn opt_f64<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if x.is_finite() && x >= min && x <= max {
+                Ok(Some(x))
+            } else {
+                Err(GatewayError::invalid(
+                    path,
+                    format!("`{path}` must be between {min} and {max}, got {n}."),
+                ))
+            }
+        }
+        Some(v) => Err(wrong_type(path, "a number", v)),
+    }
+}
+
+/// An optional non-negative integer field that fits in `u32`, at least `min`.
+pub fn opt_u32<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+    min: u32,
+) -> Result<Option<u32>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64().and_then(|x| u32::try_from(x).ok()) {
+            Some(x) if x >= min => Ok(Some(x)),
+            _ => Err(GatewayError::invalid(
+                path,
+                format!("`{path}` must be an integer of at least {min}, got {n}."),
+            )),
+        },
+        Some(v) => Err(wrong_type(path, "an integer", v)),
+    }
+}
+
+/// An optional array field.
+pub fn opt_array<'a, P: Display + ?Sized>(
+    obj: &'a Object,
+    key: &str,
+    path: &P,
+) -> Result<Option<&'a Vec<Value>>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(v) => Err(wrong_type(path, "an array", v)),
+    }
+}
+
+/// An optional object field.
+pub fn opt_object<'a, P: Display + ?Sized>(
+    obj: &'a Object,
+    key: &str,
+    path: &P,
+) -> Result<Option<&'a Object>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(v) => Err(wrong_type(path, "an object", v)),
+    }
+}
+
+/// An array element that must be an object.
+pub fn as_object<'a, P: Display + ?Sized>(
+    v: &'a Value,
+    path: &P,
+) -> Result<&'a Object, GatewayError> {
+    match v {
+        Value::Object(o) => Ok(o),
+        other => Err(wrong_type(path, "an object", other)),
+    }
+}
+
+/// A field that is a string or an array of strings (OpenAI `stop`).
+pub fn string_or_list<P: Display + ?Sized>(
+    obj: &Object,
+    key: &str,
+    path: &P,
+) -> Result<Vec<String>, GatewayError> {
+    match get(obj, key) {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(&format!("{path}[{i}]"), "a string", other)),
+            })
+            .collect(),
+        Some(v) => Err(wrong_type(path, "a string or an array of strings", v)),
+    }
+}
+
+/// Parses an upstream answer that must be a JSON object; `upstream` names the API in the error.
+pub fn parse_upstream(body: &[u8], upstream: &str) -> Result<Object, GatewayError> {
+    parse_object(body).map_err(|_| {
+        GatewayError::bad_gateway(format!(
+            "The upstream ({upstream}) answered with a body that is not a JSON object."
+        ))
+    })
+}
+
+/// The `usage` field of an answer, skipping every other field without building values.
+pub fn usage_field(body: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct UsageOnly {
+        usage: Option<Value>,
+    }
+    serde_json::from_slice::<UsageOnly>(body).ok()?.usage
+}
+
+/// The gateway's own request fields, removed before a body goes upstream.
+pub const GATEWAY_FIELDS: &[&str] = &["provider", "target_format", "file_ids"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_object_errors() {
+        assert_eq!(parse_object(b"").unwrap_err().status, 400);
+        assert!(parse_object(b"{")
+            .unwrap_err()
+            .message
+            .contains("not valid JSON"));
+        assert!(parse_object(b"[1]")
+            .unwrap_err()
+            .message
+            .contains("an array"));
+        assert!(parse_object(b"\"x\"")
+            .unwrap_err()
+            .message
+            .contains("a string"));
+        assert!(parse_object(b"{}").is_ok());
+    }
+
+    #[test]
+    fn duplicate_top_level_keys_are_refused() {
+        let e = parse_object(br#"{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}"#)
+            .unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("model")));
+        assert_eq!(e.code.as_deref(), Some("duplicate_key"));
+        // Nested duplicates are the upstream's business (JSON allows them; last wins).
+        assert!(parse_object(br#"{"a":{"b":1,"b":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn bodies_of_many_tiny_values_are_refused_before_they_cost_memory() {
+        let n = 200_000;
+        let mut body = b"{\"model\":\"m\",\"x\":[".to_vec();
+        for i in 0..n {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.push(b'0');
+        }
+        body.extend_from_slice(b"]}");
+        assert!(value_limit(body.len()) < n);
+        let e = parse_object(&body).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("body_too_complex"));
+        // The same number of values with realistic text is fine.
+        let text = format!("{{\"t\":[{}]}}", vec!["\"a sentence of some words\""; 50_000].join(","));
+        assert!(parse_object(text.as_bytes()).is_ok());
+        // Deep nesting stays a plain invalid-JSON 400 (serde's recursion limit).
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(parse_object(deep.as_bytes()).unwrap_err().code.as_deref(), Some("invalid_json"));
+    }
+
+    #[test]
+    fn typed_getters_name_the_field() {
+        let obj = parse_object(br#"{"t":"hot","n":-1,"m":"","s":5}"#).unwrap();
+        let e = opt_f64(&obj, "t", "temperature", 0.0, 2.0).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+        assert!(opt_u32(&obj, "n", "max_tokens", 1).is_err());
+        assert!(req_str(&obj, "m", "model")
+            .unwrap_err()
+            .message
+            .contains("empty"));
+        assert!(req_str(&obj, "x", "model")
+            .unwrap_err()
+            .message
+            .contains("Missing"));
+        assert!(string_or_list(&obj, "s", "stop").is_err());
+    }
+}
