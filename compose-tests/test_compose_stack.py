@@ -126,17 +126,24 @@ def _counters(stats: str) -> dict:
 
 
 def test_admin_metrics_count_the_requests(stack, client, fakes):
+    """The image's Envoy config carries the stats tags: Prometheus sees one labelled series
+    per endpoint/provider/status class/model."""
+    name = "wasmcustom.unigate.requests_total.endpoint.chat.provider.bedrock.status_class.2xx.model." + CLAUDE
     before = _counters(stack.envoy_admin("/stats?filter=unigate"))
     client.chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "metrics"}])
-    after = _counters(stack.envoy_admin("/stats?filter=unigate"))
-    assert after["wasmcustom.unigate.requests_total"] > before.get("wasmcustom.unigate.requests_total", 0)
-    chat = [n for n in after if re.fullmatch(r"wasmcustom\.unigate\.chat\.bedrock\..*claude-3-haiku.*\.200", n)]
-    assert len(chat) == 1, sorted(after)
-    assert after[chat[0]] == before.get(chat[0], 0) + 1
+    deadline = time.monotonic() + 5  # counted when Envoy logs the finished stream
+    while True:
+        after = _counters(stack.envoy_admin("/stats?filter=unigate"))
+        if after.get(name, 0) > before.get(name, 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert after.get(name, 0) == before.get(name, 0) + 1, sorted(after)
     assert after["wasmcustom.unigate.errors.signing"] == 0
     assert after["wasmcustom.unigate.errors.credentials_refresh"] == 0
     prometheus = stack.envoy_admin("/stats/prometheus")
-    assert re.search(r"^unigate_requests_total\{?.*\}? \d+", prometheus, re.M), prometheus[:500]
+    want = ('unigate_requests_total{endpoint="chat",provider="bedrock",status_class="2xx",model="%s"}' % CLAUDE)
+    assert re.search("^" + re.escape(want) + r" \d+$", prometheus, re.M), [
+        line for line in prometheus.splitlines() if "unigate_requests_total" in line]
 
 
 def test_access_log_line_on_envoys_stdout(stack, client, fakes):

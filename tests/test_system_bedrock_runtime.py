@@ -41,6 +41,7 @@ import pytest
 
 from fakes import DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN
 from fakes import eventstream as es
+from metric_names import counter, requests_total, tokens_total
 from system_harness import CLIENT_KEY, OTHER_CLIENT_KEY, HarnessError, Stack, assert_no_client_key, http_get, provider_env
 
 REGION = "us-east-1"
@@ -651,15 +652,19 @@ def test_usage_read_from_relayed_answers_counts_against_tpm(tls_stack, fakes, aw
 
 
 def test_token_metrics_count_the_door(tls_stack, fakes, brt):
-    """Envoy's metrics: the request counter and the token counters of the model grow by what
-    the relayed answer reported."""
+    """Envoy's metrics: the request counter (endpoint bedrock) and the key's token counters of
+    the model grow by what the relayed answer reported."""
     client, _ = brt
-    name = "anthropic_claude-3-haiku-20240307-v1_0"
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    key = "door-main"  # CLIENT_KEY's configured name is its label
 
     def counters():
-        stats = tls_stack.admin_stats("unigate")
-        pick = lambda suffix: sum(int(v) for k, v in stats.items() if k.endswith(suffix) and v.isdigit())  # noqa: E731
-        return pick(f"unigate.chat.bedrock.{name}.200"), pick(f"unigate.tokens.{name}.input"), pick(f"unigate.tokens.{name}.output")
+        stats = tls_stack.admin_stats("wasmcustom.unigate")
+        return (
+            counter(stats, requests_total("bedrock", "bedrock", 200, model)),
+            counter(stats, tokens_total("bedrock", key, "input", model)),
+            counter(stats, tokens_total("bedrock", key, "output", model)),
+        )
 
     before = counters()
     resp = client.invoke_model(modelId=HAIKU, body=claude_body("metrics please"))

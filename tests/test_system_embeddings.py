@@ -24,9 +24,7 @@ from __future__ import annotations
 import array
 import base64
 import datetime
-import hashlib
 import json
-import re
 import struct
 import time
 import urllib.request
@@ -46,6 +44,7 @@ from fakes.embeddings import (
     titan_vector,
 )
 from fakes.text import count_tokens
+from metric_names import counter, key_label, requests_total, tokens_total
 from system_harness import (
     CLIENT_KEY,
     UPSTREAM_OPENAI_KEY,
@@ -80,10 +79,6 @@ def bedrock_calls(fakes, model_id: str) -> list:
         body = assert_bedrock_upstream(rec, model_path(model_id), "invoke")
         out.append((rec, body))
     return out
-
-
-def key_label(key: str) -> str:
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 # ---------------------------------------------------------------- Titan
@@ -405,15 +400,6 @@ def test_models_lists_the_embedding_models(client):
     assert not missing, missing
 
 
-def _counter(stats: dict, name: str) -> int:
-    v = stats.get(name, "0")
-    return int(v) if v.isdigit() else 0
-
-
-def _san(model_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", model_id)
-
-
 def access_log(stack, request_id: str, timeout: float = 8.0) -> dict:
     """The JSON access-log line of one request (flushed with the admin's /reopen_logs)."""
     deadline = time.monotonic() + timeout
@@ -440,11 +426,11 @@ def test_metrics_and_access_log(stack, client, fakes, model, provider):
     assert r.usage.prompt_tokens == n
     entry = access_log(stack, rid)
     after = stack.admin_stats("wasmcustom.unigate")
-    san = _san(model)
-    assert _counter(after, f"wasmcustom.unigate.tokens.{san}.input") - _counter(before, f"wasmcustom.unigate.tokens.{san}.input") == n
-    grown = {k: _counter(after, k) - _counter(before, k) for k in after
-             if k.startswith("wasmcustom.unigate.") and k.endswith(f".{provider}.{san}.200")}
-    assert sum(grown.values()) == 1, f"one finished request by provider/model/status: {grown}"
+    name = tokens_total(provider, key_label(CLIENT_KEY), "input", model)
+    assert counter(after, name) - counter(before, name) == n, (name, after.get(name))
+    grown = {k: counter(after, k) - counter(before, k) for k in after if ".requests_total." in k}
+    grown = {k: v for k, v in grown.items() if v}
+    assert grown == {requests_total("embeddings", provider, 200, model): 1}, grown
     assert (entry["status"], entry["method"], entry["path"]) == (200, "POST", "/v1/embeddings"), entry
     assert (entry["provider"], entry["model"]) == (provider, model), entry
     assert entry["key"] == key_label(CLIENT_KEY), entry

@@ -31,6 +31,7 @@ import pytest
 
 from fakes import DEFAULT_ACCESS_KEY, DEFAULT_SECRET, DEFAULT_TOKEN
 from fakes import eventstream as es
+from metric_names import counter, key_label, requests_total, tokens_total
 from wasm_harness import CLIENT_KEYS, Client, closed_port, default_clusters, default_env, default_plugin_config, split_bytes, paced
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -283,14 +284,12 @@ def test_client_credentials_stripped_bedrock_headers_forwarded(dc, fakes):
 
 
 def _tokens(envoy, model_id: str) -> tuple:
-    seg = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in model_id)
-    stats = envoy.stats(f"unigate.")
-
-    def val(suffix):
-        v = stats.get(f"wasmcustom.unigate.{suffix}", "0")
-        return int(v) if v.isdigit() else 0
-
-    return val(f"chat.bedrock.{seg}.200"), val(f"tokens.{seg}.input"), val(f"tokens.{seg}.output")
+    """(requests, input tokens, output tokens) counted for the model and CLIENT_KEYS[0]."""
+    key = key_label(CLIENT_KEYS[0])
+    stats = envoy.stats("wasmcustom.unigate")
+    return (counter(stats, requests_total("bedrock", "bedrock", 200, model_id)),
+            counter(stats, tokens_total("bedrock", key, "input", model_id)),
+            counter(stats, tokens_total("bedrock", key, "output", model_id)))
 
 
 def _reported_usage(op: str, rec) -> tuple:

@@ -90,3 +90,20 @@ def test_files_need_a_key(client, fakes):
     resp = client.request("GET", "/v1/files", key=None)
     assert_error(resp, 401, "authentication_error")
     assert fakes.sidecar.requests == []
+
+
+def test_made_up_model_names_do_not_grow_envoys_stats(gateway, client, fakes):
+    """Any client can send any model name: 1,500 distinct names (routed by prefix to both
+    providers) add a handful of stats (`model.other` series), not one per name."""
+    before = gateway.stats("wasmcustom.unigate")
+    statuses = set()
+    for i in range(750):
+        for prefix in ("gpt-made-up-", "anthropic.made-up-"):
+            resp = client.chat({"model": f"{prefix}{i}", "messages": MSG})
+            statuses.add(resp.status)
+    after = gateway.stats("wasmcustom.unigate")
+    new = sorted(set(after) - set(before))
+    assert len(new) <= 12, new
+    assert not [n for n in new if "made-up" in n], new
+    assert all(".model." not in n or n.endswith(".model.other") for n in new), new
+    assert statuses, statuses

@@ -305,6 +305,22 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
+    /// The model id as a metric label: ids the catalogue or the alias table knows, `other`
+    /// for the rest (a client can send any model name; labels must stay a bounded set).
+    pub fn metric_model<'a>(&self, model_id: &'a str) -> &'a str {
+        let known = self.catalog.get(model_id).is_some()
+            || self.router.aliases().values().any(|v| v == model_id)
+            || self
+                .catalog
+                .get(crate::route::base_model_id(model_id))
+                .is_some();
+        if known {
+            model_id
+        } else {
+            "other"
+        }
+    }
+
     /// Validates a configuration; `env` reads the VM environment.
     pub fn compile(
         config: PluginConfig,

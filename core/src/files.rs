@@ -66,7 +66,8 @@ pub fn requested(body: &[u8]) -> Result<Vec<String>, GatewayError> {
         file_ids: Option<Value>,
     }
     match serde_json::from_slice::<FileIdsOnly>(body) {
-        Ok(FileIdsOnly { file_ids: None }) | Ok(FileIdsOnly {
+        Ok(FileIdsOnly { file_ids: None })
+        | Ok(FileIdsOnly {
             file_ids: Some(Value::Null),
         }) => Ok(Vec::new()),
         Ok(FileIdsOnly { file_ids: Some(v) }) => {

@@ -12,7 +12,9 @@ pub type Object = Map<String, Value>;
 /// more memory than their size. Real requests (text, images as base64, tool schemas) stay
 /// well below one value per 12 bytes.
 pub fn value_limit(len: usize) -> u64 {
-    u64::try_from(len / 12).unwrap_or(u64::MAX).saturating_add(20_000)
+    u64::try_from(len / 12)
+        .unwrap_or(u64::MAX)
+        .saturating_add(20_000)
 }
 
 /// Parses a request body into a JSON object, or explains why it is not one. The tree is built
@@ -474,8 +476,8 @@ mod tests {
 
     #[test]
     fn duplicate_top_level_keys_are_refused() {
-        let e = parse_object(br#"{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}"#)
-            .unwrap_err();
+        let e =
+            parse_object(br#"{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}"#).unwrap_err();
         assert_eq!((e.status, e.param.as_deref()), (400, Some("model")));
         assert_eq!(e.code.as_deref(), Some("duplicate_key"));
         // Nested duplicates are the upstream's business (JSON allows them; last wins).
@@ -497,11 +499,17 @@ mod tests {
         let e = parse_object(&body).unwrap_err();
         assert_eq!(e.code.as_deref(), Some("body_too_complex"));
         // The same number of values with realistic text is fine.
-        let text = format!("{{\"t\":[{}]}}", vec!["\"a sentence of some words\""; 50_000].join(","));
+        let text = format!(
+            "{{\"t\":[{}]}}",
+            vec!["\"a sentence of some words\""; 50_000].join(",")
+        );
         assert!(parse_object(text.as_bytes()).is_ok());
         // Deep nesting stays a plain invalid-JSON 400 (serde's recursion limit).
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(parse_object(deep.as_bytes()).unwrap_err().code.as_deref(), Some("invalid_json"));
+        assert_eq!(
+            parse_object(deep.as_bytes()).unwrap_err().code.as_deref(),
+            Some("invalid_json")
+        );
     }
 
     #[test]

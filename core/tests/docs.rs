@@ -44,3 +44,18 @@ fn every_field_is_documented_with_its_default() {
         }
     }
 }
+
+/// The stats-tags snippet in docs/operations.md is the table the filter's names are made for,
+/// in the same order (the order matters to Envoy).
+#[test]
+fn the_documented_stats_tags_are_the_filters() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let block = doc.split("stats_config:\n  stats_tags:\n").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let want: String = unigate_core::flow::metrics::STATS_TAGS
+        .iter()
+        .map(|(name, regex)| format!("  - {{tag_name: {name}, regex: '{regex}'}}\n"))
+        .collect();
+    assert_eq!(block, want);
+}

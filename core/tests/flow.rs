@@ -92,8 +92,17 @@ fn health_is_local_and_needs_no_key() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["status"], "ok");
     flow.on_log(&mut host);
-    // Local answers are not counted as upstream traffic.
-    assert!(!host.counters.keys().any(|k| k.starts_with("unigate.chat.")));
+    // Local answers are counted, as provider `local` with no model.
+    assert_eq!(
+        host.counter(
+            "unigate.requests_total.endpoint.health.provider.local.status_class.2xx.model.none"
+        ),
+        1
+    );
+    assert!(!host
+        .counters
+        .keys()
+        .any(|k| k.starts_with("unigate.tokens_total")));
 }
 
 #[test]
@@ -170,6 +179,7 @@ fn chat_to_claude_is_rewritten_signed_and_translated_back() {
         host.properties["unigate.model"],
         b"anthropic.claude-3-haiku-20240307-v1:0"
     );
+    assert_eq!(host.properties["unigate.path"], b"/v1/chat/completions");
     assert_eq!(host.properties["unigate.provider"], b"bedrock");
 
     // The answer as it goes back.
@@ -190,14 +200,28 @@ fn chat_to_claude_is_rewritten_signed_and_translated_back() {
 
     host.now_ms += 40;
     flow.on_log(&mut host);
-    let model = "anthropic_claude-3-haiku-20240307-v1_0";
+    let model = "anthropic.claude-3-haiku-20240307-v1:0";
     assert_eq!(
-        host.counter(&format!("unigate.chat.bedrock.{model}.200")),
+        host.counter(&format!(
+            "unigate.requests_total.endpoint.chat.provider.bedrock.status_class.2xx.model.{model}"
+        )),
         1
     );
-    assert_eq!(host.counter(&format!("unigate.tokens.{model}.input")), 16);
-    assert_eq!(host.counter(&format!("unigate.tokens.{model}.cached")), 4);
-    assert_eq!(host.histograms["unigate.upstream_latency_ms"], vec![40]);
+    let tokens = |kind: &str| {
+        host.counter(&format!(
+            "unigate.tokens_total.provider.bedrock.key.key-{}.type.{kind}.model.{model}",
+            &unigate_core::auth::key_label(KEY)[..8]
+        ))
+    };
+    assert_eq!(
+        (tokens("input"), tokens("output"), tokens("cached")),
+        (16, 6, 4)
+    );
+    assert_eq!(
+        host.histograms
+            [&format!("unigate.request_duration_ms.endpoint.chat.provider.bedrock.model.{model}")],
+        vec![40]
+    );
     // Log lines carry Envoy's request id.
     assert!(host
         .logs
@@ -354,7 +378,11 @@ fn a_stream_is_translated_chunk_by_chunk() {
     assert_eq!(host.properties["unigate.total_tokens"], b"4");
     flow.on_log(&mut host);
     assert_eq!(host.counter("unigate.streams_total"), 1);
-    assert_eq!(host.histograms["unigate.ttft_ms"], vec![5]);
+    assert_eq!(
+        host.histograms
+            ["unigate.ttft_ms.endpoint.chat.provider.bedrock.model.amazon.nova-lite-v1:0"],
+        vec![5]
+    );
 }
 
 #[test]
@@ -503,7 +531,7 @@ fn the_root_refreshes_credentials_under_a_lease() {
     };
     assert!(root.on_configure(&mut host, br#"{"aws_region": "us-east-1"}"#, &env));
     assert_eq!(host.tick_ms, Some(1000));
-    assert!(host.defined.contains(&"unigate.requests_total".to_string()));
+    assert!(host.defined.contains(&"unigate.auth_failures".to_string()));
     root.on_tick(&mut host);
     assert_eq!(host.dispatches.len(), 1);
     // Another tick while the lease is held does not ask again.
@@ -772,7 +800,7 @@ fn bedrock_runtime_calls_are_relayed_and_re_signed() {
     assert_eq!(host.properties["unigate.total_tokens"], b"15");
     flow.on_log(&mut host);
     assert_eq!(
-        host.counter("unigate.chat.bedrock.anthropic_claude-3-haiku-20240307-v1_0.200"),
+        host.counter("unigate.requests_total.endpoint.bedrock.provider.bedrock.status_class.2xx.model.anthropic.claude-3-haiku-20240307-v1:0"),
         1
     );
 }
@@ -1050,7 +1078,10 @@ fn titan_embeddings_fan_out_with_a_bound_and_answer_in_input_order() {
     assert_eq!(v["model"], "amazon.titan-embed-text-v2:0");
     flow.on_log(&mut host);
     assert_eq!(
-        host.counter("unigate.tokens.amazon_titan-embed-text-v2_0.input"),
+        host.counter(&format!(
+            "unigate.tokens_total.provider.bedrock.key.key-{}.type.input.model.amazon.titan-embed-text-v2:0",
+            &unigate_core::auth::key_label(KEY)[..8]
+        )),
         6
     );
 }
@@ -1197,4 +1228,27 @@ fn openai_embeddings_are_relayed() {
     let n = host.response_body.len();
     flow.on_response_body(&mut host, n, true);
     assert_eq!(host.properties["unigate.prompt_tokens"], b"1");
+}
+
+#[test]
+fn models_outside_the_catalogue_share_one_metric_label() {
+    // Any gpt-* name routes to OpenAI; only known ones get their own series.
+    for (model, label) in [("gpt-4o", "gpt-4o"), ("gpt-made-up-1234", "other")] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let mut host = post("/v1/chat/completions", &body, &[]);
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        send(&mut flow, &mut host);
+        // OpenAI to OpenAI is relayed: the headers go on, the body is read for its usage.
+        host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+        assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+        host.response_body = serde_json::to_vec(&json!({"choices": [{"message": {"role": "assistant", "content": "x"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})).unwrap();
+        let n = host.response_body.len();
+        flow.on_response_body(&mut host, n, true);
+        flow.on_log(&mut host);
+        let name = format!(
+            "unigate.requests_total.endpoint.chat.provider.openai.status_class.2xx.model.{label}"
+        );
+        assert_eq!(host.counter(&name), 1, "{model}");
+        assert!(host.counters.keys().all(|k| !k.contains("made-up")));
+    }
 }

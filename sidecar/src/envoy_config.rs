@@ -153,9 +153,19 @@ pub fn render(s: &Settings) -> Result<String, String> {
         .replace("@PLUGIN_CONFIG@", &single_quoted(&plugin_json))
         .replace("@WASM@", &scalar(wasm))
         .replace("@HOST_ENV_KEYS@", &host_env_keys)
+        .replace("@STATS_TAGS@", &stats_tags())
         .replace("@TLS@", &tls_socket(s))
         .replace("@CLUSTERS@", &clusters);
     Ok(yaml)
+}
+
+/// `stats_config.stats_tags` from the filter's own table of label regexes.
+pub fn stats_tags() -> String {
+    unigate_core::flow::metrics::STATS_TAGS
+        .iter()
+        .map(|(name, regex)| format!("  - {{tag_name: {name}, regex: {}}}", single_quoted(regex)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The listener's TLS transport socket (`GATEWAY_TLS_CERT_FILE`, `GATEWAY_TLS_KEY_FILE`);
@@ -261,6 +271,13 @@ const TEMPLATE: &str = r#"# unigate: Envoy configuration rendered by `unigate se
 admin:
   # Envoy's admin interface (stats, /ready, config dump): loopback only, it can stop Envoy.
   address: {socket_address: {address: 127.0.0.1, port_value: @ADMIN_PORT@}}
+
+# The filter's metrics carry their labels as name segments (Wasm metrics have no labels);
+# these tags turn them back into labels, so /stats/prometheus shows e.g.
+# unigate_tokens_total{provider="bedrock",key="team-a",type="input",model="..."}.
+stats_config:
+  stats_tags:
+@STATS_TAGS@
 
 static_resources:
   listeners:

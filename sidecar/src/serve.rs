@@ -99,7 +99,11 @@ pub fn ready_line(settings: &Settings) -> String {
     };
     format!(
         "unigate: gateway on {}://{host}:{} (openai: {}, bedrock: {}); Envoy admin on 127.0.0.1:{}",
-        if settings.tls.is_some() { "https" } else { "http" },
+        if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         settings.port,
         if settings.openai_key_set { "on" } else { "off" },
         settings.aws_region.as_deref().unwrap_or("off"),

@@ -97,6 +97,8 @@ struct FanoutState {
 /// What the access log and metrics record about the request.
 #[derive(Debug, Default)]
 struct Record {
+    /// The endpoint, as a metric label (a door's name, or a local endpoint's).
+    endpoint: &'static str,
     provider: &'static str,
     model_id: String,
     status: u16,
@@ -204,7 +206,6 @@ impl HttpFlow {
 
     /// `on_http_request_headers`.
     pub fn on_request_headers<H: Host>(&mut self, host: &mut H, end_of_stream: bool) -> Action {
-        host.count("unigate.requests_total", 1);
         let Some(gw) = self.gateway.clone() else {
             return self.reply_error(
                 host,
@@ -239,6 +240,7 @@ impl HttpFlow {
             .collect();
         self.anthropic_beta = (!betas.is_empty()).then(|| betas.join(","));
         let endpoint = endpoints::classify(&method, path);
+        self.record.endpoint = endpoint.name();
         self.door = match &endpoint {
             Endpoint::Door(door) => *door,
             Endpoint::Bedrock { op, model } => {
@@ -510,10 +512,7 @@ impl HttpFlow {
         self.target = plan.response.target;
         self.record.provider = plan.upstream.provider.as_str();
         self.record.model_id = plan.model_id.clone();
-        host.count(
-            &format!("unigate.format.{}", plan.response.input.target_name()),
-            1,
-        );
+        host.count(&metrics::input_format(plan.response.input.target_name()), 1);
         if let Some(k) = &self.client {
             if let Err(e) = limits::admit(host, k, now) {
                 host.count("unigate.rate_limited", 1);
@@ -1144,7 +1143,8 @@ impl HttpFlow {
                 let body = host.body(Body::Response, body_size).unwrap_or_default();
                 let resp = finish_buffered(fwd, &body);
                 let translated = fwd.plan.operation != Operation::Native;
-                if translated && (resp.status >= 500 || resp.status == 400 && self.record.status == 200)
+                if translated
+                    && (resp.status >= 500 || resp.status == 400 && self.record.status == 200)
                 {
                     host.count("unigate.errors.translation", 1);
                 }
@@ -1184,41 +1184,53 @@ impl HttpFlow {
     /// `on_log`: metrics, token charges and the per-request debug line.
     pub fn on_log<H: Host>(&mut self, host: &mut H) {
         let r = &self.record;
+        let now = host.now_ms();
+        let status = if r.status == 0 { 499 } else { r.status };
+        let label_model = match &self.gateway {
+            Some(gw) if !r.model_id.is_empty() => gw.metric_model(&r.model_id),
+            _ => "none",
+        };
+        let endpoint = if r.endpoint.is_empty() {
+            "unknown"
+        } else {
+            r.endpoint
+        };
+        host.count(
+            &metrics::requests(endpoint, r.provider, status, label_model),
+            1,
+        );
         if r.provider == "local" {
             return;
         }
-        let now = host.now_ms();
-        let model = metrics::segment(&r.model_id);
-        let status = if r.status == 0 { 499 } else { r.status };
-        host.count(&format!("unigate.chat.{}.{model}.{status}", r.provider), 1);
+        let key = self.client.as_ref().map_or("none", |k| k.label.as_str());
         if let Some(u) = r.usage {
-            host.count(&format!("unigate.tokens.{model}.input"), u.prompt_tokens);
-            host.count(
-                &format!("unigate.tokens.{model}.output"),
-                u.completion_tokens,
-            );
-            host.count(
-                &format!("unigate.tokens.{model}.cached"),
-                u.cache_read_tokens,
-            );
+            for (kind, n) in [
+                ("input", u.prompt_tokens),
+                ("output", u.completion_tokens),
+                ("cached", u.cache_read_tokens),
+            ] {
+                host.count(&metrics::tokens(r.provider, key, kind, label_model), n);
+            }
             if let Some(k) = &self.client {
                 let now_unix = host.now_unix();
                 limits::charge(host, k, now_unix, u.total());
             }
         }
         if let Some(fwd) = r.forwarded_ms {
-            match (r.streamed, r.first_byte_ms) {
-                (true, Some(first)) => {
-                    host.record("unigate.ttft_ms", first.saturating_sub(fwd));
-                    host.record("unigate.stream_duration_ms", now.saturating_sub(fwd));
-                }
-                _ => host.record("unigate.upstream_latency_ms", now.saturating_sub(fwd)),
+            if let (true, Some(first)) = (r.streamed, r.first_byte_ms) {
+                host.record(
+                    &metrics::duration("ttft_ms", endpoint, r.provider, label_model),
+                    first.saturating_sub(fwd),
+                );
             }
+            host.record(
+                &metrics::duration("request_duration_ms", endpoint, r.provider, label_model),
+                now.saturating_sub(fwd),
+            );
         }
         // One line per request at debug: the JSON access log is the per-request record, and
         // an info line per request costs Envoy a log write each time.
         let (id, ctx) = (&self.log_id, self.context_id);
-        let key = self.client.as_ref().map_or("-", |k| k.label.as_str());
         log_with(host, Level::Debug, || {
             format!(
                 "unigate {id} (#{ctx}): key={key} provider={} model={} status={status} prompt_tokens={} completion_tokens={} ms={}",

@@ -1,13 +1,16 @@
 //! Metric names the filter emits (Envoy shows them under `unigate.` in `/stats`).
 //!
-//! Envoy has no labels for Wasm metrics, so label-like parts (provider, model, status) are
-//! name segments.
+//! Envoy has no labels for Wasm metrics: label values are name segments (`.<label>.<value>`),
+//! and Envoy's stats tag extraction ([`STATS_TAGS`], rendered into `stats_config.stats_tags`)
+//! turns them back into labels, so `/stats/prometheus` shows one metric per meaning, e.g.
+//! `unigate_tokens_total{provider="bedrock",key="team-a",type="input",model="…"}`. Every label
+//! value comes from a known set: endpoints, providers and token types are fixed, keys are the
+//! configured ones, and a model outside the catalogue and the alias table is `other`.
 
 use super::{Host, MetricKind};
 
 /// Counters defined up front, so dashboards see them at zero.
 pub const STATIC_COUNTERS: &[&str] = &[
-    "unigate.requests_total",
     "unigate.auth_failures",
     "unigate.rate_limited",
     "unigate.errors.translation",
@@ -18,11 +21,26 @@ pub const STATIC_COUNTERS: &[&str] = &[
     "unigate.streams_total",
 ];
 
-/// Histograms (milliseconds).
-pub const HISTOGRAMS: &[&str] = &[
-    "unigate.upstream_latency_ms",
-    "unigate.ttft_ms",
-    "unigate.stream_duration_ms",
+/// Envoy stats tags: (label, regex). The first capture group is removed from the stat name,
+/// the second is the label's value. `model` is always the last segment (model ids contain
+/// dots) and is extracted first.
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    ("model", r"^wasmcustom\.unigate\..*(\.model\.(.+))$"),
+    (
+        "endpoint",
+        r"^wasmcustom\.unigate\..*?(\.endpoint\.([^.]+))",
+    ),
+    (
+        "provider",
+        r"^wasmcustom\.unigate\..*?(\.provider\.([^.]+))",
+    ),
+    (
+        "status_class",
+        r"^wasmcustom\.unigate\..*?(\.status_class\.([^.]+))",
+    ),
+    ("key", r"^wasmcustom\.unigate\..*?(\.key\.([^.]+))"),
+    ("type", r"^wasmcustom\.unigate\..*?(\.type\.([^.]+))"),
+    ("format", r"^wasmcustom\.unigate\..*?(\.format\.([^.]+))"),
 ];
 
 /// Defines the static metrics (on configuration).
@@ -30,12 +48,9 @@ pub fn define_static<H: Host + ?Sized>(host: &mut H) {
     for name in STATIC_COUNTERS {
         host.define_metric(MetricKind::Counter, name);
     }
-    for name in HISTOGRAMS {
-        host.define_metric(MetricKind::Histogram, name);
-    }
 }
 
-/// A model id or provider made safe as one stat-name segment.
+/// A label value made safe as one stat-name segment (no dots).
 pub fn segment(s: &str) -> String {
     let mut out: String = s
         .chars()
@@ -47,9 +62,90 @@ pub fn segment(s: &str) -> String {
             }
         })
         .collect();
-    out.truncate(100);
+    out.truncate(64);
     if out.is_empty() {
-        out.push_str("unknown");
+        out.push_str("none");
     }
     out
+}
+
+/// A model id as the last segment of a stat name (dots kept, the rest made safe).
+pub fn model_segment(model: &str) -> String {
+    let mut out: String = model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(160);
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+/// `2xx`, `4xx`, `5xx` (and `other`).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+/// `unigate_requests_total{endpoint, provider, status_class, model}`: every finished request.
+pub fn requests(endpoint: &str, provider: &str, status: u16, model: &str) -> String {
+    format!(
+        "unigate.requests_total.endpoint.{endpoint}.provider.{provider}.status_class.{}.model.{}",
+        status_class(status),
+        model_segment(model)
+    )
+}
+
+/// `unigate_tokens_total{provider, key, type, model}` (`type`: input, output, cached; OTel's
+/// `gen_ai.token.type`).
+pub fn tokens(provider: &str, key: &str, kind: &str, model: &str) -> String {
+    format!(
+        "unigate.tokens_total.provider.{provider}.key.{}.type.{kind}.model.{}",
+        segment(key),
+        model_segment(model)
+    )
+}
+
+/// `unigate_input_format_total{format}`: forwarded requests by the client's body format.
+pub fn input_format(format: &str) -> String {
+    format!("unigate.input_format_total.format.{}", segment(format))
+}
+
+/// A duration histogram (`ttft_ms`, `request_duration_ms`) by endpoint, provider and model.
+pub fn duration(name: &str, endpoint: &str, provider: &str, model: &str) -> String {
+    format!(
+        "unigate.{name}.endpoint.{endpoint}.provider.{provider}.model.{}",
+        model_segment(model)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_labels_with_the_model_last() {
+        assert_eq!(
+            requests("chat", "bedrock", 429, "us.anthropic.claude-sonnet-4-20250514-v1:0"),
+            "unigate.requests_total.endpoint.chat.provider.bedrock.status_class.4xx.model.us.anthropic.claude-sonnet-4-20250514-v1:0"
+        );
+        assert_eq!(
+            tokens("openai", "team.a", "input", "gpt-4o"),
+            "unigate.tokens_total.provider.openai.key.team_a.type.input.model.gpt-4o"
+        );
+        assert_eq!(model_segment("a b{c}"), "a_b_c_");
+    }
 }
