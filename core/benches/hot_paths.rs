@@ -107,6 +107,7 @@ fn response_plan(api: Format, stream: bool) -> ResponsePlan {
             created: 1,
             model: "claude-3-haiku".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

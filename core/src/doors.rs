@@ -18,6 +18,8 @@ pub enum Door {
     Messages,
     /// `POST /v1/messages/count_tokens`: Anthropic's token counting.
     CountTokens,
+    /// `POST /v1/responses`: the OpenAI Responses API, stateless (Codex, the Agents SDK).
+    Responses,
 }
 
 impl Door {
@@ -27,13 +29,14 @@ impl Door {
             Door::Chat => "chat",
             Door::Messages => "messages",
             Door::CountTokens => "count_tokens",
+            Door::Responses => "responses",
         }
     }
 
     /// What the door asks of a model.
     pub fn operation(self) -> Operation {
         match self {
-            Door::Chat | Door::Messages => Operation::Chat,
+            Door::Chat | Door::Messages | Door::Responses => Operation::Chat,
             Door::CountTokens => Operation::CountTokens,
         }
     }
@@ -43,6 +46,7 @@ impl Door {
         match self {
             Door::Chat => None,
             Door::Messages | Door::CountTokens => Some(Format::Anthropic),
+            Door::Responses => Some(Format::Responses),
         }
     }
 
@@ -51,6 +55,7 @@ impl Door {
         match self {
             Door::Chat => Format::OpenaiChat,
             Door::Messages | Door::CountTokens => Format::Anthropic,
+            Door::Responses => Format::Responses,
         }
     }
 

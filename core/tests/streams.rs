@@ -48,6 +48,7 @@ fn plan(api: Format, target: Format) -> ResponsePlan {
             created: 1_700_000_000,
             model: "client-model".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

@@ -10,6 +10,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod converse;
 pub mod openai_chat;
+pub mod responses;
 pub mod titan;
 
 use crate::error::GatewayError;
@@ -39,6 +40,9 @@ pub enum Format {
     /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
     #[serde(rename = "agent", alias = "bedrock_agent")]
     Agent,
+    /// OpenAI Responses (`/v1/responses`), client side and OpenAI's own `/responses`.
+    #[serde(rename = "responses")]
+    Responses,
 }
 
 impl Format {
@@ -50,6 +54,7 @@ impl Format {
             Format::Titan => "titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::Responses => "responses",
         }
     }
 
@@ -61,6 +66,7 @@ impl Format {
             Format::Titan => "bedrock_titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::Responses => "responses",
         }
     }
 
@@ -80,7 +86,7 @@ impl Format {
     /// The provider whose API speaks this format upstream.
     pub fn provider(self) -> Provider {
         match self {
-            Format::OpenaiChat => Provider::Openai,
+            Format::OpenaiChat | Format::Responses => Provider::Openai,
             _ => Provider::Bedrock,
         }
     }
@@ -95,6 +101,9 @@ pub struct DecodeContext {
     pub bedrock: bool,
     /// The request came through the Messages API door (`max_tokens` is required there).
     pub messages_api: bool,
+    /// The body goes upstream as sent (the upstream speaks the client's format): decoding only
+    /// validates it, and what only the upstream can judge is left to it.
+    pub relayed: bool,
 }
 
 /// What a request encoder needs besides the IR.
@@ -230,6 +239,7 @@ pub fn client(format: Format) -> Option<&'static dyn ClientCodec> {
         Format::OpenaiChat => Some(&openai_chat::OpenaiChat),
         Format::Anthropic => Some(&anthropic::Anthropic),
         Format::Titan => Some(&titan::Titan),
+        Format::Responses => Some(&responses::Responses),
         Format::Converse | Format::Agent => None,
     }
 }
@@ -242,6 +252,7 @@ pub fn upstream(format: Format) -> &'static dyn UpstreamCodec {
         Format::Titan => &titan::Titan,
         Format::Converse => &converse::Converse,
         Format::Agent => &agent::Agent,
+        Format::Responses => &responses::Responses,
     }
 }
 

@@ -32,7 +32,8 @@ pub fn build(
     let body_changed = encoded.body.as_slice() != client_body;
     let body = encoded.body;
     match route.format {
-        Format::OpenaiChat => openai_chat(gw, req.stream, body, body_changed),
+        Format::OpenaiChat => openai(gw, "chat/completions", req.stream, body, body_changed),
+        Format::Responses => openai(gw, "responses", req.stream, body, body_changed),
         Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
         Format::Anthropic | Format::Titan | Format::Converse => {
             bedrock_runtime(gw, route, req.stream, body, body_changed)
@@ -40,9 +41,10 @@ pub fn build(
     }
 }
 
-/// `POST {base}/chat/completions` with the gateway's OpenAI key.
-fn openai_chat(
+/// `POST {base}/{endpoint}` (`chat/completions`, `responses`) with the gateway's OpenAI key.
+fn openai(
     gw: &Gateway,
+    endpoint: &str,
     stream: bool,
     body: Vec<u8>,
     body_changed: bool,
@@ -52,7 +54,7 @@ fn openai_chat(
         provider: Provider::Openai,
         cluster: up.cluster.clone(),
         authority: up.url.authority.clone(),
-        path: format!("{}/chat/completions", up.url.path),
+        path: format!("{}/{endpoint}", up.url.path),
         body,
         body_changed,
         headers: vec![
