@@ -95,23 +95,17 @@ pub struct State<'a> {
     pub error: Option<&'a GatewayError>,
 }
 
-/// The Response object.
-pub fn object(meta: &ResponseMeta, state: State<'_>) -> Value {
+/// The members of a Response object that stay the same for one answer: its id, model and the
+/// request parameters it repeats (everything but `status`, `incomplete_details`, `error`,
+/// `output` and `usage`).
+pub fn fixed_members(meta: &ResponseMeta) -> Map<String, Value> {
     let p = &meta.echo.params;
     let param = |k: &str, default: Value| p.get(k).cloned().unwrap_or(default);
     let mut o = Map::new();
     o.insert("id".into(), json!(meta.id));
     o.insert("object".into(), json!("response"));
     o.insert("created_at".into(), json!(meta.created));
-    o.insert("status".into(), json!(state.status));
     o.insert("background".into(), json!(false));
-    o.insert("error".into(), state.error.map_or(Value::Null, error_value));
-    o.insert(
-        "incomplete_details".into(),
-        state
-            .incomplete
-            .map_or(Value::Null, |r| json!({ "reason": r })),
-    );
     o.insert("instructions".into(), Value::Null);
     o.insert(
         "max_output_tokens".into(),
@@ -119,7 +113,6 @@ pub fn object(meta: &ResponseMeta, state: State<'_>) -> Value {
     );
     o.insert("metadata".into(), param("metadata", json!({})));
     o.insert("model".into(), json!(meta.model));
-    o.insert("output".into(), Value::Array(state.output.to_vec()));
     o.insert(
         "parallel_tool_calls".into(),
         param("parallel_tool_calls", json!(true)),
@@ -153,8 +146,30 @@ pub fn object(meta: &ResponseMeta, state: State<'_>) -> Value {
     o.insert("tools".into(), json!([]));
     o.insert("top_p".into(), param("top_p", Value::Null));
     o.insert("truncation".into(), param("truncation", json!("disabled")));
-    o.insert("usage".into(), state.usage.map_or(Value::Null, usage_value));
     o.insert("user".into(), param("user", Value::Null));
+    o
+}
+
+/// The members that change as an answer progresses.
+pub fn state_members(state: State<'_>) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("status".into(), json!(state.status));
+    o.insert(
+        "incomplete_details".into(),
+        state
+            .incomplete
+            .map_or(Value::Null, |r| json!({ "reason": r })),
+    );
+    o.insert("error".into(), state.error.map_or(Value::Null, error_value));
+    o.insert("output".into(), Value::Array(state.output.to_vec()));
+    o.insert("usage".into(), state.usage.map_or(Value::Null, usage_value));
+    o
+}
+
+/// The Response object.
+pub fn object(meta: &ResponseMeta, state: State<'_>) -> Value {
+    let mut o = fixed_members(meta);
+    o.extend(state_members(state));
     Value::Object(o)
 }
 

@@ -26,8 +26,8 @@
 
 use super::reasoning;
 use super::response::{
-    call_item, custom_input, item_id, message_item, object, output_text, parse_usage,
-    reasoning_item, status, State,
+    call_item, custom_input, fixed_members, item_id, message_item, output_text, parse_usage,
+    reasoning_item, status, usage_value, State,
 };
 use crate::error::{ErrorType, GatewayError};
 use crate::ir::{Part, ResponseMeta, StopReason, Usage};
@@ -71,6 +71,8 @@ struct Open {
 #[derive(Debug)]
 pub struct ResponsesStreamEncoder {
     meta: ResponseMeta,
+    /// The fixed members of this answer's Response object, serialized once (`{` + members).
+    head: Vec<u8>,
     seq: u64,
     started: bool,
     /// The terminal event was sent; everything after is ignored.
@@ -95,8 +97,12 @@ impl ResponsesStreamEncoder {
 
     /// An encoder that keeps at most `cap` bytes of answer.
     pub fn with_cap(meta: ResponseMeta, cap: usize) -> ResponsesStreamEncoder {
+        let mut head = serde_json::to_vec(&fixed_members(&meta)).unwrap_or_default();
+        // Keep the opening brace and the members; the state members follow.
+        head.pop();
         ResponsesStreamEncoder {
             meta,
+            head,
             seq: 0,
             started: false,
             closed: false,
@@ -110,14 +116,26 @@ impl ResponsesStreamEncoder {
         }
     }
 
-    /// `event: <kind>` + `data: {"type": kind, "sequence_number": n, …fields}`.
-    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, fields: Value) {
-        let mut v = json!({"type": kind, "sequence_number": self.seq});
-        if let (Some(o), Value::Object(f)) = (v.as_object_mut(), fields) {
-            o.extend(f);
+    /// `event: <kind>` + `data: {"type": kind, "sequence_number": n, …fields}` (`type` and
+    /// `sequence_number` first, as OpenAI writes them).
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, fields: &Value) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        let rest = serde_json::to_vec(fields).unwrap_or_default();
+        match rest.get(1..) {
+            // `fields` is an object: its members follow.
+            Some(members) if members.len() > 1 => {
+                out.push(b',');
+                out.extend_from_slice(members);
+            }
+            _ => out.push(b'}'),
         }
+        out.extend_from_slice(b"\n\n");
         self.seq += 1;
-        push_event(out, kind, &v);
     }
 
     /// A delta event written directly (the hot path: one per upstream text chunk).
@@ -151,8 +169,47 @@ impl ResponsesStreamEncoder {
         self.seq += 1;
     }
 
-    fn response(&self, state: State<'_>) -> Value {
-        object(&self.meta, state)
+    /// A lifecycle event: `{"type", "sequence_number", "response": {…}}`, the Response object
+    /// written from the serialized fixed members and the current state.
+    fn emit_response(&mut self, out: &mut Vec<u8>, kind: &str, state: State<'_>) {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"sequence_number\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"response\":");
+        out.extend_from_slice(&self.head);
+        if self.head.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"status\":");
+        let _ = serde_json::to_writer(&mut *out, state.status);
+        out.extend_from_slice(b",\"incomplete_details\":");
+        match state.incomplete {
+            Some(r) => {
+                let _ = serde_json::to_writer(&mut *out, &json!({ "reason": r }));
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"error\":");
+        match state.error {
+            Some(e) => {
+                let _ = serde_json::to_writer(&mut *out, &super::response::error_value(e));
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"output\":");
+        let _ = serde_json::to_writer(&mut *out, state.output);
+        out.extend_from_slice(b",\"usage\":");
+        match state.usage {
+            Some(u) => {
+                let _ = serde_json::to_writer(&mut *out, &usage_value(u));
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}}\n\n");
+        self.seq += 1;
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
@@ -160,15 +217,15 @@ impl ResponsesStreamEncoder {
             return;
         }
         self.started = true;
-        let r = self.response(State {
+        let state = State {
             status: "in_progress",
             incomplete: None,
             output: &[],
             usage: None,
             error: None,
-        });
-        self.emit(out, "response.created", json!({ "response": r }));
-        self.emit(out, "response.in_progress", json!({ "response": r }));
+        };
+        self.emit_response(out, "response.created", state);
+        self.emit_response(out, "response.in_progress", state);
     }
 
     /// Counts `n` more bytes of kept answer; false (and the response closed) past the cap.
@@ -234,13 +291,13 @@ impl ResponsesStreamEncoder {
         self.emit(
             out,
             "response.output_item.added",
-            json!({"output_index": index, "item": item}),
+            &json!({"output_index": index, "item": item}),
         );
         if kind == Kind::Message {
             self.emit(
                 out,
                 "response.content_part.added",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text("")}),
+                &json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text("")}),
             );
         }
         self.open = Some(Open {
@@ -293,7 +350,7 @@ impl ResponsesStreamEncoder {
             self.emit(
                 out,
                 "response.reasoning_summary_part.added",
-                json!({"item_id": id, "output_index": index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+                &json!({"item_id": id, "output_index": index, "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
             );
         }
         self.emit_delta(
@@ -346,12 +403,12 @@ impl ResponsesStreamEncoder {
         self.emit(
             out,
             "response.output_item.added",
-            json!({"output_index": index, "item": added}),
+            &json!({"output_index": index, "item": added}),
         );
         self.emit(
             out,
             "response.output_item.done",
-            json!({"output_index": index, "item": item}),
+            &json!({"output_index": index, "item": item}),
         );
         self.done.push(item);
     }
@@ -438,12 +495,12 @@ impl ResponsesStreamEncoder {
                 self.emit(
                     out,
                     "response.output_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                    &json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
                 );
                 self.emit(
                     out,
                     "response.content_part.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text(&text)}),
+                    &json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text(&text)}),
                 );
                 message_item(&id, &text, status)
             }
@@ -452,12 +509,12 @@ impl ResponsesStreamEncoder {
                     self.emit(
                         out,
                         "response.reasoning_summary_text.done",
-                        json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+                        &json!({"item_id": id, "output_index": index, "summary_index": 0, "text": text}),
                     );
                     self.emit(
                         out,
                         "response.reasoning_summary_part.done",
-                        json!({"item_id": id, "output_index": index, "summary_index": 0, "part": {"type": "summary_text", "text": text}}),
+                        &json!({"item_id": id, "output_index": index, "summary_index": 0, "part": {"type": "summary_text", "text": text}}),
                     );
                 }
                 let sealed = if self.meta.echo.replayable_reasoning {
@@ -500,14 +557,14 @@ impl ResponsesStreamEncoder {
                     self.emit(
                         out,
                         "response.custom_tool_call_input.done",
-                        json!({"item_id": id, "output_index": index, "input": input}),
+                        &json!({"item_id": id, "output_index": index, "input": input}),
                     );
                 } else {
                     let arguments = item.get("arguments").cloned().unwrap_or(Value::Null);
                     self.emit(
                         out,
                         "response.function_call_arguments.done",
-                        json!({"item_id": id, "output_index": index, "name": client_name, "arguments": arguments}),
+                        &json!({"item_id": id, "output_index": index, "name": client_name, "arguments": arguments}),
                     );
                 }
                 item
@@ -516,7 +573,7 @@ impl ResponsesStreamEncoder {
         self.emit(
             out,
             "response.output_item.done",
-            json!({"output_index": index, "item": item}),
+            &json!({"output_index": index, "item": item}),
         );
         self.done.push(item);
     }
@@ -533,20 +590,20 @@ impl ResponsesStreamEncoder {
         } else {
             status(self.stop.unwrap_or_default())
         };
-        let usage = self.usage;
-        let r = self.response(State {
-            status: st,
-            incomplete,
-            output: &self.done,
-            usage: Some(&usage),
-            error: None,
-        });
         let kind = if st == "completed" {
             "response.completed"
         } else {
             "response.incomplete"
         };
-        self.emit(out, kind, json!({ "response": r }));
+        let (usage, done) = (self.usage, std::mem::take(&mut self.done));
+        let state = State {
+            status: st,
+            incomplete,
+            output: &done,
+            usage: Some(&usage),
+            error: None,
+        };
+        self.emit_response(out, kind, state);
         self.closed = true;
     }
 
@@ -559,15 +616,15 @@ impl ResponsesStreamEncoder {
         self.start(out);
         // The unfinished item is not reported as done.
         self.open = None;
-        let usage = self.usage;
-        let r = self.response(State {
+        let (usage, done) = (self.usage, std::mem::take(&mut self.done));
+        let state = State {
             status: "failed",
             incomplete: None,
-            output: &self.done,
+            output: &done,
             usage: Some(&usage),
             error: Some(err),
-        });
-        self.emit(out, "response.failed", json!({ "response": r }));
+        };
+        self.emit_response(out, "response.failed", state);
         self.closed = true;
     }
 }
@@ -662,6 +719,7 @@ struct UpstreamEvent<'a> {
     item: Option<ItemHead<'a>>,
     #[serde(borrow)]
     response: Option<Lifecycle<'a>>,
+    sequence_number: Option<u64>,
     #[serde(borrow)]
     code: Option<Str<'a>>,
     #[serde(borrow)]
@@ -670,6 +728,11 @@ struct UpstreamEvent<'a> {
 
 /// Decodes OpenAI's Responses stream: every event is passed on raw (relayed streams), and
 /// read into IR events (usage, text, calls, the end).
+///
+/// A stream that breaks off (cut in the middle, or ended without a terminal event, or sent
+/// something unreadable) gets a closing `response.failed` of its own, numbered after the last
+/// upstream event and carrying the upstream's response id, so a relayed client sees a
+/// well-formed end; translated clients get the failure as an IR error.
 #[derive(Debug, Default)]
 pub struct ResponsesStreamDecoder {
     sse: SseDecoder,
@@ -677,6 +740,12 @@ pub struct ResponsesStreamDecoder {
     calls: bool,
     /// The `output_index` of the custom tool call in progress (its input arrives whole).
     custom: Option<u64>,
+    /// The upstream's response id (from `response.created`).
+    id: Option<String>,
+    /// The last upstream `sequence_number`.
+    seq: Option<u64>,
+    /// A terminal event was seen (or made).
+    ended: bool,
 }
 
 fn block(index: Option<u64>) -> u32 {
@@ -698,24 +767,62 @@ fn upstream_failure(code: Option<&str>, message: Option<&str>) -> GatewayError {
 }
 
 impl ResponsesStreamDecoder {
+    /// Ends a stream that broke off: a closing event for relayed clients, the error for
+    /// translated ones.
+    fn break_off(&mut self, err: GatewayError, out: &mut Decoded) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let seq = self.seq.map_or(0, |s| s.saturating_add(1));
+        let mut raw = Vec::new();
+        match &self.id {
+            Some(id) => push_event(
+                &mut raw,
+                "response.failed",
+                &json!({"type": "response.failed", "sequence_number": seq, "response": {
+                    "id": id,
+                    "object": "response",
+                    "status": "failed",
+                    "output": [],
+                    "error": super::response::error_value(&err),
+                    "usage": null,
+                }}),
+            ),
+            // Nothing identified the response yet: a bare error event.
+            None => push_event(
+                &mut raw,
+                "error",
+                &json!({"type": "error", "sequence_number": seq, "code": super::response::failure_code(&err), "message": err.message, "param": null}),
+            ),
+        }
+        out.raw_closing(raw);
+        out.event(StreamEvent::Error(err));
+    }
+
     fn upstream_event(&mut self, e: SseEvent, out: &mut Decoded) {
         let data = e.data.trim();
-        if data.is_empty() {
+        if data.is_empty() || self.ended {
             return;
         }
         let Ok(ev) = serde_json::from_str::<UpstreamEvent<'_>>(data) else {
-            out.event(StreamEvent::Error(
+            self.break_off(
                 GatewayError::bad_gateway(
                     "The OpenAI upstream sent a stream event that is not a Responses event.",
                 )
                 .with_code("upstream_stream_error"),
-            ));
+                out,
+            );
             return;
         };
+        if ev.sequence_number.is_some() {
+            self.seq = ev.sequence_number;
+        }
         let kind = ev.kind.as_ref();
         match kind {
             "response.failed" | "error" => {
                 // The upstream's own end: relayed as it is, then the failure for translation.
+                self.ended = true;
                 out.raw_closing(e.raw);
                 let (code, message) = match &ev.response {
                     Some(r) => {
@@ -749,6 +856,7 @@ impl ResponsesStreamDecoder {
         match kind {
             "response.created" => {
                 let id = ev.response.and_then(|r| r.id).map(Cow::into_owned);
+                self.id.clone_from(&id);
                 out.event(StreamEvent::Start {
                     id,
                     usage: self.usage,
@@ -804,6 +912,7 @@ impl ResponsesStreamDecoder {
                 });
             }
             "response.completed" | "response.incomplete" => {
+                self.ended = true;
                 let mut reason = StopReason::EndTurn;
                 if let Some(r) = ev.response {
                     if let Some(u) = &r.usage {
@@ -836,15 +945,22 @@ impl StreamDecoder for ResponsesStreamDecoder {
                     self.upstream_event(e, &mut out);
                 }
             }
-            Err(e) => out.event(StreamEvent::Error(
-                GatewayError::bad_gateway(e).with_code("upstream_stream_error"),
-            )),
+            Err(e) => self.break_off(
+                GatewayError::bad_gateway(format!("The OpenAI stream is unreadable: {e}."))
+                    .with_code("upstream_stream_error"),
+                &mut out,
+            ),
         }
-        if end && !self.sse.finish().is_empty() {
-            out.event(StreamEvent::Error(
-                GatewayError::bad_gateway("The OpenAI stream ended in the middle of an event.")
-                    .with_code("upstream_stream_truncated"),
-            ));
+        if end && !self.ended {
+            let message = if self.sse.finish().is_empty() {
+                "The OpenAI stream ended before the response was complete."
+            } else {
+                "The OpenAI stream ended in the middle of an event."
+            };
+            self.break_off(
+                GatewayError::bad_gateway(message).with_code("upstream_stream_truncated"),
+                &mut out,
+            );
         }
         out
     }
@@ -859,5 +975,171 @@ impl StreamDecoder for ResponsesStreamDecoder {
 
     fn discard(&mut self) {
         self.sse = SseDecoder::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ClientEcho;
+    use crate::stream::sse::SseDecoder;
+
+    fn meta(replayable: bool) -> ResponseMeta {
+        ResponseMeta {
+            id: "resp_t".into(),
+            created: 1,
+            model: "m".into(),
+            legacy_functions: false,
+            echo: ClientEcho {
+                replayable_reasoning: replayable,
+                ..ClientEcho::default()
+            },
+        }
+    }
+
+    fn run(enc: &mut ResponsesStreamEncoder, events: &[StreamEvent]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for e in events {
+            enc.event(e, &mut out);
+        }
+        let mut d = SseDecoder::new();
+        let mut evs = d.push(&out).unwrap();
+        evs.extend(d.finish());
+        evs.iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect()
+    }
+
+    fn types(evs: &[Value]) -> Vec<&str> {
+        evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_answer_past_the_cap_ends_incomplete_with_what_was_kept() {
+        let mut enc = ResponsesStreamEncoder::with_cap(meta(false), 8);
+        let evs = run(
+            &mut enc,
+            &[
+                StreamEvent::TextDelta("hello".into()),
+                StreamEvent::TextDelta("world!".into()),
+                StreamEvent::TextDelta("more".into()),
+                StreamEvent::Stop {
+                    reason: StopReason::EndTurn,
+                    stop_sequence: None,
+                },
+                StreamEvent::End,
+            ],
+        );
+        assert_eq!(
+            types(&evs),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.incomplete",
+            ]
+        );
+        let last = evs.last().unwrap();
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
+        assert_eq!(last["response"]["output"][0]["content"][0]["text"], "hello");
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+        let seqs: Vec<u64> = evs
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..9).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn reasoning_is_sealed_only_when_asked_for() {
+        let events = [
+            StreamEvent::ReasoningDelta("Think.".into()),
+            StreamEvent::ReasoningSignature("sig".into()),
+            StreamEvent::BlockStop { block: 0 },
+            StreamEvent::RedactedReasoning("opaque".into()),
+            StreamEvent::TextDelta("Hi".into()),
+            StreamEvent::End,
+        ];
+        let evs = run(&mut ResponsesStreamEncoder::new(meta(true)), &events);
+        let output = &evs.last().unwrap()["response"]["output"];
+        assert_eq!(output.as_array().unwrap().len(), 3);
+        assert_eq!(output[0]["summary"][0]["text"], "Think.");
+        let sealed = output[0]["encrypted_content"].as_str().unwrap();
+        assert_eq!(
+            reasoning::unseal(sealed),
+            reasoning::Unsealed::Ours(Part::Reasoning {
+                text: "Think.".into(),
+                signature: Some("sig".into())
+            })
+        );
+        assert_eq!(output[1]["summary"], json!([]));
+        assert!(output[1]["encrypted_content"].is_string());
+        assert_eq!(output[2]["type"], "message");
+        // Not asked for: the summary only, and no item for redacted thinking.
+        let evs = run(&mut ResponsesStreamEncoder::new(meta(false)), &events);
+        let output = &evs.last().unwrap()["response"]["output"];
+        assert_eq!(output.as_array().unwrap().len(), 2);
+        assert!(output[0].get("encrypted_content").is_none());
+    }
+
+    #[test]
+    fn an_error_before_anything_still_starts_the_response() {
+        let evs = run(
+            &mut ResponsesStreamEncoder::new(meta(false)),
+            &[
+                StreamEvent::Error(GatewayError::new(429, ErrorType::RateLimit, "slow")),
+                StreamEvent::End,
+            ],
+        );
+        assert_eq!(
+            types(&evs),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.failed"
+            ]
+        );
+        assert_eq!(evs[2]["response"]["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn openai_custom_tool_calls_decode_to_arguments() {
+        let sse = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\"}}\n\n",
+            "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,\"item\":{\"type\":\"custom_tool_call\",\"call_id\":\"c1\",\"name\":\"apply_patch\",\"input\":\"\"}}\n\n",
+            "event: response.custom_tool_call_input.delta\ndata: {\"type\":\"response.custom_tool_call_input.delta\",\"sequence_number\":2,\"output_index\":0,\"delta\":\"*** Begin\"}\n\n",
+            "event: response.output_item.done\ndata: {\"type\":\"response.output_item.done\",\"sequence_number\":3,\"output_index\":0,\"item\":{\"type\":\"custom_tool_call\",\"call_id\":\"c1\",\"name\":\"apply_patch\",\"input\":\"*** Begin\"}}\n\n",
+        );
+        let mut d = ResponsesStreamDecoder::default();
+        let items = d.push(sse.as_bytes(), true).items;
+        let events: Vec<&StreamEvent> = items
+            .iter()
+            .filter_map(|i| match i {
+                crate::stream::Item::Event(e) => Some(e),
+                crate::stream::Item::Raw(_) => None,
+            })
+            .collect();
+        assert!(events.contains(&&StreamEvent::ToolArgsDelta {
+            block: 0,
+            json: "{\"input\":\"*** Begin\"}".into()
+        }));
+        // No terminal event: the stream broke off, with a closing failure numbered 4.
+        let closing = items.iter().find_map(|i| match i {
+            crate::stream::Item::Raw(r) if r.closing => Some(r.bytes.clone()),
+            _ => None,
+        });
+        let closing = String::from_utf8(closing.unwrap()).unwrap();
+        assert!(closing.starts_with("event: response.failed\n"), "{closing}");
+        assert!(closing.contains("\"sequence_number\":4"), "{closing}");
+        assert!(closing.contains("\"id\":\"resp_1\""), "{closing}");
+        assert!(matches!(events.last(), Some(StreamEvent::Error(_))));
     }
 }
