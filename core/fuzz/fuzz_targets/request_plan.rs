@@ -42,4 +42,9 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => assert!((400..600).contains(&e.status)),
         }
     }
+    // The same bytes through the Responses door.
+    match plan(gateway(), &PlanInput::new(Door::Responses, data).request_id("0123456789abcdef0123456789abcdef")) {
+        Ok(plan) => assert!(!plan.upstream.path.is_empty()),
+        Err(e) => assert!((400..600).contains(&e.status)),
+    }
 });
