@@ -491,7 +491,9 @@ impl ResponsesStreamEncoder {
         };
         let item = match kind {
             Kind::Message => {
-                let status = if self.cut { "incomplete" } else { "completed" };
+                // The answer's last words are cut when the response is incomplete.
+                let cut_short = self.cut || self.stop.is_some_and(|s| status(s).0 == "incomplete");
+                let status = if cut_short { "incomplete" } else { "completed" };
                 self.emit(
                     out,
                     "response.output_text.done",
