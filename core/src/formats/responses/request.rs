@@ -168,6 +168,10 @@ pub fn decode_request(obj: &Object, ctx: DecodeContext) -> Result<ChatRequest, G
             req.openai_extra.insert((*k).to_string(), v.clone());
         }
     }
+    if ctx.relayed {
+        // Nothing is dropped from a body that goes upstream as sent.
+        req.notes.clear();
+    }
     Ok(req)
 }
 
