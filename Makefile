@@ -1,6 +1,8 @@
 # unigate — Envoy + unigate.wasm + sidecar.
-#   make run    install what is missing, build, start the gateway in the foreground
-#   make test   install what is missing, build, run every test layer
+#   make run           install what is missing, build, start the gateway in the foreground
+#   make test          install what is missing, build, run every test layer
+#   make compose-test  build the image and test the Docker Compose stack (installs Docker if needed)
+#   make bench         install what is missing, build, benchmark (writes docs/benchmarks.md)
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
@@ -11,7 +13,10 @@ WASM      := build/unigate.wasm
 UNIGATE   := target/release/unigate
 export ENVOY_BIN
 
-.PHONY: help setup build wasm wasm-trap sidecar run test test-fast test-core test-wasm test-system test-clients lint fmt fuzz clean
+# Every target is phony: several share a name with a directory (bench, build, sidecar), which
+# make would otherwise find up to date and skip.
+.PHONY: help setup build wasm wasm-trap sidecar run test test-fast test-core test-wasm test-system \
+        test-clients compose-test lint fmt fuzz bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -51,6 +56,9 @@ test-system: build ## the full stack as `make run` starts it, driven by the offi
 test-clients: setup ## the real Claude Code and Codex CLIs (tests/clients) against scripted fakes, no gateway
 	$(PY) -m pytest tests/test_clients_direct.py tests/test_fakes_scripted.py -q -ra
 
+compose-test: setup ## the Docker Compose stack built from our Dockerfile and tested (scripts/compose-test.sh)
+	@scripts/compose-test.sh
+
 lint: ## rustfmt and clippy for host and wasm targets
 	cargo fmt --all -- --check
 	cargo clippy --workspace --exclude unigate-filter --all-targets -- -D warnings
@@ -58,6 +66,10 @@ lint: ## rustfmt and clippy for host and wasm targets
 
 fuzz: ## fuzz every core target for FUZZ_SECONDS each (default 60; needs rustup nightly)
 	scripts/fuzz.sh
+
+bench: setup build ## plain Envoy, unigate and LiteLLM side by side (BENCH_ARGS, e.g. --duration 5)
+	@scripts/install-bench-tools.sh
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 fmt: ## format the Rust code
 	cargo fmt --all

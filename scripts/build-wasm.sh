@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds build/unigate.wasm with whichever wasm32-wasip1 toolchain this machine has:
-#  1. rustup with the wasm32-wasip1 target (an ordinary developer laptop, the Dockerfile);
+#  1. rustup with the wasm32-wasip1 target (an ordinary developer laptop);
 #  2. Debian's rustc-web + rust-web-src + lld + wasi-libc, building std from source
-#     (machines where rustup cannot download targets).
+#     (machines where rustup cannot download targets, and the Dockerfile's builder).
 # Usage: scripts/build-wasm.sh [clippy|trap]
 #   clippy: lint the filter for the wasm target instead of building it
 #   trap:   build the test-only build/unigate-trap.wasm (feature test-trap; see Cargo.toml)

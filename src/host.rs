@@ -565,6 +565,12 @@ impl Host for EnvoyHost {
         call_answer(num_headers, body_size)
     }
 
+    fn callout_header(&mut self, name: &str) -> Option<String> {
+        get_header(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
+    }
+
     fn shared_get(&mut self, key: &str) -> flow::HostResult<(Option<Vec<u8>>, u32)> {
         Ok(get_shared_data(key)?)
     }

@@ -37,13 +37,13 @@ fn action(a: flow::Action) -> Action {
 impl Context for Http {
     fn on_http_call_response(
         &mut self,
-        _token: u32,
+        token: u32,
         num_headers: usize,
         body_size: usize,
         _trailers: usize,
     ) {
         self.flow
-            .on_callout_response(&mut EnvoyHost, num_headers, body_size);
+            .on_callout_response(&mut EnvoyHost, token, num_headers, body_size);
     }
 }
 
@@ -72,6 +72,10 @@ impl HttpContext for Http {
             self.flow
                 .on_request_body(&mut EnvoyHost, body_size, end_of_stream),
         )
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.flow.on_request_trailers(&mut EnvoyHost))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

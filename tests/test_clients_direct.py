@@ -165,7 +165,9 @@ def test_claude_code_default_retries_are_kept_on_request(claude, tmp_path):
     (it resends the 401 with backoff), so the fail-fast really comes from the harness setting."""
     fake = ScriptedAnthropic([text_turn("never")], api_key="some-other-key")
     with fake:
-        run = run_claude_code(fake.url, GATEWAY_KEY, MODEL, "Say it.", tmp_path, max_retries=None, timeout=4)
+        # Long enough for Claude Code's first backoff even on a loaded machine; the run is
+        # expected to be cut by this timeout (retries go on for minutes).
+        run = run_claude_code(fake.url, GATEWAY_KEY, MODEL, "Say it.", tmp_path, max_retries=None, timeout=30)
     assert run.timed_out, run.describe()
     assert len(fake.requests) >= 2 and all(r.response_status == 401 for r in fake.requests)
 

@@ -1,6 +1,8 @@
-"""The deployment artifacts (Dockerfile, docker-compose.yaml, deploy/kubernetes/**) checked
-against envoy/envoy.yaml, the Dockerfile and the code, since no Docker engine or cluster runs
-them in CI.
+"""The deployment artifacts (Dockerfile, docker-compose.yaml and its overrides,
+deploy/kubernetes/**) checked against envoy/envoy.yaml, the Dockerfile and the code. The
+compose stack is also built and run for real by `make compose-test` (compose-tests/); these
+checks are the fast ones that run in `make test`, and the only ones for Kubernetes, which no
+test runs.
 
 envoy/envoy.yaml is the renderer's output (`unigate serve --print-config`, kept identical by a
 sidecar test), so every port, path, cluster and secret name the artifacts repeat is compared
@@ -26,6 +28,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ENVOY_YAML = REPO / "envoy" / "envoy.yaml"
 COMPOSE = REPO / "docker-compose.yaml"
+COMPOSE_S3 = REPO / "docker-compose.s3.yaml"
+COMPOSE_TEST = REPO / "compose-tests" / "docker-compose.test.yaml"
+COMPOSE_SCHEMA = REPO / "tests" / "schemas" / "compose-spec.json"
 DOCKERFILE = REPO / "Dockerfile"
 K8S = REPO / "deploy" / "kubernetes"
 UNIGATE_K8S = K8S / "unigate.yaml"
@@ -185,31 +190,61 @@ def dockerfile() -> Dockerfile:
     return Dockerfile(DOCKERFILE.read_text())
 
 
-def test_dockerfile_builder_builds_the_sidecar_and_the_filter_like_build_wasm_sh(dockerfile):
+def _builder_build_step(dockerfile) -> str:
+    (step,) = [r for r in dockerfile.steps("builder", "RUN") if "cargo build" in r]
+    return step
+
+
+def test_dockerfile_builder_needs_only_debian_and_the_projects_wasm_route(dockerfile):
     builder = dockerfile.stages["builder"]
-    assert builder["from"].startswith("rust:"), builder["from"]
+    # A public Debian image (stand-in made locally by scripts/base-images.sh), not an image
+    # from one registry only, and no rustup download of a target.
+    assert re.fullmatch(r"debian:[a-z]+-slim", builder["from"]), builder["from"]
     runs = " && ".join(dockerfile.steps("builder", "RUN"))
-    assert "rustup target add wasm32-wasip1" in runs
-    assert re.search(r"cargo build\b[^&]*--release[^&]*-p unigate-sidecar", runs), runs
-    wasm_build = "cargo build -p unigate-filter --profile wasm --target wasm32-wasip1"
-    # The same command as scripts/build-wasm.sh's rustup route ...
-    assert wasm_build in (REPO / "scripts" / "build-wasm.sh").read_text()
-    assert re.search(
-        r"cargo build\b[^&]*-p unigate-filter --profile wasm --target wasm32-wasip1", runs
-    ), runs
-    # ... whose output is target/wasm32-wasip1/wasm/unigate.wasm.
-    assert "src=target/wasm32-wasip1/wasm/unigate.wasm" in (REPO / "scripts" / "build-wasm.sh").read_text()
+    assert "rustup" not in runs
+    # Debian's Rust: the packages scripts/setup.sh installs for the same route.
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    for pkg in ("rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"):
+        assert re.search(rf"\s{pkg}\b", runs), f"the builder does not install {pkg}"
+        assert re.search(rf"\s{pkg}\b", setup), f"scripts/setup.sh does not install {pkg}"
+    step = _builder_build_step(dockerfile)
+    assert re.search(r"cargo build --locked --release -p unigate-sidecar\b", step), step
+    # The filter is built by scripts/build-wasm.sh itself (its Debian route), whose output is
+    # build/unigate.wasm.
+    assert "scripts/build-wasm.sh" in step
+    assert any(c.split()[0] == "scripts/build-wasm.sh" for c in dockerfile.steps("builder", "COPY"))
+    assert "out=build/unigate.wasm" in (REPO / "scripts" / "build-wasm.sh").read_text()
+
+
+def test_dockerfile_builder_keeps_crates_and_target_dir_in_cache_mounts(dockerfile):
+    step = _builder_build_step(dockerfile)
+    workdir = dockerfile.steps("builder", "WORKDIR")[-1].rstrip("/")
+    mounts = re.findall(r"--mount=type=cache,target=(\S+)", step)
+    assert f"{workdir}/target" in mounts, mounts
+    assert any(m.endswith("/.cargo/registry") for m in mounts), mounts
+    # A cache mount is not part of the image: the outputs are copied out of it.
+    assert "cp target/release/unigate /out/unigate" in step
+    assert "cp build/unigate.wasm /out/unigate.wasm" in step
 
 
 def test_dockerfile_runtime_holds_the_binary_and_the_filter_where_everyone_expects(dockerfile, envoy):
     (runtime,) = [n for n in dockerfile.stages if n != "builder"]
-    workdir = dockerfile.steps("builder", "WORKDIR")[-1].rstrip("/")
     copies = dockerfile.copies_from(runtime)
-    assert copies.get(BINARY_IN_IMAGE) == f"{workdir}/target/release/unigate", copies
-    assert copies.get(WASM_IN_IMAGE) == f"{workdir}/target/wasm32-wasip1/wasm/unigate.wasm", copies
+    assert copies.get(BINARY_IN_IMAGE) == "/out/unigate", copies
+    assert copies.get(WASM_IN_IMAGE) == "/out/unigate.wasm", copies
     # The path the image holds the filter at is the path envoy.yaml loads it from: the
     # volume handed to Envoy (compose, Kubernetes) is mounted at that directory.
     assert envoy.wasm_filename == WASM_IN_IMAGE
+
+
+def test_dockerfile_extra_ca_certs_reach_the_builder_only(dockerfile, compose):
+    # Building behind a TLS-intercepting proxy: an optional build argument, used by the
+    # builder stage and passed by Compose when set; the runtime image never sees it.
+    (runtime,) = [n for n in dockerfile.stages if n != "builder"]
+    assert "EXTRA_CA_CERTS=" in dockerfile.steps("builder", "ARG")
+    assert not any("EXTRA_CA_CERTS" in a for a in dockerfile.steps(runtime, "ARG"))
+    assert "EXTRA_CA_CERTS" not in dockerfile.args
+    assert "EXTRA_CA_CERTS" in compose["services"]["sidecar"]["build"]["args"]
 
 
 def test_dockerfile_runtime_is_slim_non_root_and_runs_the_sidecar(dockerfile):
@@ -343,23 +378,100 @@ def test_compose_envoy_image_is_the_tested_envoy(compose):
     assert envoy_image_version(_envoy_service(compose)["image"]) == _tested_envoy_version()
 
 
-def test_env_example_mentions_every_variable_compose_reads(compose):
+def _compose_text_without_comments(path: Path) -> str:
+    return "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#"))
+
+
+def test_env_example_mentions_every_variable_compose_reads():
     example = (REPO / ".env.example").read_text()
     mentioned = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.M))
-    text = "\n".join(l for l in COMPOSE.read_text().splitlines() if not l.lstrip().startswith("#"))
-    referenced = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
-    for svc in compose["services"].values():
-        env = svc.get("environment") or {}
-        if isinstance(env, dict):
-            referenced |= {k for k, v in env.items() if v is None}
+    referenced: set = set()
+    required: set = set()
+    for path in (COMPOSE, COMPOSE_S3):
+        text = _compose_text_without_comments(path)
+        referenced |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+        required |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text)) if path == COMPOSE else set()
+        for svc in _load(path)["services"].values():
+            env = svc.get("environment") or {}
+            if isinstance(env, dict):
+                referenced |= {k for k, v in env.items() if v is None}
+            args = (svc.get("build") or {}).get("args") or []
+            referenced |= {a for a in args if isinstance(a, str) and "=" not in a}
     missing = referenced - mentioned
     assert not missing, f".env.example does not mention {sorted(missing)}"
-    # Required variables are present uncommented, so `cp .env.example .env` shows them.
-    required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", text)) - {"MINIO_ROOT_PASSWORD"}
+    # Required variables of the stack are present uncommented, so `cp .env.example .env`
+    # shows them.
     for name in required:
         assert re.search(rf"^{name}=", example, re.M), f"{name} must be an uncommented line in .env.example"
     # Optional AWS variables are commented out: an empty value is not the same as unset.
     assert not re.search(r"^AWS_PROFILE=", example, re.M)
+
+
+# What Compose 1.29 (Debian's docker-compose) and Compose v2 both accept.
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> dict:
+    return json.loads(COMPOSE_SCHEMA.read_text())
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3, COMPOSE_TEST], ids=lambda p: p.name)
+def test_compose_files_follow_the_compose_specification(path, compose_schema):
+    import jsonschema
+
+    errors = sorted(
+        jsonschema.Draft7Validator(compose_schema).iter_errors(_load(path)),
+        key=lambda e: list(e.absolute_path),
+    )
+    assert not errors, "\n".join(f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_compose_schema_is_the_vendored_compose_specification(compose_schema):
+    # The test above is only as good as the schema: the Compose Specification's own, recent
+    # enough to know what Compose v2 added (depends_on.required, include, models).
+    assert compose_schema["title"] == "Compose Specification"
+    depends_on = compose_schema["definitions"]["service"]["properties"]["depends_on"]
+    assert "required" in json.dumps(depends_on)
+    assert {"include", "services", "volumes"} <= set(compose_schema["properties"])
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_S3, COMPOSE_TEST], ids=lambda p: p.name)
+def test_compose_files_use_nothing_compose_1_29_rejects(path):
+    doc = _load(path)
+    assert "include" not in doc and "name" not in doc, "top-level include/name need Compose v2"
+    for name, svc in doc["services"].items():
+        # Profiles: 1.29 cannot start a service that depends on one of an inactive profile
+        # (the S3 variant is an override file instead).
+        assert "profiles" not in svc, f"{name}: use an override file, not a profile"
+        deps = svc.get("depends_on") or {}
+        for dep, spec in (deps.items() if isinstance(deps, dict) else []):
+            assert set(spec) <= {"condition"}, f"{name}.depends_on.{dep}: only `condition` (1.29 rejects required/restart)"
+
+
+def test_compose_s3_override_puts_the_sidecars_files_in_minio():
+    s3 = _load(COMPOSE_S3)["services"]
+    sidecar = s3["sidecar"]
+    assert sidecar["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
+    assert "S3_FILES_BUCKET" in sidecar["environment"]
+    assert sidecar["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert set(s3) == {"sidecar", "minio", "minio-init"}
+    for port in s3["minio"].get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), port
+
+
+def test_compose_test_override_only_adds_fakes_and_test_ports(compose, envoy):
+    # make compose-test runs the file users run; its override may only point the stack at
+    # the fakes (a service, and an envoy.yaml rendered for them) and at test ports.
+    test = _load(COMPOSE_TEST)["services"]
+    assert set(test) == {"fakes", "envoy"}
+    assert set(test["envoy"]) == {"volumes"}
+    (mount,) = test["envoy"]["volumes"]
+    envoy_svc = _envoy_service(compose)
+    config_path = envoy_svc["command"][envoy_svc["command"].index("-c") + 1]
+    assert mount.rsplit(":", 2)[1:] == [config_path, "ro"]  # the source is ${...:?...}
+    for port in test["fakes"]["ports"]:
+        assert str(port).startswith("127.0.0.1:"), port
+    assert "network_mode" not in test["fakes"], "the fakes are reached on the compose network"
 
 
 # ----------------------------------------------------------------------------- Kubernetes
@@ -761,9 +873,9 @@ def test_iam_trust_policies_name_the_manifests_service_account(k8s):
 
 def test_operations_doc_lists_every_metric_and_access_log_field(envoy):
     ops = (REPO / "docs" / "operations.md").read_text()
-    metrics_rs = (REPO / "src" / "metrics.rs").read_text()
+    metrics_rs = (REPO / "core" / "src" / "flow" / "metrics.rs").read_text()
     names = re.findall(r'"(unigate\.[a-z_.]+)"', metrics_rs)
-    assert names, "no metric names found in src/metrics.rs"
+    assert names, "no metric names found in core/src/flow/metrics.rs"
     for name in names:
         assert name in ops, f"docs/operations.md does not mention {name}"
     for field in envoy.access_log_fields:

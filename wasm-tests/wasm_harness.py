@@ -85,15 +85,44 @@ def _cluster(name: str, port: int) -> dict:
     }
 
 
-# Envoy-generated local replies as OpenAI error JSON (HCM `local_reply_config`).
+# Envoy-generated local replies in the door's error shape (HCM `local_reply_config`): the filter
+# marks Messages and Bedrock-runtime requests with x-unigate-door; everything else gets OpenAI's.
+_FLAGS = ["UF", "UR", "UC", "URX", "UH", "UT", "UO", "UPE", "NR", "DC", "UMSDR", "OM", "DF", "SI"]
+
+
+def _door(value: str) -> dict:
+    return {
+        "and_filter": {
+            "filters": [
+                {"response_flag_filter": {"flags": _FLAGS}},
+                {"header_filter": {"header": {"name": "x-unigate-door", "string_match": {"exact": value}}}},
+            ]
+        }
+    }
+
+
 LOCAL_REPLY_CONFIG = {
     "mappers": [
         {
-            "filter": {
-                "response_flag_filter": {
-                    "flags": ["UF", "UR", "UC", "URX", "UH", "UT", "UO", "UPE", "NR", "DC", "UMSDR", "OM", "DF", "SI"]
-                }
+            "filter": _door("messages"),
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": "%LOCAL_REPLY_BODY%", "code": "%RESPONSE_CODE_DETAILS%"},
+                },
             },
+        },
+        {
+            "filter": _door("bedrock"),
+            "headers_to_add": [{"header": {"key": "x-amzn-errortype", "value": "ServiceUnavailableException"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {"message": "%LOCAL_REPLY_BODY%"},
+            },
+        },
+        {
+            "filter": {"response_flag_filter": {"flags": _FLAGS}},
             "body_format_override": {
                 "content_type": "application/json",
                 "json_format": {
@@ -105,7 +134,7 @@ LOCAL_REPLY_CONFIG = {
                     }
                 },
             },
-        }
+        },
     ]
 }
 

@@ -16,8 +16,17 @@ def put(target, data):
         f.write(data)
 
 
-for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")):
-    put("request_plan", json.dumps(json.load(open(f))["request"]).encode())
+# request_plan's first byte picks the door (see fuzz_targets/request_plan.rs: DOORS).
+DOOR_SELECTOR = {"chat": 0, "messages": 1, "count_tokens": 2, "embeddings": 3}
+for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")) + glob.glob(
+        os.path.join(CORE, "tests/golden/embeddings/*.json")):
+    case = json.load(open(f))
+    door = case.get("door") or ("embeddings" if "/embeddings/" in f else "chat")
+    body = json.dumps(case["request"]).encode()
+    put("request_plan", bytes([DOOR_SELECTOR[door]]) + body)
+    if door == "messages":
+        for selector in (4, 5, 12, 13):  # the Bedrock runtime door, several path models
+            put("request_plan", bytes([selector]) + body)
 for f in glob.glob(os.path.join(CORE, "tests/golden/response/*.json")):
     ub = json.load(open(f))["upstream_body"]
     body = (ub if isinstance(ub, str) else json.dumps(ub)).encode()

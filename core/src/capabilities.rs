@@ -19,6 +19,8 @@ pub struct Capabilities {
     pub vision: bool,
     /// Document input.
     pub documents: bool,
+    /// `toolResult.status` in Converse (Amazon Nova and Claude only).
+    pub tool_result_status: bool,
 }
 
 const ALL: Capabilities = Capabilities {
@@ -27,6 +29,7 @@ const ALL: Capabilities = Capabilities {
     tool_choice: true,
     vision: true,
     documents: true,
+    tool_result_status: false,
 };
 
 const TEXT_CHAT: Capabilities = Capabilities {
@@ -35,12 +38,23 @@ const TEXT_CHAT: Capabilities = Capabilities {
     tool_choice: false,
     vision: false,
     documents: true,
+    tool_result_status: false,
 };
 
 /// Capabilities of a Bedrock model id (geo prefixes and ARNs allowed).
 pub fn for_model(model: &str) -> Capabilities {
     let id = base_model_id(model);
     let has = |p: &str| id.starts_with(p);
+    let mut caps = family(id, &has);
+    // Converse's `toolResult.status` is only for Nova and Claude 3 and later.
+    caps.tool_result_status = (has("anthropic.claude-")
+        && !has("anthropic.claude-v2")
+        && !has("anthropic.claude-instant"))
+        || has("amazon.nova");
+    caps
+}
+
+fn family(id: &str, has: &dyn Fn(&str) -> bool) -> Capabilities {
     if has("anthropic.") {
         if has("anthropic.claude-v2") || has("anthropic.claude-instant") {
             return Capabilities {
@@ -66,6 +80,7 @@ pub fn for_model(model: &str) -> Capabilities {
             tool_choice: false,
             vision: false,
             documents: false,
+            tool_result_status: false,
         };
     }
     if has("amazon.nova-micro") {
@@ -106,6 +121,7 @@ pub fn for_model(model: &str) -> Capabilities {
             tool_choice: false,
             vision: false,
             documents: true,
+            tool_result_status: false,
         };
     }
     if has("deepseek.r1") {
@@ -143,6 +159,10 @@ mod tests {
         assert!(!for_model("mistral.mixtral-8x7b-instruct-v0:1").system);
         assert!(for_model("mistral.mistral-large-2407-v1:0").tool_choice);
         assert!(!for_model("cohere.command-r-plus-v1:0").tool_choice);
+        assert!(for_model("us.amazon.nova-pro-v1:0").tool_result_status);
+        assert!(for_model("anthropic.claude-3-haiku-20240307-v1:0").tool_result_status);
+        assert!(!for_model("us.meta.llama3-3-70b-instruct-v1:0").tool_result_status);
+        assert!(!for_model("mistral.mistral-large-2407-v1:0").tool_result_status);
         assert!(!for_model("us.deepseek.r1-v1:0").tools);
         assert_eq!(for_model("newvendor.model-v1:0"), ALL);
     }

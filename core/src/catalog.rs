@@ -71,6 +71,15 @@ pub fn default_models() -> Vec<ModelEntry> {
         ("openai.gpt-oss-120b-1:0", 1_754_352_000),
         ("openai.gpt-oss-20b-1:0", 1_754_352_000),
         ("qwen.qwen3-32b-v1:0", 1_758_153_600),
+        // Embedding models (POST /v1/embeddings).
+        ("text-embedding-3-small", 1_705_948_997),
+        ("text-embedding-3-large", 1_705_953_180),
+        ("text-embedding-ada-002", 1_671_217_299),
+        ("amazon.titan-embed-text-v2:0", 1_714_089_600),
+        ("amazon.titan-embed-text-v1", 1_695_772_800),
+        ("cohere.embed-english-v3", 1_700_000_000),
+        ("cohere.embed-multilingual-v3", 1_700_000_000),
+        ("cohere.embed-v4:0", 1_745_366_400),
     ];
     rows.iter()
         .map(|(id, created)| ModelEntry {

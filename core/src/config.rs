@@ -87,6 +87,13 @@ pub struct PluginConfig {
     pub models: Vec<ModelEntry>,
     /// Serve only `models` (and aliases) instead of extending the default catalog.
     pub replace_default_models: bool,
+    /// Most texts in one `/v1/embeddings` request for a Bedrock model (Titan embeds one text per
+    /// call, Cohere 96).
+    pub max_embedding_inputs: usize,
+    /// Bedrock embeddings calls one request keeps in flight at most.
+    pub embedding_concurrency: usize,
+    /// Timeout of each Bedrock embeddings call.
+    pub embedding_timeout_ms: u64,
     /// Anthropic beta flags passed to Claude on Bedrock, per model (first match wins);
     /// replaces the built-in table when given.
     pub anthropic_betas: Option<Vec<crate::formats::anthropic::betas::BetaRule>>,
@@ -145,6 +152,9 @@ impl Default for PluginConfig {
             aliases: BTreeMap::new(),
             models: Vec::new(),
             replace_default_models: false,
+            max_embedding_inputs: 256,
+            embedding_concurrency: 8,
+            embedding_timeout_ms: 30_000,
             anthropic_betas: None,
         }
     }

@@ -5,6 +5,7 @@
 //! Adding a door means a variant here, its row in each method below, and its path in
 //! `endpoints::classify`.
 
+use crate::formats::bedrock_runtime::BedrockOp;
 use crate::formats::Format;
 use crate::ir::Operation;
 
@@ -20,6 +21,11 @@ pub enum Door {
     CountTokens,
     /// `POST /v1/responses`: the OpenAI Responses API, stateless (Codex, the Agents SDK).
     Responses,
+    /// `POST /model/{modelId}/{operation}`: Bedrock's own runtime API (AWS SDKs, Claude Code's
+    /// Bedrock mode), relayed unchanged and re-signed with the gateway's credentials.
+    Bedrock(BedrockOp),
+    /// `POST /v1/embeddings`: OpenAI's Embeddings API, for OpenAI and Bedrock embedding models.
+    Embeddings,
 }
 
 impl Door {
@@ -30,6 +36,8 @@ impl Door {
             Door::Messages => "messages",
             Door::CountTokens => "count_tokens",
             Door::Responses => "responses",
+            Door::Bedrock(_) => "bedrock",
+            Door::Embeddings => "embeddings",
         }
     }
 
@@ -38,6 +46,8 @@ impl Door {
         match self {
             Door::Chat | Door::Messages | Door::Responses => Operation::Chat,
             Door::CountTokens => Operation::CountTokens,
+            Door::Bedrock(_) => Operation::Native,
+            Door::Embeddings => Operation::Embeddings,
         }
     }
 
@@ -47,6 +57,8 @@ impl Door {
             Door::Chat => None,
             Door::Messages | Door::CountTokens => Some(Format::Anthropic),
             Door::Responses => Some(Format::Responses),
+            Door::Bedrock(_) => Some(Format::BedrockRuntime),
+            Door::Embeddings => Some(Format::OpenaiEmbeddings),
         }
     }
 
@@ -56,6 +68,8 @@ impl Door {
             Door::Chat => Format::OpenaiChat,
             Door::Messages | Door::CountTokens => Format::Anthropic,
             Door::Responses => Format::Responses,
+            Door::Bedrock(_) => Format::BedrockRuntime,
+            Door::Embeddings => Format::OpenaiEmbeddings,
         }
     }
 

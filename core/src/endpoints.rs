@@ -5,6 +5,7 @@ use crate::catalog::Catalog;
 use crate::config::Gateway;
 use crate::doors::Door;
 use crate::error::GatewayError;
+use crate::formats::bedrock_runtime::BedrockOp;
 use crate::response::ClientResponse;
 use serde_json::json;
 
@@ -23,6 +24,17 @@ pub enum Endpoint {
     Providers,
     /// A front door (`POST /v1/chat/completions`, …): planned and sent upstream.
     Door(Door),
+    /// `POST /model/{modelId}/{operation}`: the Bedrock runtime door, with the model id from
+    /// the path (percent-decoded once).
+    Bedrock {
+        /// The operation.
+        op: BedrockOp,
+        /// The model id.
+        model: String,
+    },
+    /// `GET /inference-profiles` (a Bedrock control-plane call Claude Code's Bedrock mode
+    /// makes first): answered with an empty list.
+    InferenceProfiles,
     /// `/v1/files…`, served by the sidecar.
     Files,
     /// A known path with the wrong method.
@@ -46,6 +58,8 @@ impl Endpoint {
             Endpoint::Model(_) => "model",
             Endpoint::Providers => "providers",
             Endpoint::Door(d) => d.name(),
+            Endpoint::Bedrock { .. } => "bedrock",
+            Endpoint::InferenceProfiles => "inference_profiles",
             Endpoint::Files => "files",
             Endpoint::WrongMethod => "wrong_method",
             Endpoint::Unknown => "unknown",
@@ -84,6 +98,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The operation and model id of a Bedrock runtime path `/model/{modelId}/{operation}`. The
+/// id may be percent-encoded (boto3: `%3A`, `%2F`) or raw (the Anthropic SDKs send `:` as is;
+/// a raw ARN spans several segments); it is decoded once.
+pub fn bedrock_path(path: &str) -> Option<(BedrockOp, String)> {
+    let rest = path.strip_prefix("/model/")?;
+    let (model, op) = rest.rsplit_once('/')?;
+    let op = BedrockOp::parse(op)?;
+    (!model.is_empty()).then(|| (op, percent_decode(model)))
+}
+
 /// The door whose error envelope a path's errors use when the path is not a door itself (a
 /// wrong method on `/v1/messages` is still an Anthropic client's error).
 pub fn door_of_path(path: &str) -> Door {
@@ -91,6 +115,8 @@ pub fn door_of_path(path: &str) -> Door {
         Door::Messages
     } else if path == "/v1/responses" || path.starts_with("/v1/responses/") {
         Door::Responses
+    } else if path.starts_with("/model/") || path.starts_with("/inference-profiles") {
+        Door::Bedrock(BedrockOp::Invoke)
     } else {
         Door::Chat
     }
@@ -140,6 +166,13 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
                 Endpoint::WrongMethod
             }
         }
+        "/v1/embeddings" => {
+            if method == "POST" {
+                Endpoint::Door(Door::Embeddings)
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
         "/v1/messages" | "/v1/messages/count_tokens" => {
             if method == "POST" {
                 Endpoint::Door(if path == "/v1/messages" {
@@ -159,6 +192,18 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
             }
         }
         p if p == "/v1/files" || p.starts_with("/v1/files/") => Endpoint::Files,
+        "/inference-profiles" => {
+            if get {
+                Endpoint::InferenceProfiles
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        p if p.starts_with("/model/") => match bedrock_path(p) {
+            Some((op, model)) if method == "POST" => Endpoint::Bedrock { op, model },
+            Some(_) => Endpoint::WrongMethod,
+            None => Endpoint::Unknown,
+        },
         p => match p.strip_prefix("/v1/models/") {
             Some(id) if !id.is_empty() => {
                 if get {
@@ -201,31 +246,34 @@ pub fn health(gw: &Gateway, chat: bool) -> ClientResponse {
     json_response(200, body)
 }
 
-/// `GET /v1/providers`: each provider and whether it is configured.
+/// `GET /v1/providers`: each provider and whether it is configured (no upstream addresses:
+/// clients have no use for them).
 pub fn providers(gw: &Gateway) -> ClientResponse {
     let data = json!([
         {
             "id": "openai",
             "object": "provider",
             "configured": gw.openai.is_some(),
-            "base_url": format!("{}://{}{}", gw.openai_url.scheme, gw.openai_url.authority, gw.openai_url.path),
         },
         {
             "id": "bedrock",
             "object": "provider",
             "configured": gw.bedrock.is_some(),
             "region": gw.bedrock.as_ref().map(|b| b.region.clone()),
-            "endpoint": gw.bedrock.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
         },
         {
             "id": "bedrock-agent",
             "object": "provider",
             "configured": gw.bedrock_agent.is_some(),
             "region": gw.bedrock_agent.as_ref().map(|b| b.region.clone()),
-            "endpoint": gw.bedrock_agent.as_ref().map(|b| format!("{}://{}", b.url.scheme, b.url.authority)),
         },
     ]);
     json_response(200, json!({"object": "list", "data": data}))
+}
+
+/// `GET /inference-profiles`: the gateway routes by model id and has no profiles to list.
+pub fn inference_profiles() -> ClientResponse {
+    json_response(200, json!({"inferenceProfileSummaries": []}))
 }
 
 /// `GET /v1/models`: the catalog, limited to what the key may use.
@@ -241,11 +289,19 @@ pub fn models(gw: &Gateway, client: Option<&crate::auth::ClientKey>) -> ClientRe
     json_response(200, list)
 }
 
-/// `GET /v1/models/{id}`: the catalog entry, or a routed model not listed in the catalog.
-pub fn model(gw: &Gateway, id: &str) -> Result<ClientResponse, GatewayError> {
+/// `GET /v1/models/{id}`: the catalog entry, when the key may use the model (as in
+/// `/v1/models`, a model the key may not use does not exist for it).
+pub fn model(
+    gw: &Gateway,
+    id: &str,
+    client: Option<&crate::auth::ClientKey>,
+) -> Result<ClientResponse, GatewayError> {
+    let resolved = gw.router.aliases().get(id).map_or(id, String::as_str);
     match gw.catalog.get(id) {
-        Some(entry) => Ok(json_response(200, Catalog::model_value(entry))),
-        None => Err(GatewayError::model_not_found(id)),
+        Some(entry) if client.is_none_or(|k| k.model_allowed(id, resolved)) => {
+            Ok(json_response(200, Catalog::model_value(entry)))
+        }
+        _ => Err(GatewayError::model_not_found(id)),
     }
 }
 
@@ -287,6 +343,33 @@ mod tests {
         // Stored responses do not exist here: retrieving one is an unknown endpoint.
         assert_eq!(classify("GET", "/v1/responses/resp_1"), Endpoint::Unknown);
         assert_eq!(door_of_path("/v1/responses/resp_1"), Door::Responses);
+        assert_eq!(
+            classify(
+                "POST",
+                "/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream"
+            ),
+            Endpoint::Bedrock {
+                op: BedrockOp::InvokeStream,
+                model: "us.anthropic.claude-sonnet-4-20250514-v1:0".into()
+            }
+        );
+        assert_eq!(
+            classify(
+                "POST",
+                "/model/arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3-haiku-v1:0/converse"
+            ),
+            Endpoint::Bedrock {
+                op: BedrockOp::Converse,
+                model: "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3-haiku-v1:0"
+                    .into()
+            }
+        );
+        assert_eq!(classify("POST", "/model/x/explode"), Endpoint::Unknown);
+        assert_eq!(classify("GET", "/model/x/invoke"), Endpoint::WrongMethod);
+        assert_eq!(
+            classify("GET", "/inference-profiles"),
+            Endpoint::InferenceProfiles
+        );
         assert_eq!(
             classify("GET", "/v1/chat/completions"),
             Endpoint::WrongMethod

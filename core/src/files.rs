@@ -57,10 +57,26 @@ pub fn sidecar_request(ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "file_ids": ids })).unwrap_or_default()
 }
 
-/// The `file_ids` of a chat request body (empty when absent).
+/// The `file_ids` of a chat request body (empty when absent). Only `file_ids` is read (the
+/// rest is skipped without building values); a body that does not parse gets the full
+/// parser's error.
 pub fn requested(body: &[u8]) -> Result<Vec<String>, GatewayError> {
-    let obj = json::parse_object(body)?;
-    requested_in(&obj)
+    #[derive(Deserialize)]
+    struct FileIdsOnly {
+        file_ids: Option<Value>,
+    }
+    match serde_json::from_slice::<FileIdsOnly>(body) {
+        Ok(FileIdsOnly { file_ids: None })
+        | Ok(FileIdsOnly {
+            file_ids: Some(Value::Null),
+        }) => Ok(Vec::new()),
+        Ok(FileIdsOnly { file_ids: Some(v) }) => {
+            let mut obj = Object::new();
+            obj.insert("file_ids".into(), v);
+            requested_in(&obj)
+        }
+        Err(_) => requested_in(&json::parse_object(body)?),
+    }
 }
 
 /// The `file_ids` of a parsed chat request.

@@ -13,6 +13,10 @@ pub enum Operation {
     Chat,
     /// Count the input tokens of a chat request.
     CountTokens,
+    /// The upstream's own API, relayed as the client called it (the Bedrock runtime door).
+    Native,
+    /// Turn texts into embedding vectors.
+    Embeddings,
 }
 
 impl Operation {
@@ -21,6 +25,8 @@ impl Operation {
         match self {
             Operation::Chat => "chat",
             Operation::CountTokens => "count_tokens",
+            Operation::Native => "native",
+            Operation::Embeddings => "embeddings",
         }
     }
 }
@@ -459,4 +465,34 @@ pub struct ResponseMeta {
     pub legacy_functions: bool,
     /// What the answer repeats from the request.
     pub echo: ClientEcho,
+}
+
+/// How a client wants embedding vectors written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingEncoding {
+    /// JSON arrays of numbers.
+    #[default]
+    Float,
+    /// Base64 of the little-endian IEEE-754 float32 bytes (what OpenAI sends).
+    Base64,
+}
+
+/// An embeddings request in canonical form.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EmbeddingsRequest {
+    /// The model id as the client sent it.
+    pub model: String,
+    /// The texts, in order.
+    pub inputs: Vec<String>,
+    /// Output encoding.
+    pub encoding: EmbeddingEncoding,
+    /// Requested vector size.
+    pub dimensions: Option<u32>,
+    /// End-user identifier.
+    pub user: Option<String>,
+    /// Cohere's `input_type` (`search_document`, `search_query`, `classification`,
+    /// `clustering`).
+    pub input_type: Option<String>,
+    /// Cohere's `truncate`.
+    pub truncate: Option<String>,
 }

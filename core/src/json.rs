@@ -7,14 +7,52 @@ use std::fmt::Display;
 /// A JSON object as decoded from a request body.
 pub type Object = Map<String, Value>;
 
-/// Parses a request body into a JSON object, or explains why it is not one.
+/// JSON values a request body of `len` bytes may hold: a value tree costs a few dozen bytes
+/// per value whatever its text, so bodies of many tiny values (`[0,0,0,…]`) would cost far
+/// more memory than their size. Real requests (text, images as base64, tool schemas) stay
+/// well below one value per 12 bytes.
+pub fn value_limit(len: usize) -> u64 {
+    u64::try_from(len / 12)
+        .unwrap_or(u64::MAX)
+        .saturating_add(20_000)
+}
+
+/// Parses a request body into a JSON object, or explains why it is not one. The tree is built
+/// with a bound on its number of values ([`value_limit`]), and duplicate top-level keys are
+/// refused (which one would an upstream read?).
 pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(GatewayError::bad_request(
             "The request body is empty; expected a JSON object.",
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let budget = std::cell::Cell::new(value_limit(body.len()));
+    let duplicate = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        bounded::TopLevel {
+            budget: &budget,
+            duplicate: &duplicate,
+        },
+        &mut de,
+    )
+    .and_then(|v| de.end().map(|()| v));
+    if let Some(key) = duplicate.into_inner() {
+        return Err(GatewayError::invalid(
+            &key,
+            format!("The key `{key}` appears more than once in the request body."),
+        )
+        .with_code("duplicate_key"));
+    }
+    if budget.get() == 0 {
+        return Err(GatewayError::bad_request(format!(
+            "The request body holds too many JSON values (at most {} for a body of {} bytes).",
+            value_limit(body.len()),
+            body.len()
+        ))
+        .with_code("body_too_complex"));
+    }
+    let value = parsed.map_err(|e| {
         let detail = if e.is_eof() {
             "unexpected end of input".to_string()
         } else {
@@ -32,6 +70,175 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
             type_name(&other)
         ))
         .with_code("invalid_json")),
+    }
+}
+
+/// A value-tree builder that counts what it builds and stops at a budget.
+mod bounded {
+    use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+    use std::cell::{Cell, RefCell};
+    use std::fmt;
+
+    /// One value, counted against `budget` (0 = exhausted).
+    #[derive(Clone, Copy)]
+    pub struct Bounded<'b> {
+        pub budget: &'b Cell<u64>,
+    }
+
+    impl Bounded<'_> {
+        fn take<E: Error>(&self) -> Result<(), E> {
+            match self.budget.get() {
+                0 => Err(E::custom("too many values")),
+                n => {
+                    self.budget.set(n - 1);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Bounded<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            self.take()?;
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            self.take()?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(self)? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.take()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(self)?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    /// The body's top level: a bounded value whose duplicate keys are noted.
+    pub struct TopLevel<'b> {
+        pub budget: &'b Cell<u64>,
+        pub duplicate: &'b RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+        type Value = Value;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for TopLevel<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let inner = Bounded {
+                budget: self.budget,
+            };
+            inner.take()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    *self.duplicate.borrow_mut() = Some(k);
+                    return Err(A::Error::custom("duplicate key"));
+                }
+                let v = map.next_value_seed(inner)?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
+        }
+
+        // Anything else parses as a bounded value (and is refused as "not an object").
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+            Bounded {
+                budget: self.budget,
+            }
+            .visit_seq(seq)
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
     }
 }
 
@@ -265,6 +472,44 @@ mod tests {
             .message
             .contains("a string"));
         assert!(parse_object(b"{}").is_ok());
+    }
+
+    #[test]
+    fn duplicate_top_level_keys_are_refused() {
+        let e =
+            parse_object(br#"{"model":"gpt-4o","messages":[],"model":"gpt-4o-mini"}"#).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (400, Some("model")));
+        assert_eq!(e.code.as_deref(), Some("duplicate_key"));
+        // Nested duplicates are the upstream's business (JSON allows them; last wins).
+        assert!(parse_object(br#"{"a":{"b":1,"b":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn bodies_of_many_tiny_values_are_refused_before_they_cost_memory() {
+        let n = 200_000;
+        let mut body = b"{\"model\":\"m\",\"x\":[".to_vec();
+        for i in 0..n {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.push(b'0');
+        }
+        body.extend_from_slice(b"]}");
+        assert!(value_limit(body.len()) < n);
+        let e = parse_object(&body).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("body_too_complex"));
+        // The same number of values with realistic text is fine.
+        let text = format!(
+            "{{\"t\":[{}]}}",
+            vec!["\"a sentence of some words\""; 50_000].join(",")
+        );
+        assert!(parse_object(text.as_bytes()).is_ok());
+        // Deep nesting stays a plain invalid-JSON 400 (serde's recursion limit).
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            parse_object(deep.as_bytes()).unwrap_err().code.as_deref(),
+            Some("invalid_json")
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub fn error_response(err: &GatewayError, target: Format) -> ClientResponse {
     if let Some(s) = err.retry_after {
         headers.push(("retry-after", s.to_string()));
     }
+    if let Some(c) = formats::client(target) {
+        headers.extend(c.error_headers(err));
+    }
     ClientResponse {
         status: formats::client(target).map_or(err.status, |c| c.error_status(err)),
         headers,

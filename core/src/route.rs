@@ -238,6 +238,23 @@ pub fn bedrock_format_for(model: &str) -> Format {
     }
 }
 
+/// Refuses model ids that are not ids: empty, dot segments (`.`, `..`, `a/../b`) or control
+/// characters. They would otherwise reach an upstream path raw (and fail its signature there,
+/// blamed on the gateway's credentials).
+pub fn check_model_id(model: &str) -> Result<(), GatewayError> {
+    let bad = model.is_empty()
+        || model.split('/').any(|seg| seg == "." || seg == "..")
+        || model.chars().any(char::is_control);
+    if bad {
+        return Err(GatewayError::invalid(
+            "model",
+            format!("`{}` is not a valid model id.", model.escape_debug()),
+        )
+        .with_code("invalid_model_id"));
+    }
+    Ok(())
+}
+
 /// Whether a model id names an embedding model (OpenAI's `text-embedding-*`, Titan and
 /// Cohere embeddings on Bedrock, ARNs and geography prefixes allowed).
 pub fn is_embedding_model(model: &str) -> bool {
@@ -246,6 +263,37 @@ pub fn is_embedding_model(model: &str) -> bool {
         || base.starts_with("amazon.titan-embed")
         || base.starts_with("amazon.nova-embed")
         || base.starts_with("cohere.embed")
+}
+
+/// Where an embeddings request goes: OpenAI's `/embeddings`, or Titan / Cohere embeddings on
+/// Bedrock. Chat models get a 400 naming the right endpoint.
+fn embeddings_route(
+    model: &str,
+    model_id: String,
+    provider: Provider,
+) -> Result<Route, GatewayError> {
+    let base = base_model_id(&model_id);
+    let format = match provider {
+        Provider::Openai if is_embedding_model(&model_id) => Some(Format::OpenaiEmbeddings),
+        Provider::Bedrock if base.starts_with("amazon.titan-embed-text") => {
+            Some(Format::TitanEmbed)
+        }
+        Provider::Bedrock if base.starts_with("cohere.embed") => Some(Format::CohereEmbed),
+        _ => None,
+    };
+    match format {
+        Some(format) => Ok(Route { model_id, format }),
+        None if is_embedding_model(&model_id) => Err(GatewayError::invalid(
+            "model",
+            format!("The embedding model `{model}` is not supported by this gateway; use Titan Text Embeddings, Cohere Embed or an OpenAI embedding model."),
+        )
+        .with_code("unsupported_for_model")),
+        None => Err(GatewayError::invalid(
+            "model",
+            format!("The model `{model}` is a chat model; send it to POST /v1/chat/completions."),
+        )
+        .with_code("wrong_endpoint")),
+    }
 }
 
 /// The result of routing one request.
@@ -296,6 +344,9 @@ impl Router {
             (None, Some(p)) => (p, None),
             (None, None) => return Err(GatewayError::model_not_found(model)),
         };
+        if operation == Operation::Embeddings {
+            return embeddings_route(model, model_id, provider);
+        }
         let format = api.unwrap_or(match provider {
             Provider::Openai => Format::OpenaiChat,
             Provider::Bedrock => bedrock_format_for(&model_id),
@@ -417,6 +468,25 @@ mod tests {
             assert!(e.message.contains("/v1/embeddings"));
         }
         assert!(!is_embedding_model("amazon.nova-pro-v1:0"));
+        let r = router();
+        let e = |m: &str| r.route(m, None, Operation::Embeddings);
+        assert_eq!(
+            e("amazon.titan-embed-text-v2:0").unwrap().format,
+            Format::TitanEmbed
+        );
+        assert_eq!(
+            e("cohere.embed-multilingual-v3").unwrap().format,
+            Format::CohereEmbed
+        );
+        assert_eq!(
+            e("text-embedding-3-small").unwrap().format,
+            Format::OpenaiEmbeddings
+        );
+        let err = e("gpt-4o").unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("wrong_endpoint"));
+        assert!(err.message.contains("/v1/chat/completions"));
+        assert_eq!(e("amazon.nova-pro-v1:0").unwrap_err().status, 400);
+        assert_eq!(e("nope").unwrap_err().status, 404);
     }
 
     #[test]

@@ -86,6 +86,20 @@ pub fn bedrock_error_name(header: Option<&str>, body: &[u8]) -> Option<String> {
     })
 }
 
+/// AWS error names that mean the caller's credentials or signature were refused (for the
+/// gateway's upstream calls: the gateway's own credentials).
+pub fn is_credential_error(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "unrecognizedclientexception"
+            | "invalidsignatureexception"
+            | "expiredtokenexception"
+            | "incompletesignatureexception"
+            | "missingauthenticationtokenexception"
+            | "signaturedoesnotmatch"
+    )
+}
+
 /// Maps a Bedrock error response (HTTP status, `x-amzn-errortype`, body) to the client error.
 pub fn from_bedrock(status: u16, error_type: Option<&str>, body: &[u8]) -> GatewayError {
     let name = bedrock_error_name(error_type, body).unwrap_or_default();

@@ -228,7 +228,7 @@ fn the_first_bedrock_request_fetches_credentials_from_the_sidecar() {
         serde_json::to_vec(&json!({"access_key_id": "AKIDFROMSIDECAR", "secret_access_key": "s", "session_token": null, "expires_at": host.now_unix + 3600})).unwrap(),
     );
     let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 3, n);
+    flow.on_callout_response(&mut host, 1, 3, n);
     assert_eq!(host.resumes, 1);
     assert_eq!(
         host.request_header(":path"),
@@ -262,7 +262,7 @@ fn sidecar_failures_are_clear_5xx_errors() {
     let mut flow = HttpFlow::new(1, Some(gateway()), None);
     send(&mut flow, &mut host);
     host.callout = (None, Vec::new());
-    flow.on_callout_response(&mut host, 0, 0);
+    flow.on_callout_response(&mut host, 1, 0, 0);
     let reply = host.reply.unwrap();
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json()["error"]["code"], "sidecar_unavailable");
@@ -290,7 +290,7 @@ fn file_ids_are_fetched_for_the_keys_owner_and_put_in_the_prompt() {
         serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
     );
     let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 3, n);
+    flow.on_callout_response(&mut host, 1, 3, n);
     assert_eq!(host.resumes, 1);
     let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
     assert!(sent.get("file_ids").is_none());
@@ -711,6 +711,492 @@ fn count_tokens_uses_bedrocks_counter_for_claude() {
     let out = answer(&mut flow, &mut host, 200, &json!({"inputTokens": 7}));
     assert_eq!(out, Action::Continue);
     assert_eq!(host.response_body, br#"{"input_tokens":7}"#);
+}
+
+/// A Bedrock runtime call as boto3 makes it with a bearer token: no content-type.
+fn bedrock_call(path: &str, body: &[u8], extra: &[(&str, &str)]) -> MockHost {
+    let len = body.len().to_string();
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "gateway"),
+        ("authorization", "Bearer test-key"),
+        ("content-length", len.as_str()),
+        ("x-amz-security-token", "client-session-token"),
+        ("x-amz-date", "20260101T000000Z"),
+        ("amz-sdk-invocation-id", "abc"),
+    ];
+    headers.extend_from_slice(extra);
+    MockHost::request(&headers, body)
+}
+
+#[test]
+fn bedrock_runtime_calls_are_relayed_and_re_signed() {
+    let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = bedrock_call(
+        "/model/claude-3-haiku/invoke",
+        body,
+        &[("x-amzn-bedrock-trace", "ENABLED")],
+    );
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    // The alias resolved in the path; the body byte for byte.
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke")
+    );
+    assert_eq!(host.request_body, body);
+    let auth = host.request_header("authorization").unwrap();
+    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDFLOWTEST/"));
+    assert_eq!(
+        host.request_header("x-amz-security-token"),
+        Some("flow-session-token")
+    );
+    assert_eq!(host.request_header("x-amzn-bedrock-trace"), Some("ENABLED"));
+    assert_eq!(
+        host.request_header("content-type"),
+        Some("application/json")
+    );
+    // The answer goes back untouched; usage comes from Bedrock's headers.
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/json"),
+        ("x-amzn-bedrock-input-token-count", "11"),
+        ("x-amzn-bedrock-output-token-count", "4"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    host.response_body = br#"{"id":"msg_bdrk_1","content":[]}"#.to_vec();
+    assert_eq!(flow.on_response_body(&mut host, 31, true), Action::Continue);
+    assert_eq!(host.response_body, br#"{"id":"msg_bdrk_1","content":[]}"#);
+    assert_eq!(host.properties["unigate.total_tokens"], b"15");
+    flow.on_log(&mut host);
+    assert_eq!(
+        host.counter("unigate.chat.bedrock.anthropic_claude-3-haiku-20240307-v1_0.200"),
+        1
+    );
+}
+
+#[test]
+fn bedrock_runtime_streams_pass_frame_for_frame_with_usage_read() {
+    let body = br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = bedrock_call(
+        "/model/us.anthropic.claude-sonnet-4-20250514-v1:0/invoke-with-response-stream",
+        body,
+        &[],
+    );
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream")
+    );
+    assert_eq!(
+        host.request_header("accept"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    assert_eq!(
+        host.response_header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    let frames = [
+        claude_chunk(
+            &json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        ),
+        claude_chunk(
+            &json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 3, "outputTokenCount": 2}}),
+        ),
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        host.response_body = f.clone();
+        flow.on_response_body(&mut host, f.len(), i == 1);
+        assert_eq!(&host.response_body, f, "frames pass unchanged");
+    }
+    assert_eq!(host.properties["unigate.total_tokens"], b"5");
+}
+
+#[test]
+fn bedrock_runtime_errors_are_aws_errors() {
+    let ok_body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+    let gw = gateway_with(
+        json!({"aws_region": "us-east-1", "api_keys": [{"key": "nova-only", "models": ["amazon.nova-*"]}]}),
+    );
+    let cases: Vec<(&str, &[u8], &str, u16, &str)> = vec![
+        (
+            "/model/amazon.nova-lite-v1:0/converse",
+            ok_body,
+            "Bearer wrong",
+            403,
+            "UnrecognizedClientException",
+        ),
+        (
+            "/model/claude-3-haiku/converse",
+            ok_body,
+            "Bearer nova-only",
+            403,
+            "AccessDeniedException",
+        ),
+        (
+            "/model/no-such-model/converse",
+            ok_body,
+            "Bearer nova-only",
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            "/model/gpt-4o/converse",
+            ok_body,
+            "Bearer test-key",
+            404,
+            "ResourceNotFoundException",
+        ),
+        (
+            "/model/amazon.nova-lite-v1:0/converse",
+            b"{not json",
+            "Bearer nova-only",
+            400,
+            "ValidationException",
+        ),
+        (
+            "/model/../converse",
+            ok_body,
+            "Bearer test-key",
+            400,
+            "ValidationException",
+        ),
+    ];
+    for (path, body, auth, status, name) in cases {
+        let mut host = bedrock_call(path, body, &[]);
+        host.request_headers.retain(|(k, _)| k != "authorization");
+        host.request_headers
+            .push(("authorization".into(), auth.into()));
+        with_credentials(&mut host);
+        let g = if auth == "Bearer test-key" {
+            gateway()
+        } else {
+            gw.clone()
+        };
+        let mut flow = HttpFlow::new(1, Some(g), None);
+        send(&mut flow, &mut host);
+        let r = host
+            .reply
+            .clone()
+            .unwrap_or_else(|| panic!("{path}: no local reply"));
+        assert_eq!(r.status, status, "{path} {auth}");
+        assert_eq!(r.header("x-amzn-errortype"), Some(name), "{path} {auth}");
+        assert!(r.json()["message"].is_string(), "{path}");
+        assert!(host.dispatches.is_empty());
+    }
+}
+
+#[test]
+fn bedrock_runtime_relays_bedrock_errors_but_not_credential_failures() {
+    let body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#;
+    // Throttling: relayed exactly as Bedrock sent it.
+    let mut host = bedrock_call("/model/amazon.nova-lite-v1:0/converse", body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "429"),
+        (
+            "x-amzn-errortype",
+            "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        ),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    // The gateway's credentials refused: a 500 the client cannot mistake for its own key.
+    let mut host = bedrock_call("/model/amazon.nova-lite-v1:0/converse", body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "403"),
+        ("x-amzn-errortype", "UnrecognizedClientException"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Pause);
+    host.response_body =
+        br#"{"message":"The security token included in the request is invalid."}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.response_header(":status"), Some("500"));
+    assert_eq!(
+        host.response_header("x-amzn-errortype"),
+        Some("InternalServerException")
+    );
+    let v: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("gateway's AWS credentials"));
+}
+
+#[test]
+fn inference_profiles_are_an_empty_list() {
+    let mut host = MockHost::request(
+        &[
+            (":method", "GET"),
+            (":path", "/inference-profiles?type=SYSTEM_DEFINED"),
+            ("authorization", "Bearer test-key"),
+        ],
+        b"",
+    );
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    flow.on_request_headers(&mut host, true);
+    let r = host.reply.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"inferenceProfileSummaries": []}));
+}
+
+/// Answers call `token` of a fan-out with a JSON body.
+fn callout(
+    flow: &mut HttpFlow,
+    host: &mut MockHost,
+    token: u32,
+    status: Option<u16>,
+    body: &Value,
+    headers: &[(&str, &str)],
+) {
+    host.callout = (status, serde_json::to_vec(body).unwrap());
+    host.callout_headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let n = host.callout.1.len();
+    flow.on_callout_response(host, token, if status.is_some() { 3 } else { 0 }, n);
+}
+
+fn embeddings_gateway() -> Rc<Gateway> {
+    gateway_with(
+        json!({"aws_region": "us-east-1", "embedding_concurrency": 2, "max_embedding_inputs": 150}),
+    )
+}
+
+#[test]
+fn titan_embeddings_fan_out_with_a_bound_and_answer_in_input_order() {
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "input": ["a", "bb", "ccc"], "dimensions": 256});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Pause);
+    // Two in flight (the bound), each signed, one text per call.
+    assert_eq!(host.dispatches.len(), 2);
+    for (i, d) in host.dispatches.iter().enumerate() {
+        assert_eq!(d.cluster, "bedrock");
+        let h = |n: &str| {
+            d.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            h(":path").as_deref(),
+            Some("/model/amazon.titan-embed-text-v2%3A0/invoke")
+        );
+        assert!(h("authorization").unwrap().starts_with("AWS4-HMAC-SHA256"));
+        let sent: Value = serde_json::from_slice(d.body.as_ref().unwrap()).unwrap();
+        assert_eq!(sent["inputText"], ["a", "bb"][i]);
+        assert_eq!(sent["dimensions"], 256);
+    }
+    // The second answers first; the third call starts when a slot frees.
+    callout(
+        &mut flow,
+        &mut host,
+        2,
+        Some(200),
+        &json!({"embedding": [2.0], "inputTextTokenCount": 2}),
+        &[],
+    );
+    assert_eq!(host.dispatches.len(), 3);
+    callout(
+        &mut flow,
+        &mut host,
+        3,
+        Some(200),
+        &json!({"embedding": [3.0], "inputTextTokenCount": 3}),
+        &[],
+    );
+    assert!(host.reply.is_none());
+    callout(
+        &mut flow,
+        &mut host,
+        1,
+        Some(200),
+        &json!({"embedding": [1.0], "inputTextTokenCount": 1}),
+        &[],
+    );
+    let r = host.reply.clone().unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let got: Vec<(u64, f64)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().unwrap(),
+                d["embedding"][0].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(0, 1.0), (1, 2.0), (2, 3.0)]);
+    assert_eq!(v["usage"]["prompt_tokens"], 6);
+    assert_eq!(v["model"], "amazon.titan-embed-text-v2:0");
+    flow.on_log(&mut host);
+    assert_eq!(
+        host.counter("unigate.tokens.amazon_titan-embed-text-v2_0.input"),
+        6
+    );
+}
+
+#[test]
+fn one_failed_or_silent_call_fails_the_embeddings_request() {
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "input": ["a", "b"]});
+    for (status, headers, want) in [
+        (
+            Some(429),
+            vec![("x-amzn-errortype", "ThrottlingException")],
+            429,
+        ),
+        // Envoy's own answer to a call past embedding_timeout_ms (no Bedrock headers).
+        (Some(504), vec![], 504),
+        // A reset connection: no answer at all.
+        (None, vec![], 502),
+    ] {
+        let mut host = post("/v1/embeddings", &body, &[]);
+        with_credentials(&mut host);
+        let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+        send(&mut flow, &mut host);
+        callout(
+            &mut flow,
+            &mut host,
+            1,
+            status,
+            &json!({"message": "slow down"}),
+            &headers,
+        );
+        let r = host.reply.clone().unwrap();
+        assert_eq!(r.status, want);
+        assert!(r.json()["error"]["message"].is_string());
+        // A late answer of the other call changes nothing.
+        callout(
+            &mut flow,
+            &mut host,
+            2,
+            Some(200),
+            &json!({"embedding": [1.0]}),
+            &[],
+        );
+        assert_eq!(host.reply.unwrap().status, want);
+    }
+}
+
+#[test]
+fn cohere_embeddings_are_batched_by_96() {
+    let texts: Vec<String> = (0..100).map(|i| format!("t{i}")).collect();
+    let body = json!({"model": "cohere.embed-english-v3", "input": texts, "encoding_format": "base64", "input_type": "search_query"});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+    send(&mut flow, &mut host);
+    assert_eq!(host.dispatches.len(), 2);
+    let first: Value = serde_json::from_slice(host.dispatches[0].body.as_ref().unwrap()).unwrap();
+    assert_eq!(first["texts"].as_array().unwrap().len(), 96);
+    assert_eq!(first["input_type"], "search_query");
+    let rows = |n: usize, v: f32| json!({"embeddings": {"float": vec![vec![v]; n]}});
+    callout(
+        &mut flow,
+        &mut host,
+        2,
+        Some(200),
+        &rows(4, 2.0),
+        &[("x-amzn-bedrock-input-token-count", "4")],
+    );
+    callout(
+        &mut flow,
+        &mut host,
+        1,
+        Some(200),
+        &rows(96, 1.0),
+        &[("x-amzn-bedrock-input-token-count", "96")],
+    );
+    let v = host.reply.unwrap().json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 100);
+    assert_eq!(v["data"][99]["index"], 99);
+    // base64 of little-endian float32 2.0
+    assert_eq!(v["data"][99]["embedding"], "AAAAQA==");
+    assert_eq!(v["usage"]["total_tokens"], 100);
+}
+
+#[test]
+fn embeddings_limits_and_wrong_endpoints() {
+    let cases = [
+        (
+            json!({"model": "cohere.embed-english-v3", "input": vec!["x"; 151]}),
+            400,
+            "input",
+        ),
+        (json!({"model": "gpt-4o", "input": "x"}), 400, "model"),
+        (
+            json!({"model": "amazon.titan-embed-text-v2:0", "input": [[1, 2]]}),
+            400,
+            "input[0]",
+        ),
+        (
+            json!({"model": "amazon.titan-embed-text-v2:0", "input": "x", "dimensions": 300}),
+            400,
+            "dimensions",
+        ),
+    ];
+    for (body, status, param) in cases {
+        let mut host = post("/v1/embeddings", &body, &[]);
+        let mut flow = HttpFlow::new(1, Some(embeddings_gateway()), None);
+        send(&mut flow, &mut host);
+        let r = host.reply.unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (status, Some(param)),
+            "{body}"
+        );
+        assert!(host.dispatches.is_empty());
+    }
+    // An embedding model on the chat door.
+    let body = json!({"model": "amazon.titan-embed-text-v2:0", "messages": [{"role": "user", "content": "x"}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    let r = host.reply.unwrap();
+    assert_eq!(r.json()["error"]["code"], "wrong_endpoint");
+}
+
+#[test]
+fn openai_embeddings_are_relayed() {
+    let body =
+        json!({"model": "text-embedding-3-small", "input": ["a"], "encoding_format": "base64"});
+    let mut host = post("/v1/embeddings", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(host.request_header(":path"), Some("/v1/embeddings"));
+    assert_eq!(host.request_header(":authority"), Some("api.openai.com"));
+    assert_eq!(
+        host.request_header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent, body);
+    let answer_body = json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAAQA=="}], "model": "text-embedding-3-small", "usage": {"prompt_tokens": 1, "total_tokens": 1}});
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    host.response_body = serde_json::to_vec(&answer_body).unwrap();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.properties["unigate.prompt_tokens"], b"1");
 }
 
 /// The events of a Responses stream as (event name, data).

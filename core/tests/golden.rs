@@ -80,6 +80,7 @@ fn door(case: &Value) -> Door {
         Some("messages") => Door::Messages,
         Some("count_tokens") => Door::CountTokens,
         Some("responses") => Door::Responses,
+        Some("embeddings") => Door::Embeddings,
         Some(other) => panic!("unknown door {other}"),
     }
 }
@@ -181,6 +182,47 @@ fn response_fixtures() {
             failures.push(format!(
                 "{name}:\n  expected {}\n  got      {}",
                 case["expected"], got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Embeddings planning: the calls a Bedrock fan-out makes (or the relayed OpenAI request).
+#[test]
+fn embeddings_fixtures() {
+    use unigate_core::plan::embeddings::Planned;
+    use unigate_core::plan::plan_request;
+    let gw = gateway();
+    let mut failures = Vec::new();
+    for path in fixtures("embeddings") {
+        let mut case = load(&path);
+        let body = serde_json::to_vec(&case["request"]).unwrap();
+        let planned = plan_request(
+            &gw,
+            &PlanInput::new(Door::Embeddings, &body)
+                .request_id(REQUEST_ID)
+                .now(NOW),
+        );
+        let call = |u: &unigate_core::plan::UpstreamRequest| json!({"cluster": u.cluster, "path": u.path, "signed": u.sign_region.is_some(), "body": body_value(&u.body)});
+        let got = match planned {
+            Ok(Planned::Forward(p)) => json!({"forward": call(&p.upstream)}),
+            Ok(Planned::Fanout(f)) => json!({
+                "fanout": f.calls.iter().map(call).collect::<Vec<_>>(),
+                "batches": f.batches,
+                "concurrency": f.concurrency,
+            }),
+            Err(e) => json!({"error_status": e.status, "error": e.to_value()["error"]}),
+        };
+        if update() {
+            case["upstream"] = got;
+            save(&path, &case);
+        } else if case["upstream"] != got {
+            failures.push(format!(
+                "{}:\n  expected {}\n  got      {}",
+                path.file_name().unwrap().to_string_lossy(),
+                case["upstream"],
+                got
             ));
         }
     }

@@ -153,8 +153,34 @@ pub fn render(s: &Settings) -> Result<String, String> {
         .replace("@PLUGIN_CONFIG@", &single_quoted(&plugin_json))
         .replace("@WASM@", &scalar(wasm))
         .replace("@HOST_ENV_KEYS@", &host_env_keys)
+        .replace("@TLS@", &tls_socket(s))
         .replace("@CLUSTERS@", &clusters);
     Ok(yaml)
+}
+
+/// The listener's TLS transport socket (`GATEWAY_TLS_CERT_FILE`, `GATEWAY_TLS_KEY_FILE`);
+/// nothing without them.
+fn tls_socket(s: &Settings) -> String {
+    let Some((cert, key)) = &s.tls else {
+        return String::new();
+    };
+    let path = |p: &std::path::Path| scalar(&p.to_string_lossy());
+    format!(
+        "      # TLS on the listener (GATEWAY_TLS_CERT_FILE, GATEWAY_TLS_KEY_FILE): the AWS SDKs send a
+      # Bedrock API key (bearer token) only over https.
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: {{filename: {cert}}}
+              private_key: {{filename: {key}}}
+",
+        cert = path(cert),
+        key = path(key)
+    )
 }
 
 /// A cluster for an OpenAI or Bedrock base URL: STATIC for an IP literal, LOGICAL_DNS for a
@@ -251,6 +277,10 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: unigate
+          # The listener is the edge: Envoy drops client-sent x-envoy-* headers and replaces a
+          # client's x-request-id with its own, so neither reaches the access log or upstreams
+          # as if Envoy had set it (the client's own id is logged as client_request_id).
+          use_remote_address: true
           # The filter's own 400 replies must not close HTTP/1.1 keep-alive connections.
           stream_error_on_invalid_http_message: true
           # A client may take at most 10 s to send its headers and 300 s for a whole request
@@ -258,10 +288,39 @@ static_resources:
           request_headers_timeout: 10s
           request_timeout: 300s
           # Replies Envoy generates itself where the filter never sees them (an upstream reset
-          # after the filter held the response headers, for example) still get the OpenAI error
-          # shape. The filter's own replies carry no response flag and are left alone.
+          # after the filter held the response headers, for example) still get the error shape
+          # of the client's API: the filter marks Messages API requests and Bedrock runtime
+          # calls with x-unigate-door (the header stays on the request, as a route removal would
+          # hide it from these filters too; it is not signed and names only the API);
+          # everything else gets OpenAI's. The filter's own replies carry no response flag and
+          # are left alone.
           local_reply_config:
             mappers:
+            - filter:
+                and_filter:
+                  filters:
+                  - response_flag_filter: {flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]}
+                  - header_filter: {header: {name: x-unigate-door, string_match: {exact: messages}}}
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  type: error
+                  error:
+                    type: api_error
+                    message: "%LOCAL_REPLY_BODY%"
+                    code: "%RESPONSE_CODE_DETAILS%"
+            - filter:
+                and_filter:
+                  filters:
+                  - response_flag_filter: {flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]}
+                  - header_filter: {header: {name: x-unigate-door, string_match: {exact: bedrock}}}
+              headers_to_add:
+              - header: {key: x-amzn-errortype, value: ServiceUnavailableException}
+                append_action: OVERWRITE_IF_EXISTS_OR_ADD
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  message: "%LOCAL_REPLY_BODY%"
             - filter:
                 response_flag_filter:
                   flags: [UF, UR, UC, URX, UH, UT, UO, UPE, NR, DC, UMSDR, OM, DF, SI]
@@ -282,8 +341,9 @@ static_resources:
                 json_format:
                   time: "%START_TIME%"
                   request_id: "%REQ(X-REQUEST-ID)%"
+                  client_request_id: "%REQ(X-CLIENT-REQUEST-ID)%"
                   method: "%REQ(:METHOD)%"
-                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  path: "%FILTER_STATE(wasm.unigate.path:PLAIN)%"
                   status: "%RESPONSE_CODE%"
                   duration_ms: "%DURATION%"
                   upstream_cluster: "%UPSTREAM_CLUSTER%"
@@ -351,7 +411,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-
+@TLS@
   clusters:
 @CLUSTERS@"#;
 
@@ -473,6 +533,25 @@ mod tests {
         ]);
         assert!(y.contains(r#"{address: "::1", port_value: 18001}"#), "{y}");
         assert!(y.contains(r#"address: {socket_address: {address: "::", port_value: 8080}}"#));
+    }
+
+    #[test]
+    fn tls_on_the_listener() {
+        let y = yaml(&[
+            ("GATEWAY_TLS_CERT_FILE", "/etc/unigate/tls/cert.pem"),
+            ("GATEWAY_TLS_KEY_FILE", "/etc/unigate/tls/key.pem"),
+        ]);
+        assert!(y.contains("DownstreamTlsContext"), "{y}");
+        assert!(y.contains("certificate_chain: {filename: /etc/unigate/tls/cert.pem}"));
+        assert!(y.contains("private_key: {filename: /etc/unigate/tls/key.pem}"));
+        let plain = yaml(&[]);
+        assert!(!plain.contains("transport_socket:\n        name: envoy.transport_sockets.tls"));
+        let only_cert = Settings::from_env(
+            &|k: &str| (k == "GATEWAY_TLS_CERT_FILE").then(|| "/c.pem".to_string()),
+            Path::new("/"),
+            &Overrides::default(),
+        );
+        assert!(only_cert.unwrap_err().contains("GATEWAY_TLS_KEY_FILE"));
     }
 
     #[test]

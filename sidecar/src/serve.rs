@@ -98,7 +98,8 @@ pub fn ready_line(settings: &Settings) -> String {
         IpAddr::V4(a) => a.to_string(),
     };
     format!(
-        "unigate: gateway on http://{host}:{} (openai: {}, bedrock: {}); Envoy admin on 127.0.0.1:{}",
+        "unigate: gateway on {}://{host}:{} (openai: {}, bedrock: {}); Envoy admin on 127.0.0.1:{}",
+        if settings.tls.is_some() { "https" } else { "http" },
         settings.port,
         if settings.openai_key_set { "on" } else { "off" },
         settings.aws_region.as_deref().unwrap_or("off"),
@@ -116,6 +117,15 @@ pub async fn serve(
             "the filter {} does not exist: run `make wasm` (or set UNIGATE_WASM / --wasm)",
             settings.wasm.display()
         ));
+    }
+
+    if let Some((cert, key)) = &settings.tls {
+        for (what, path) in [
+            ("GATEWAY_TLS_CERT_FILE", cert),
+            ("GATEWAY_TLS_KEY_FILE", key),
+        ] {
+            std::fs::File::open(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        }
     }
 
     // Secrets: kept in memory and handed to Envoy through its environment only.

@@ -91,6 +91,8 @@ pub struct Settings {
     pub run_dir: PathBuf,
     /// CA bundle used to verify upstream TLS certificates.
     pub ca_file: String,
+    /// TLS on the gateway's listener: certificate chain and private key files (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
@@ -234,6 +236,27 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
         let run_dir = absolute(cwd, &run_dir);
         let ca_file = get("SSL_CERT_FILE").unwrap_or_else(|| DEFAULT_CA_FILE.to_string());
+        let tls = match (get("GATEWAY_TLS_CERT_FILE"), get("GATEWAY_TLS_KEY_FILE")) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (
+                    absolute(cwd, Path::new(&cert)),
+                    absolute(cwd, Path::new(&key)),
+                );
+                if cert.to_str().is_none() || key.to_str().is_none() {
+                    return Err(
+                        "GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE must be valid UTF-8 paths"
+                            .into(),
+                    );
+                }
+                Some((cert, key))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "set both GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE (or neither)".into(),
+                )
+            }
+        };
 
         Ok(Settings {
             bind,
@@ -257,6 +280,7 @@ impl Settings {
             log_level,
             run_dir,
             ca_file,
+            tls,
         })
     }
 

@@ -26,7 +26,10 @@ ResourceNotFoundException (Claude Code's availability probes for its default mod
 carry on with the configured one).
 
 Each body is checked the way FakeBedrock checks InvokeModel Claude bodies (allowed keys,
-`anthropic_version`, roles...), so a client's Bedrock body that Bedrock would refuse fails.
+`anthropic_version`, roles, the model's accepted betas, `thinking.display`, `defer_loading`
+without tool search, `cache_control.scope`, `context_management`...), so a client's Bedrock
+body that Bedrock would refuse fails. count-tokens takes Claude foundation-model ids only
+(no geo prefix), like AWS.
 
 Auth: SigV4 (verified with botocore, as FakeBedrock does) always works. TEST-ONLY: with
 `bearer_token` set, `Authorization: Bearer <bearer_token>` is also accepted (a Bedrock API key
@@ -45,7 +48,8 @@ from urllib.parse import unquote
 
 from . import eventstream as es
 from .anthropic import AnthropicTurn, ScriptedTurns, body_text_size, message_events, message_json
-from .bedrock import BedrockError, FakeBedrock, claude_model_name, family, validate_anthropic
+from .bedrock import (COUNT_TOKENS_UNSUPPORTED, BedrockError, FakeBedrock, claude_model_name, counts_tokens, family,
+                      validate_anthropic)
 from .server import RecordedRequest, Reply
 from .sigv4 import verify
 
@@ -113,12 +117,14 @@ class ScriptedBedrock(FakeBedrock):
             return self.error("ValidationException", "Malformed input request: request body is not valid JSON, please reformat your input and try again.")
         try:
             if op == "count-tokens":
+                if not counts_tokens(model_id):
+                    raise BedrockError("ValidationException", COUNT_TOKENS_UNSUPPORTED)
                 inner = json.loads(base64.b64decode(body["input"]["invokeModel"]["body"]))
-                validate_anthropic(inner)
+                validate_anthropic(inner, model_id)
                 return self.json_reply(200, {"inputTokens": body_text_size(inner)})
             if family(model_id) != "anthropic":
                 raise BedrockError("ValidationException", f"ScriptedBedrock plays Claude turns only, not `{model_id}`.")
-            validate_anthropic(body)
+            validate_anthropic(body, model_id)
         except (BedrockError, KeyError, TypeError, ValueError) as e:
             if isinstance(e, BedrockError):
                 return self.error(e.kind, e.message, e.status)

@@ -1,4 +1,7 @@
-"""Fake OpenAI Chat Completions upstream.
+"""Fake OpenAI Chat Completions (and Embeddings) upstream.
+
+POST {prefix}/embeddings answers as fakes.embeddings.openai_embeddings does: deterministic
+unit vectors as float lists or base64 little-endian float32, usage, OpenAI's 400/404 shapes.
 
 POST {prefix}/chat/completions with `authorization: Bearer <api_key>`; answers a realistic
 `chat.completion` whose text is "echo: " + the last user message, or an SSE stream of
@@ -15,6 +18,7 @@ import json
 import time
 from typing import Any, Optional
 
+from .embeddings import openai_embeddings
 from .server import FakeServer, RecordedRequest, Reply
 from .text import count_tokens, echo_text, split_words
 
@@ -83,7 +87,8 @@ class FakeOpenAI(FakeServer):
 
     def handle(self, rec: RecordedRequest, steer: dict) -> Reply:
         path = rec.path.split("?", 1)[0]
-        if path != f"{self.prefix}/chat/completions":
+        embeddings = path == f"{self.prefix}/embeddings"
+        if path != f"{self.prefix}/chat/completions" and not embeddings:
             return self.json_reply(404, openai_error(404, f"Invalid URL ({rec.method} {path})", "invalid_request_error", None))
         if rec.method != "POST":
             return self.json_reply(405, openai_error(405, "Method not allowed", "invalid_request_error", None))
@@ -107,6 +112,9 @@ class FakeOpenAI(FakeServer):
                 400,
                 openai_error(400, "We could not parse the JSON body of your request.", "invalid_request_error", None),
             )
+        if embeddings:
+            status, answer = openai_embeddings(req)
+            return self.json_reply(status, answer, [("x-request-id", f"req_emb{self._next_id()[-6:]}"), ("openai-processing-ms", "9")])
         if not isinstance(req, dict):
             return self.json_reply(400, openai_error(400, "Invalid request body.", "invalid_request_error", None))
         for f in ("model", "messages"):

@@ -12,16 +12,23 @@ use crate::endpoints::{self, Endpoint};
 use crate::error::{ErrorType, GatewayError};
 use crate::files::{self, FileContext};
 use crate::formats::Format;
+use crate::ir::Operation;
 use crate::ir::Usage;
-use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER};
+use crate::plan::embeddings::{Fanout, Planned};
+use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER, DOOR_HEADER};
 use crate::response::{self, ClientResponse};
 use crate::sigv4::AwsCredentials;
-use crate::stream::StreamTranslator;
+use crate::stream::{StreamDecoder, StreamTranslator};
 use crate::upstream_error;
 use std::rc::Rc;
 
 /// Client headers that steer the gateway itself; never accepted from outside.
-pub const INTERNAL_HEADERS: &[&str] = &[CLUSTER_HEADER, files::OWNER_HEADER, SIDECAR_TOKEN_HEADER];
+pub const INTERNAL_HEADERS: &[&str] = &[
+    CLUSTER_HEADER,
+    DOOR_HEADER,
+    files::OWNER_HEADER,
+    SIDECAR_TOKEN_HEADER,
+];
 
 /// Largest upstream response body buffered (to translate it, or to read its usage).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -36,7 +43,9 @@ enum Phase {
     /// Waiting for the sidecar to extract the request's `file_ids`.
     WaitFiles,
     /// Waiting for the sidecar to hand over AWS credentials for this plan.
-    WaitCredentials(Box<Plan>),
+    WaitCredentials(Box<Planned>),
+    /// Making a fan-out's calls (Bedrock embeddings); the filter answers when all are in.
+    Fanout(Box<FanoutState>),
     /// Sent upstream; the answer goes through the response plan.
     Forwarded(Box<Forwarded>),
     /// Answered locally (or passed through untouched); nothing more to do.
@@ -59,6 +68,8 @@ enum Mode {
     Inspect,
     /// Translate a stream chunk by chunk.
     Stream(Box<StreamTranslator>),
+    /// Relay a stream unchanged, reading its usage on the way.
+    RelayStream(Box<dyn StreamDecoder>),
     /// Buffer the whole body, then translate it.
     Buffer {
         status: u16,
@@ -66,6 +77,21 @@ enum Mode {
         /// `response.code_details` when Envoy, not the upstream, produced the reply.
         envoy_details: Option<String>,
     },
+}
+
+/// A fan-out in progress.
+#[derive(Debug)]
+struct FanoutState {
+    plan: Box<Fanout>,
+    creds: AwsCredentials,
+    /// Next call to start.
+    next: usize,
+    /// Calls in flight: token and call index.
+    in_flight: Vec<(u32, usize)>,
+    /// Vectors per call, in call order.
+    answers: Vec<Option<Vec<Vec<f32>>>>,
+    /// Input tokens reported so far.
+    tokens: u64,
 }
 
 /// What the access log and metrics record about the request.
@@ -101,9 +127,13 @@ pub struct HttpFlow {
     request_id: String,
     /// Id in log lines: Envoy's `x-request-id` when present.
     log_id: String,
+    /// The model id from the path (Bedrock runtime door).
+    path_model: Option<String>,
     client: Option<ClientKey>,
     /// Size of the buffered request body (what a body replacement must cover).
     request_body_size: usize,
+    /// Body bytes buffered so far.
+    body_seen: usize,
     /// The client's request headers, read once (one host call instead of one per header).
     headers: Vec<(String, Vec<u8>)>,
     record: Record,
@@ -129,8 +159,10 @@ impl HttpFlow {
             anthropic_beta: None,
             request_id: String::new(),
             log_id: String::new(),
+            path_model: None,
             client: None,
             request_body_size: 0,
+            body_seen: 0,
             headers: Vec::new(),
             record: Record {
                 provider: "local",
@@ -194,6 +226,8 @@ impl HttpFlow {
         let method = self.request_header(":method").unwrap_or_default();
         let full_path = self.request_header(":path").unwrap_or_default();
         let (path, query) = endpoints::split_path(&full_path);
+        // The access log's `path`: the client's, before the filter rewrites it for an upstream.
+        let _ = host.set_property(&["unigate.path"], path.as_bytes());
         self.query = query.map(str::to_string);
         self.target_header = self.request_header("x-target-format");
         self.session_header = self.request_header("x-session-id");
@@ -205,8 +239,12 @@ impl HttpFlow {
             .collect();
         self.anthropic_beta = (!betas.is_empty()).then(|| betas.join(","));
         let endpoint = endpoints::classify(&method, path);
-        self.door = match endpoint {
-            Endpoint::Door(door) => door,
+        self.door = match &endpoint {
+            Endpoint::Door(door) => *door,
+            Endpoint::Bedrock { op, model } => {
+                self.path_model = Some(model.clone());
+                Door::Bedrock(*op)
+            }
             _ => endpoints::door_of_path(path),
         };
         // Errors are written in the door's format (or the requested one where the door lets
@@ -221,6 +259,14 @@ impl HttpFlow {
         } else {
             self.door.default_target()
         };
+        let marker = match self.door {
+            Door::Messages | Door::CountTokens => Some("messages"),
+            Door::Bedrock(_) => Some("bedrock"),
+            _ => None,
+        };
+        if let (Some(m), Endpoint::Door(_) | Endpoint::Bedrock { .. }) = (marker, &endpoint) {
+            let _ = host.set_header(Headers::Request, DOOR_HEADER, m);
+        }
         let id = &self.log_id;
         log_with(host, Level::Debug, || {
             format!("unigate {id}: {method} {path} -> {}", endpoint.name())
@@ -242,11 +288,28 @@ impl HttpFlow {
             Endpoint::ChatHealth => self.reply(host, &endpoints::health(&gw, true)),
             Endpoint::Models => self.reply(host, &endpoints::models(&gw, self.client.as_ref())),
             Endpoint::Providers => self.reply(host, &endpoints::providers(&gw)),
-            Endpoint::Model(id) => match endpoints::model(&gw, &id) {
+            Endpoint::Model(id) => match endpoints::model(&gw, &id, self.client.as_ref()) {
                 Ok(r) => self.reply(host, &r),
                 Err(e) => self.reply_error(host, &e),
             },
-            Endpoint::Door(_) => {
+            Endpoint::InferenceProfiles => self.reply(host, &endpoints::inference_profiles()),
+            Endpoint::Door(_) | Endpoint::Bedrock { .. } => {
+                // Bodies are parsed and rewritten here: a compressed one cannot be, and its
+                // encoding must not reach an upstream next to a body that no longer has it.
+                if let Some(enc) = self
+                    .request_header("content-encoding")
+                    .filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+                {
+                    return self.reply_error(
+                        host,
+                        &GatewayError::new(
+                            415,
+                            ErrorType::InvalidRequest,
+                            format!("Compressed request bodies (Content-Encoding: {enc}) are not supported; send the body uncompressed."),
+                        )
+                        .with_code("unsupported_content_encoding"),
+                    );
+                }
                 let declared = self
                     .request_header("content-length")
                     .and_then(|v| v.trim().parse::<u64>().ok());
@@ -257,9 +320,12 @@ impl HttpFlow {
                 if end_of_stream {
                     return self.reply_error(
                         host,
-                        &GatewayError::bad_request(
-                            "The request body is empty; expected a JSON chat completion request.",
-                        ),
+                        &GatewayError::bad_request(match self.door {
+                            Door::Chat => {
+                                "The request body is empty; expected a JSON chat completion request."
+                            }
+                            _ => "The request body is empty; expected a JSON body.",
+                        }),
                     );
                 }
                 self.phase = Phase::WaitBody;
@@ -308,6 +374,19 @@ impl HttpFlow {
         Action::Continue
     }
 
+    /// `on_http_request_trailers`: a body that ends with trailers (HTTP/2, gRPC-style clients)
+    /// never sees `end_of_stream` in the body callback, so it ends here.
+    pub fn on_request_trailers<H: Host>(&mut self, host: &mut H) -> Action {
+        match self.phase {
+            Phase::WaitBody => {
+                let size = self.body_seen;
+                self.on_request_body(host, size, true)
+            }
+            Phase::WaitCredentials(_) | Phase::WaitFiles | Phase::Fanout(_) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
     /// `on_http_request_body`.
     pub fn on_request_body<H: Host>(
         &mut self,
@@ -317,12 +396,15 @@ impl HttpFlow {
     ) -> Action {
         let gw = match (&self.phase, self.gateway.clone()) {
             (Phase::WaitBody, Some(gw)) => gw,
-            (Phase::WaitCredentials(_) | Phase::WaitFiles, _) => return Action::Pause,
+            (Phase::WaitCredentials(_) | Phase::WaitFiles | Phase::Fanout(_), _) => {
+                return Action::Pause
+            }
             _ => return Action::Continue,
         };
         if body_size as u64 > gw.config.max_request_bytes {
             return self.reply_error(host, &GatewayError::too_large(gw.config.max_request_bytes));
         }
+        self.body_seen = body_size;
         if !end_of_stream {
             return Action::Pause;
         }
@@ -397,7 +479,8 @@ impl HttpFlow {
         file_context: Option<&[FileContext]>,
     ) -> Action {
         let now = host.now_unix();
-        let planned = plan::plan(
+        let accept = self.request_header("accept");
+        let planned = plan::plan_request(
             gw,
             &PlanInput::new(self.door, body)
                 .query(self.query.as_deref())
@@ -405,11 +488,13 @@ impl HttpFlow {
                 .request_id(&self.request_id)
                 .session_header(self.session_header.as_deref())
                 .anthropic_beta(self.anthropic_beta.as_deref())
+                .path_model(self.path_model.as_deref())
+                .accept(accept.as_deref())
                 .client(self.client.as_ref())
                 .files(file_context)
                 .now(now),
         );
-        let plan = match planned {
+        let planned = match planned {
             Ok(p) => p,
             Err(e) => {
                 if e.status == 400 {
@@ -417,6 +502,10 @@ impl HttpFlow {
                 }
                 return self.reply_error(host, &e);
             }
+        };
+        let plan = match planned {
+            Planned::Forward(p) => *p,
+            Planned::Fanout(f) => return self.plan_fanout(host, gw, f, now),
         };
         self.target = plan.response.target;
         self.record.provider = plan.upstream.provider.as_str();
@@ -448,21 +537,36 @@ impl HttpFlow {
         if plan.upstream.sign_region.is_none() {
             return self.forward(host, plan, None);
         }
-        if let Some(c) = self.env_credentials.clone() {
+        if let Some(c) = self.signing_credentials(host, now) {
             return self.forward(host, plan, Some(&c));
         }
-        if let Some(c) = credentials::current(host, now) {
-            return self.forward(host, plan, Some(&c));
+        // No credentials cached yet (first request after start): ask the sidecar directly.
+        self.wait_for_credentials(host, gw, Planned::Forward(Box::new(plan)))
+    }
+
+    /// Credentials for signing now, if any are at hand (environment, or shared data).
+    fn signing_credentials<H: Host>(&self, host: &mut H, now: u64) -> Option<AwsCredentials> {
+        if let Some(c) = &self.env_credentials {
+            return Some(AwsCredentials::clone(c));
         }
+        credentials::current(host, now)
+    }
+
+    /// Pauses the request until the sidecar hands over credentials for `planned`.
+    fn wait_for_credentials<H: Host>(
+        &mut self,
+        host: &mut H,
+        gw: &Gateway,
+        planned: Planned,
+    ) -> Action {
         if gw.config.aws_credentials == CredentialsSource::Env {
             return self.reply_error(host, &GatewayError::unconfigured(
                 "AWS credentials are not available: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for Envoy (aws_credentials is `env`).",
             ));
         }
-        // No credentials cached yet (first request after start): ask the sidecar directly.
         match credentials::dispatch(host, gw) {
             Ok(_) => {
-                self.phase = Phase::WaitCredentials(Box::new(plan));
+                self.phase = Phase::WaitCredentials(Box::new(planned));
                 Action::Pause
             }
             Err(status) => {
@@ -515,10 +619,22 @@ impl HttpFlow {
         for name in &up.remove_headers {
             host.remove_header(map, name).map_err(host_err)?;
         }
+        // Anthropic's client headers (`anthropic-version`, `anthropic-beta`,
+        // `anthropic-dangerous-direct-browser-access`, …) belong to the client's API, not to
+        // any upstream's.
+        for (name, _) in &self.headers {
+            if name.starts_with("anthropic-") {
+                host.remove_header(map, name).map_err(host_err)?;
+            }
+        }
         if up.sign_region.is_some() {
             // Client-supplied AWS headers must not reach AWS next to our signature.
+            // Bedrock runtime callers keep Bedrock's own modelled headers (guardrails, trace,
+            // latency tier): `x-amzn-bedrock-*`, which are not part of the signature.
+            let native = matches!(self.door, Door::Bedrock(_));
             for (name, _) in &self.headers {
-                if name.starts_with("x-amz-") || name.starts_with("x-amzn-") {
+                let keep = native && name.starts_with("x-amzn-bedrock-");
+                if (name.starts_with("x-amz-") || name.starts_with("x-amzn-")) && !keep {
                     host.remove_header(map, name).map_err(host_err)?;
                 }
             }
@@ -572,20 +688,178 @@ impl HttpFlow {
         );
     }
 
-    /// `on_http_call_response`: the sidecar answered (file context or credentials).
+    /// `on_http_call_response`: a callout answered (the sidecar's file context or credentials,
+    /// or one call of a fan-out).
     pub fn on_callout_response<H: Host>(
         &mut self,
         host: &mut H,
+        token: u32,
         num_headers: usize,
         body_size: usize,
     ) {
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::WaitFiles => self.on_files_answer(host, num_headers, body_size),
-            Phase::WaitCredentials(plan) => {
-                self.on_credentials_answer(host, *plan, num_headers, body_size)
+            Phase::WaitCredentials(planned) => {
+                self.on_credentials_answer(host, *planned, num_headers, body_size)
+            }
+            Phase::Fanout(state) => {
+                self.on_fanout_answer(host, state, token, num_headers, body_size)
             }
             other => self.phase = other,
         }
+    }
+
+    /// Starts a fan-out once credentials are at hand.
+    fn plan_fanout<H: Host>(
+        &mut self,
+        host: &mut H,
+        gw: &Gateway,
+        f: Box<Fanout>,
+        now: u64,
+    ) -> Action {
+        self.record.provider = "bedrock";
+        self.record.model_id = f.model_id.clone();
+        if let Some(k) = &self.client {
+            if let Err(e) = limits::admit(host, k, now) {
+                host.count("unigate.rate_limited", 1);
+                return self.reply_error(host, &e);
+            }
+        }
+        match self.signing_credentials(host, now) {
+            Some(creds) => self.start_fanout(host, f, creds, now),
+            None => self.wait_for_credentials(host, gw, Planned::Fanout(f)),
+        }
+    }
+
+    fn start_fanout<H: Host>(
+        &mut self,
+        host: &mut H,
+        f: Box<Fanout>,
+        creds: AwsCredentials,
+        _now: u64,
+    ) -> Action {
+        let n = f.calls.len();
+        let mut state = Box::new(FanoutState {
+            plan: f,
+            creds,
+            next: 0,
+            in_flight: Vec::new(),
+            answers: vec![None; n],
+            tokens: 0,
+        });
+        self.record.forwarded_ms = Some(host.now_ms());
+        // Filter state for the access log, also when a call fails.
+        let _ = host.set_property(&["unigate.model"], self.record.model_id.as_bytes());
+        let _ = host.set_property(&["unigate.provider"], b"bedrock");
+        if let Some(k) = &self.client {
+            let _ = host.set_property(&["unigate.key"], k.label.as_bytes());
+        }
+        while state.next < n && state.in_flight.len() < state.plan.concurrency {
+            if let Err(e) = dispatch_call(host, &mut state) {
+                return self.reply_error(host, &e);
+            }
+        }
+        self.phase = Phase::Fanout(state);
+        Action::Pause
+    }
+
+    fn on_fanout_answer<H: Host>(
+        &mut self,
+        host: &mut H,
+        mut state: Box<FanoutState>,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let Some(pos) = state.in_flight.iter().position(|(t, _)| *t == token) else {
+            self.phase = Phase::Fanout(state);
+            return;
+        };
+        let (_, index) = state.in_flight.swap_remove(pos);
+        let (status, body) = host.callout_answer(num_headers, body_size);
+        let error_type = host.callout_header("x-amzn-errortype");
+        let header_tokens = host
+            .callout_header("x-amzn-bedrock-input-token-count")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        // Envoy answers a callout itself when Bedrock could not: a timeout (504), a refused
+        // connection (503); such answers carry none of Bedrock's headers.
+        let from_envoy = error_type.is_none() && host.callout_header("x-amzn-requestid").is_none();
+        let batch = state.plan.batches.get(index).copied().unwrap_or(0);
+        let parsed = match status {
+            None => Err(GatewayError::new(
+                502,
+                ErrorType::Api,
+                "The connection to Bedrock failed during an embeddings call.",
+            )
+            .with_code("upstream_reset")),
+            Some(504) if from_envoy => Err(GatewayError::gateway_timeout(format!(
+                "Bedrock did not answer an embeddings call within {} ms.",
+                state.plan.timeout_ms
+            ))),
+            Some(503) if from_envoy => Err(upstream_error::from_envoy(
+                503,
+                &String::from_utf8_lossy(&body),
+                state.plan.timeout_ms / 1000,
+            )),
+            Some(200) => match state.plan.format {
+                Format::TitanEmbed => crate::formats::titan_embed::parse_answer(&body)
+                    .map(|(v, t)| (vec![v], header_tokens.unwrap_or(t))),
+                _ => crate::formats::cohere_embed::parse_answer(&body, batch)
+                    .map(|v| (v, header_tokens.unwrap_or(0))),
+            },
+            Some(s) => Err(upstream_error::from_bedrock(
+                s,
+                error_type.as_deref(),
+                &body,
+            )),
+        };
+        let (vectors, tokens) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                // One failed call fails the request; the calls still in flight are ignored.
+                host.count("unigate.errors.upstream", 1);
+                self.reply_error(host, &e);
+                return;
+            }
+        };
+        state.tokens = state.tokens.saturating_add(tokens);
+        if let Some(slot) = state.answers.get_mut(index) {
+            *slot = Some(vectors);
+        }
+        while state.next < state.plan.calls.len() && state.in_flight.len() < state.plan.concurrency
+        {
+            if let Err(e) = dispatch_call(host, &mut state) {
+                self.reply_error(host, &e);
+                return;
+            }
+        }
+        if !state.in_flight.is_empty() || state.next < state.plan.calls.len() {
+            self.phase = Phase::Fanout(state);
+            return;
+        }
+        let vectors: Vec<Vec<f32>> = state.answers.into_iter().flatten().flatten().collect();
+        let body = crate::formats::openai_embeddings::encode_response(
+            &vectors,
+            &state.plan.model,
+            state.tokens,
+            state.plan.encoding,
+        );
+        self.record_usage(
+            host,
+            Usage {
+                prompt_tokens: state.tokens,
+                ..Usage::default()
+            },
+        );
+        self.reply(
+            host,
+            &ClientResponse {
+                status: 200,
+                headers: vec![("content-type", "application/json".to_string())],
+                body,
+                usage: None,
+            },
+        );
     }
 
     fn on_files_answer<H: Host>(&mut self, host: &mut H, num_headers: usize, body_size: usize) {
@@ -619,7 +893,7 @@ impl HttpFlow {
     fn on_credentials_answer<H: Host>(
         &mut self,
         host: &mut H,
-        plan: Plan,
+        planned: Planned,
         num_headers: usize,
         body_size: usize,
     ) {
@@ -646,11 +920,17 @@ impl HttpFlow {
             .with_code("sidecar_error")),
         };
         match result {
-            Ok(creds) => {
-                if self.forward(host, plan, Some(&creds)) == Action::Continue {
-                    self.resume(host);
+            Ok(creds) => match planned {
+                Planned::Forward(plan) => {
+                    if self.forward(host, *plan, Some(&creds)) == Action::Continue {
+                        self.resume(host);
+                    }
                 }
-            }
+                Planned::Fanout(f) => {
+                    let now = host.now_unix();
+                    self.start_fanout(host, f, creds, now);
+                }
+            },
             Err(e) => {
                 host.count("unigate.errors.sidecar", 1);
                 self.reply_error(host, &e);
@@ -689,6 +969,9 @@ impl HttpFlow {
         let ok = from_upstream && (200..300).contains(&status);
         for (name, value) in &fwd.plan.extra_headers {
             let _ = host.set_header(map, name, value);
+        }
+        if fwd.plan.operation == Operation::Native && from_upstream {
+            return self.relay_response_headers(host, status, ok, end_of_stream);
         }
         if ok && fwd.plan.stream && !end_of_stream {
             // Headers go out now; every chunk is translated and passed on as it arrives.
@@ -730,6 +1013,63 @@ impl HttpFlow {
         Action::Pause
     }
 
+    /// Response headers of a Bedrock runtime call: answers are relayed as Bedrock sent them,
+    /// except failures of the gateway's own credentials (the client's key is not at fault).
+    fn relay_response_headers<H: Host>(
+        &mut self,
+        host: &mut H,
+        status: u16,
+        ok: bool,
+        end_of_stream: bool,
+    ) -> Action {
+        let Phase::Forwarded(fwd) = &mut self.phase else {
+            return Action::Continue;
+        };
+        let map = Headers::Response;
+        if !ok {
+            let error_type = host.header(map, "x-amzn-errortype").ok().flatten();
+            let name =
+                upstream_error::bedrock_error_name(error_type.as_deref(), b"").unwrap_or_default();
+            host.count("unigate.errors.upstream", 1);
+            if !upstream_error::is_credential_error(&name) {
+                return Action::Continue;
+            }
+            fwd.mode = Mode::Buffer {
+                status,
+                error_type,
+                envoy_details: None,
+            };
+            if end_of_stream {
+                let resp = finish_buffered(fwd, &[]);
+                return self.reply(host, &resp);
+            }
+            return Action::Pause;
+        }
+        if fwd.plan.stream {
+            fwd.mode =
+                Mode::RelayStream(crate::formats::upstream(fwd.plan.upstream).stream_decoder());
+            self.record.streamed = true;
+            host.count("unigate.streams_total", 1);
+            return Action::Continue;
+        }
+        // InvokeModel and CountTokens carry usage in headers; Converse in the body.
+        let headers = host.headers(map).unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        if let Some(u) = crate::formats::bedrock_runtime::usage_from_headers(&header) {
+            self.record_usage(host, u);
+            return Action::Continue;
+        }
+        if let Phase::Forwarded(fwd) = &mut self.phase {
+            fwd.mode = Mode::Inspect;
+        }
+        Action::Continue
+    }
+
     /// `on_http_response_body`.
     pub fn on_response_body<H: Host>(
         &mut self,
@@ -769,6 +1109,17 @@ impl HttpFlow {
                 }
                 Action::Continue
             }
+            Mode::RelayStream(decoder) => {
+                let chunk = host.body(Body::Response, body_size).unwrap_or_default();
+                let _ = decoder.push(&chunk, end_of_stream);
+                if end_of_stream {
+                    let usage = decoder.usage();
+                    if usage.total() > 0 {
+                        self.record_usage(host, usage);
+                    }
+                }
+                Action::Continue
+            }
             Mode::Inspect => {
                 if body_size > MAX_RESPONSE_BYTES {
                     return self.reply_error(host, &response_too_large());
@@ -792,7 +1143,10 @@ impl HttpFlow {
                 }
                 let body = host.body(Body::Response, body_size).unwrap_or_default();
                 let resp = finish_buffered(fwd, &body);
-                if resp.status >= 500 || resp.status == 400 && self.record.status == 200 {
+                let translated = fwd.plan.operation != Operation::Native;
+                if translated
+                    && (resp.status >= 500 || resp.status == 400 && self.record.status == 200)
+                {
                     host.count("unigate.errors.translation", 1);
                 }
                 self.record.status = resp.status;
@@ -800,6 +1154,11 @@ impl HttpFlow {
                     self.record_usage(host, u);
                 }
                 let map = Headers::Response;
+                // The upstream's error type and encoding go; the answer's own headers (an AWS
+                // client's error type among them) are set after.
+                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
+                    let _ = host.remove_header(map, name);
+                }
                 let mut ok = host
                     .set_header(map, ":status", &resp.status.to_string())
                     .is_ok();
@@ -809,9 +1168,6 @@ impl HttpFlow {
                 ok &= host
                     .set_header(map, "content-length", &resp.body.len().to_string())
                     .is_ok();
-                for name in ["content-encoding", "x-amzn-errortype", "transfer-encoding"] {
-                    let _ = host.remove_header(map, name);
-                }
                 ok &= host.set_body(Body::Response, body_size, &resp.body).is_ok();
                 if !ok {
                     let id = &self.log_id;
@@ -875,6 +1231,40 @@ impl HttpFlow {
             )
         });
     }
+}
+
+/// Signs and starts the next call of a fan-out.
+fn dispatch_call<H: Host>(host: &mut H, state: &mut FanoutState) -> Result<(), GatewayError> {
+    let index = state.next;
+    let Some(call) = state.plan.calls.get(index) else {
+        return Ok(());
+    };
+    let signing = call.signing_headers(&state.creds, host.now_unix())?;
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", "POST"),
+        (":path", &call.path),
+        (":authority", &call.authority),
+    ];
+    headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    headers.extend(signing.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let token = host
+        .dispatch(
+            &call.cluster,
+            &headers,
+            Some(&call.body),
+            state.plan.timeout_ms,
+        )
+        .map_err(|e| {
+            GatewayError::new(
+                503,
+                ErrorType::Api,
+                format!("Could not call Bedrock for embeddings: {e}"),
+            )
+            .with_code("upstream_unreachable")
+        })?;
+    state.in_flight.push((token, index));
+    state.next += 1;
+    Ok(())
 }
 
 /// The 502 for an upstream answer over [`MAX_RESPONSE_BYTES`].

@@ -61,6 +61,8 @@ pub struct MockHost {
     pub dispatches: Vec<Dispatch>,
     /// The answer the next `callout_answer` returns.
     pub callout: (Option<u16>, Vec<u8>),
+    /// Headers of that answer.
+    pub callout_headers: Vec<(String, String)>,
     /// Shared data: value and CAS.
     pub shared: BTreeMap<String, (Vec<u8>, u32)>,
     /// Filter state set by the filter.
@@ -260,6 +262,10 @@ impl Host for MockHost {
 
     fn callout_answer(&mut self, _num_headers: usize, _body_size: usize) -> (Option<u16>, Vec<u8>) {
         self.callout.clone()
+    }
+
+    fn callout_header(&mut self, name: &str) -> Option<String> {
+        find(&self.callout_headers, name).map(str::to_string)
     }
 
     fn shared_get(&mut self, key: &str) -> HostResult<(Option<Vec<u8>>, u32)> {

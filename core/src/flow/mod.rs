@@ -130,6 +130,8 @@ pub trait Host {
     ) -> HostResult<u32>;
     /// The status and body of a finished callout (status `None` when it never answered).
     fn callout_answer(&mut self, num_headers: usize, body_size: usize) -> (Option<u16>, Vec<u8>);
+    /// A header of the finished callout's answer.
+    fn callout_header(&mut self, name: &str) -> Option<String>;
     /// A shared-data value and its CAS (`None` when absent).
     fn shared_get(&mut self, key: &str) -> HostResult<(Option<Vec<u8>>, u32)>;
     /// Writes shared data; `cas` 0 writes unconditionally.

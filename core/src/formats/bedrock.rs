@@ -139,6 +139,69 @@ impl Metrics {
     }
 }
 
+/// Bedrock's `TokenUsage` object (Converse answers, ConverseStream `metadata`): input
+/// excludes cache reads and writes.
+pub fn token_usage(v: &Value) -> Usage {
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Usage::from_uncached(
+        n("inputTokens"),
+        n("outputTokens"),
+        n("cacheReadInputTokens"),
+        n("cacheWriteInputTokens"),
+    )
+}
+
+/// Reads usage from any Bedrock event stream without decoding its model events: the
+/// invocation metrics at the end of InvokeModel streams, and ConverseStream's `metadata`.
+/// Used where the stream is relayed to the client frame for frame.
+#[derive(Debug, Default)]
+pub struct UsageFrames {
+    usage: Usage,
+}
+
+impl FrameHandler for UsageFrames {
+    fn event(&mut self, kind: &str, payload: &[u8], _out: &mut Decoded) {
+        #[derive(Deserialize)]
+        struct WithMetrics {
+            #[serde(rename = "amazon-bedrock-invocationMetrics")]
+            metrics: Option<Metrics>,
+        }
+        match kind {
+            "chunk" => {
+                // Only the last event of a stream carries metrics; look before decoding.
+                let Some(inner) = chunk_bytes(payload) else {
+                    return;
+                };
+                if !inner
+                    .windows(METRICS_KEY.len())
+                    .any(|w| w == METRICS_KEY.as_bytes())
+                {
+                    return;
+                }
+                if let Some(m) = serde_json::from_slice::<WithMetrics>(&inner)
+                    .ok()
+                    .and_then(|w| w.metrics)
+                {
+                    m.apply(&mut self.usage);
+                }
+            }
+            "metadata" => {
+                if let Some(u) = serde_json::from_slice::<Value>(payload)
+                    .ok()
+                    .and_then(|v| v.get("usage").cloned())
+                {
+                    self.usage = token_usage(&u);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
 /// The JSON bytes of a model event without its invocation metrics (only re-serialized when
 /// the metrics are there, which is once per stream).
 pub fn without_metrics(raw: &[u8], had_metrics: bool) -> Vec<u8> {

@@ -8,10 +8,14 @@
 pub mod agent;
 pub mod anthropic;
 pub mod bedrock;
+pub mod bedrock_runtime;
+pub mod cohere_embed;
 pub mod converse;
 pub mod openai_chat;
+pub mod openai_embeddings;
 pub mod responses;
 pub mod titan;
+pub mod titan_embed;
 
 use crate::error::GatewayError;
 use crate::ir::{ChatRequest, ChatResponse, ResponseMeta, Usage};
@@ -43,6 +47,18 @@ pub enum Format {
     /// OpenAI Responses (`/v1/responses`), client side and OpenAI's own `/responses`.
     #[serde(rename = "responses")]
     Responses,
+    /// Bedrock's runtime API as clients call it (`/model/{id}/invoke…`), relayed unchanged.
+    #[serde(rename = "bedrock_runtime")]
+    BedrockRuntime,
+    /// OpenAI Embeddings (`/v1/embeddings`).
+    #[serde(rename = "openai_embeddings")]
+    OpenaiEmbeddings,
+    /// Titan Text Embeddings on Bedrock (InvokeModel, one text per call).
+    #[serde(rename = "titan_embed")]
+    TitanEmbed,
+    /// Cohere Embed on Bedrock (InvokeModel, up to 96 texts per call).
+    #[serde(rename = "cohere_embed")]
+    CohereEmbed,
 }
 
 impl Format {
@@ -55,6 +71,10 @@ impl Format {
             Format::Converse => "converse",
             Format::Agent => "agent",
             Format::Responses => "responses",
+            Format::BedrockRuntime => "bedrock_runtime",
+            Format::OpenaiEmbeddings => "openai_embeddings",
+            Format::TitanEmbed => "titan_embed",
+            Format::CohereEmbed => "cohere_embed",
         }
     }
 
@@ -67,6 +87,10 @@ impl Format {
             Format::Converse => "converse",
             Format::Agent => "agent",
             Format::Responses => "responses",
+            Format::BedrockRuntime => "bedrock_runtime",
+            Format::OpenaiEmbeddings => "openai_embeddings",
+            Format::TitanEmbed => "titan_embed",
+            Format::CohereEmbed => "cohere_embed",
         }
     }
 
@@ -86,7 +110,7 @@ impl Format {
     /// The provider whose API speaks this format upstream.
     pub fn provider(self) -> Provider {
         match self {
-            Format::OpenaiChat | Format::Responses => Provider::Openai,
+            Format::OpenaiChat | Format::Responses | Format::OpenaiEmbeddings => Provider::Openai,
             _ => Provider::Bedrock,
         }
     }
@@ -184,6 +208,12 @@ pub trait ClientCodec: Sync {
     fn error_status(&self, err: &GatewayError) -> u16 {
         err.status
     }
+
+    /// Headers an error answer carries besides `content-type` and `retry-after`.
+    fn error_headers(&self, err: &GatewayError) -> Vec<(&'static str, String)> {
+        let _ = err;
+        Vec::new()
+    }
 }
 
 /// A format an upstream API speaks: the IR encodes into its requests, its answers and streams
@@ -240,7 +270,12 @@ pub fn client(format: Format) -> Option<&'static dyn ClientCodec> {
         Format::Anthropic => Some(&anthropic::Anthropic),
         Format::Titan => Some(&titan::Titan),
         Format::Responses => Some(&responses::Responses),
-        Format::Converse | Format::Agent => None,
+        Format::BedrockRuntime => Some(&bedrock_runtime::BedrockRuntime),
+        Format::Converse
+        | Format::Agent
+        | Format::OpenaiEmbeddings
+        | Format::TitanEmbed
+        | Format::CohereEmbed => None,
     }
 }
 
@@ -253,6 +288,10 @@ pub fn upstream(format: Format) -> &'static dyn UpstreamCodec {
         Format::Converse => &converse::Converse,
         Format::Agent => &agent::Agent,
         Format::Responses => &responses::Responses,
+        Format::BedrockRuntime | Format::TitanEmbed | Format::CohereEmbed => {
+            &bedrock_runtime::BedrockRuntime
+        }
+        Format::OpenaiEmbeddings => &openai_embeddings::OpenaiEmbeddings,
     }
 }
 

@@ -9,6 +9,7 @@
 //! cluster and signing region per upstream API).
 
 pub mod checks;
+pub mod embeddings;
 pub mod upstream;
 
 use crate::auth::ClientKey;
@@ -26,6 +27,11 @@ use std::fmt;
 
 /// Header the filter sets so the Envoy route picks the upstream cluster.
 pub const CLUSTER_HEADER: &str = "x-unigate-cluster";
+
+/// Header the filter sets on Messages API and Bedrock runtime requests, so Envoy's own local
+/// replies use that API's error shape (`local_reply_config` reads request headers, so the
+/// header stays on the request; it is not signed and names only the API).
+pub const DOOR_HEADER: &str = "x-unigate-door";
 
 /// What the glue knows about the incoming request besides its body. Build it with
 /// [`PlanInput::new`] and the setters; everything else has a neutral default.
@@ -45,6 +51,10 @@ pub struct PlanInput<'a> {
     pub session_header: Option<&'a str>,
     /// `anthropic-beta` header values, joined with commas.
     pub anthropic_beta: Option<&'a str>,
+    /// The model id from the path (the Bedrock runtime door).
+    pub path_model: Option<&'a str>,
+    /// The client's `accept` header (relayed by the Bedrock runtime door).
+    pub accept: Option<&'a str>,
     /// The authenticated client key (for its model restrictions).
     pub client: Option<&'a ClientKey>,
     /// Extracted text of the request's `file_ids`, fetched from the sidecar beforehand.
@@ -64,6 +74,8 @@ impl<'a> PlanInput<'a> {
             request_id: "",
             session_header: None,
             anthropic_beta: None,
+            path_model: None,
+            accept: None,
             client: None,
             files: None,
             now_unix: 0,
@@ -97,6 +109,18 @@ impl<'a> PlanInput<'a> {
     /// Sets the `anthropic-beta` header values.
     pub fn anthropic_beta(mut self, header: Option<&'a str>) -> Self {
         self.anthropic_beta = header;
+        self
+    }
+
+    /// Sets the model id taken from the path.
+    pub fn path_model(mut self, model: Option<&'a str>) -> Self {
+        self.path_model = model;
+        self
+    }
+
+    /// Sets the client's `accept` header.
+    pub fn accept(mut self, accept: Option<&'a str>) -> Self {
+        self.accept = accept;
         self
     }
 
@@ -238,8 +262,23 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// Plans a request that came through a door.
+/// Plans a request of any door: embeddings may become a fan-out of calls the filter makes;
+/// every other door forwards one request.
+pub fn plan_request(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+) -> Result<embeddings::Planned, GatewayError> {
+    if input.door == Door::Embeddings {
+        return embeddings::plan(gw, input);
+    }
+    plan(gw, input).map(|p| embeddings::Planned::Forward(Box::new(p)))
+}
+
+/// Plans a request that came through a door (embeddings: see [`plan_request`]).
 pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
+    if let Door::Bedrock(op) = input.door {
+        return bedrock_runtime(gw, input, op);
+    }
     let obj = parse(input)?;
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
@@ -354,6 +393,59 @@ fn count_tokens(
     })
 }
 
+/// Plans a Bedrock runtime call (`/model/{id}/{op}`): the body goes up unchanged, re-signed
+/// with the gateway's credentials, to the model the path names (aliases resolved); the answer
+/// comes back unchanged.
+fn bedrock_runtime(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+    op: crate::formats::bedrock_runtime::BedrockOp,
+) -> Result<Plan, GatewayError> {
+    let model = input.path_model.unwrap_or_default();
+    crate::route::check_model_id(model)?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(input.body).is_err()
+        || input.body.iter().all(u8::is_ascii_whitespace)
+    {
+        return Err(GatewayError::bad_request(
+            "The request body is not valid JSON.",
+        ));
+    }
+    let route = gw.router.route(model, None, Operation::Native)?;
+    if route.format.provider() != Provider::Bedrock || route.format == Format::Agent {
+        return Err(GatewayError::model_not_found(model));
+    }
+    if let Some(k) = input.client {
+        if !k.model_allowed(model, &route.model_id) {
+            return Err(GatewayError::model_not_allowed(model));
+        }
+    }
+    let upstream = upstream::bedrock_relay(gw, &route, op, input.body, input.accept)?;
+    Ok(Plan {
+        response: ResponsePlan {
+            operation: Operation::Native,
+            upstream: Format::BedrockRuntime,
+            input: Format::BedrockRuntime,
+            target: Format::BedrockRuntime,
+            stream: op.streams(),
+            include_usage: false,
+            structured: false,
+            relay: true,
+            meta: ResponseMeta {
+                id: input.request_id.to_string(),
+                created: input.now_unix,
+                model: model.to_string(),
+                legacy_functions: false,
+                echo: Default::default(),
+            },
+            timeout_secs: gw.config.upstream_timeout_seconds,
+            extra_headers: Vec::new(),
+        },
+        upstream,
+        model_id: route.model_id,
+        notes: Vec::new(),
+    })
+}
+
 /// The client's `anthropic-beta` flags.
 fn header_betas(input: &PlanInput<'_>) -> Vec<String> {
     input
@@ -420,8 +512,9 @@ pub fn route(
         })?),
     };
     let model = json::req_str(obj, "model", "model")?.to_string();
+    crate::route::check_model_id(&model)?;
     let mut route = gw.router.route(&model, forced, door.operation())?;
-    if route.format.provider() == Provider::Openai {
+    if matches!(route.format, Format::OpenaiChat | Format::Responses) {
         // OpenAI's own Responses API serves the Responses door (the body relayed as sent);
         // every other door, and base URLs without `/responses`, use Chat Completions.
         route.format = if door == Door::Responses && gw.config.openai_responses {

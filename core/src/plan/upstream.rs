@@ -4,6 +4,7 @@
 use super::UpstreamRequest;
 use crate::config::Gateway;
 use crate::error::GatewayError;
+use crate::formats::bedrock_runtime::BedrockOp;
 use crate::formats::{Encoded, Format, Provider};
 use crate::ir::ChatRequest;
 use crate::route::Route;
@@ -35,9 +36,13 @@ pub fn build(
         Format::OpenaiChat => openai(gw, "chat/completions", req.stream, body, body_changed),
         Format::Responses => openai(gw, "responses", req.stream, body, body_changed),
         Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
-        Format::Anthropic | Format::Titan | Format::Converse => {
-            bedrock_runtime(gw, route, req.stream, body, body_changed)
-        }
+        Format::OpenaiEmbeddings => openai_embeddings(gw, body, body_changed),
+        Format::Anthropic
+        | Format::Titan
+        | Format::Converse
+        | Format::BedrockRuntime
+        | Format::TitanEmbed
+        | Format::CohereEmbed => bedrock_runtime(gw, route, req.stream, body, body_changed),
     }
 }
 
@@ -83,6 +88,42 @@ fn openai(
     })
 }
 
+/// `POST {base}/embeddings` with the gateway's OpenAI key.
+pub fn openai_embeddings(
+    gw: &Gateway,
+    body: Vec<u8>,
+    body_changed: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    openai(gw, "embeddings", false, body, body_changed)
+}
+
+/// A signed-later InvokeModel call of an embedding model (the filter makes these itself).
+pub fn bedrock_invoke(
+    gw: &Gateway,
+    model_id: &str,
+    body: Vec<u8>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/invoke",
+            up.url.path,
+            encode_path_segment(model_id)
+        ),
+        body,
+        body_changed: true,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("accept", "application/json".into()),
+        ],
+        remove_headers: Vec::new(),
+        sign_region: Some(up.region.clone()),
+    })
+}
+
 /// Bedrock runtime: `/model/{id}/invoke[-with-response-stream]` for InvokeModel formats,
 /// `/model/{id}/converse[-stream]` for Converse.
 fn bedrock_runtime(
@@ -121,6 +162,49 @@ fn bedrock_runtime(
                 }
                 .into(),
             ),
+            ("accept-encoding", "identity".into()),
+        ],
+        remove_headers: GATEWAY_HEADERS.to_vec(),
+        sign_region: Some(up.region.clone()),
+    })
+}
+
+/// The Bedrock runtime door: the client's call to the same operation, for the resolved model,
+/// with the client's body unchanged.
+pub fn bedrock_relay(
+    gw: &Gateway,
+    route: &Route,
+    op: BedrockOp,
+    body: &[u8],
+    accept: Option<&str>,
+) -> Result<UpstreamRequest, GatewayError> {
+    let up = gw.require_bedrock()?;
+    // CountTokens takes foundation model ids only (an alias may resolve to a profile).
+    let model_id = match op {
+        BedrockOp::CountTokens => crate::route::base_model_id(&route.model_id),
+        _ => route.model_id.as_str(),
+    };
+    let default_accept = if op.streams() {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "application/json"
+    };
+    Ok(UpstreamRequest {
+        provider: Provider::Bedrock,
+        cluster: up.cluster.clone(),
+        authority: up.url.authority.clone(),
+        path: format!(
+            "{}/model/{}/{}",
+            up.url.path,
+            encode_path_segment(model_id),
+            op.as_str()
+        ),
+        body: body.to_vec(),
+        body_changed: false,
+        headers: vec![
+            // Signed as application/json: boto3 sends InvokeModel bodies without a type.
+            ("content-type", "application/json".into()),
+            ("accept", accept.unwrap_or(default_accept).to_string()),
             ("accept-encoding", "identity".into()),
         ],
         remove_headers: GATEWAY_HEADERS.to_vec(),

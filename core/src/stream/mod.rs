@@ -147,6 +147,34 @@ pub trait StreamEncoder: std::fmt::Debug {
     }
 }
 
+/// A decoder for answers that are never streamed: it produces nothing.
+#[derive(Debug, Default)]
+pub struct NullDecoder;
+
+impl StreamDecoder for NullDecoder {
+    fn push(&mut self, _bytes: &[u8], _end: bool) -> Decoded {
+        Decoded::default()
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    fn buffered(&self) -> usize {
+        0
+    }
+
+    fn discard(&mut self) {}
+}
+
+/// An encoder that writes nothing (for answers that are relayed, never encoded).
+#[derive(Debug, Default)]
+pub struct NullEncoder;
+
+impl StreamEncoder for NullEncoder {
+    fn event(&mut self, _e: &StreamEvent, _out: &mut Vec<u8>) {}
+}
+
 /// Appends `data: <json>\n\n`.
 pub fn push_data(out: &mut Vec<u8>, v: &serde_json::Value) {
     out.extend_from_slice(b"data: ");

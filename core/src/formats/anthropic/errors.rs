@@ -5,17 +5,31 @@ use crate::error::{ErrorType, GatewayError};
 use serde_json::{json, Value};
 
 /// Codes of upstream failures Anthropic clients see as `529 overloaded_error` (Bedrock's
-/// ServiceUnavailableException and ModelNotReadyException, Claude's own `overloaded_error`).
-const OVERLOADED_CODES: &[&str] = &["service_unavailable", "model_not_ready", "overloaded_error"];
+/// ServiceUnavailableException and ModelNotReadyException, before a stream or as its exception
+/// frame, and Claude's own `overloaded_error`).
+const OVERLOADED_CODES: &[&str] = &[
+    "service_unavailable",
+    "model_not_ready",
+    "overloaded_error",
+    "serviceunavailableexception",
+    "modelnotreadyexception",
+];
+
+/// Codes of model failures Anthropic clients see as `500 api_error` (Bedrock's
+/// ModelErrorException / ModelStreamErrorException; OpenAI clients get 502).
+const MODEL_ERROR_CODES: &[&str] = &[
+    "model_error",
+    "modelerrorexception",
+    "modelstreamerrorexception",
+];
 
 /// The HTTP status an Anthropic client gets for `err`.
 pub fn status(err: &GatewayError) -> u16 {
-    if err
-        .code
-        .as_deref()
-        .is_some_and(|c| OVERLOADED_CODES.contains(&c))
-    {
+    let code = err.code.as_deref().unwrap_or_default().to_ascii_lowercase();
+    if OVERLOADED_CODES.contains(&code.as_str()) {
         529
+    } else if MODEL_ERROR_CODES.contains(&code.as_str()) {
+        500
     } else {
         err.status
     }
@@ -99,6 +113,17 @@ mod tests {
                 "overloaded_error",
             ),
             (GatewayError::unconfigured("x"), 503, "api_error"),
+            (
+                GatewayError::new(502, ErrorType::Api, "x").with_code("model_error"),
+                500,
+                "api_error",
+            ),
+            (
+                GatewayError::new(503, ErrorType::Api, "x")
+                    .with_code("serviceUnavailableException"),
+                529,
+                "overloaded_error",
+            ),
         ];
         for (err, st, ty) in cases {
             assert_eq!((status(&err), error_type(&err)), (st, ty), "{err}");

@@ -94,7 +94,12 @@ pub fn encode_request(
             if matches!(part, Part::ToolCall { .. } | Part::ToolResult { .. }) {
                 history_has_tools = true;
             }
-            encode_block(part, &Lazy(|| msg.part_path(j, i)), &mut blocks)?;
+            encode_block(
+                part,
+                &Lazy(|| msg.part_path(j, i)),
+                &mut blocks,
+                caps.tool_result_status,
+            )?;
         }
         if blocks.is_empty() {
             continue;
@@ -311,7 +316,8 @@ struct ToolUse<'a> {
 struct ToolResult<'a> {
     tool_use_id: &'a str,
     content: Vec<Block<'a>>,
-    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
 }
 
 /// One Converse content block (externally tagged, as Converse's union is).
@@ -327,10 +333,13 @@ enum Block<'a> {
     ReasoningContent(Value),
 }
 
+/// `tool_status`: whether the model takes `toolResult.status` (only Nova and Claude do; other
+/// families fail the request on it).
 fn encode_block<'a>(
     part: &'a Part,
     path: &dyn std::fmt::Display,
     out: &mut Vec<Block<'a>>,
+    tool_status: bool,
 ) -> Result<(), GatewayError> {
     match part {
         Part::Text { text, cache } => {
@@ -371,7 +380,12 @@ fn encode_block<'a>(
         } => {
             let mut inner = Vec::with_capacity(content.len());
             for (i, p) in content.iter().enumerate() {
-                encode_block(p, &Lazy(|| format!("{path}.content[{i}]")), &mut inner)?;
+                encode_block(
+                    p,
+                    &Lazy(|| format!("{path}.content[{i}]")),
+                    &mut inner,
+                    tool_status,
+                )?;
             }
             // Cache points are not allowed inside tool results.
             inner.retain(|b| !matches!(b, Block::CachePoint(_)));
@@ -381,7 +395,7 @@ fn encode_block<'a>(
             out.push(Block::ToolResult(ToolResult {
                 tool_use_id: id,
                 content: inner,
-                status: if *is_error { "error" } else { "success" },
+                status: tool_status.then_some(if *is_error { "error" } else { "success" }),
             }));
         }
         Part::Reasoning { text, signature } => {

@@ -20,13 +20,7 @@ pub fn parse_stop_reason(reason: &str) -> StopReason {
 
 /// Parses a Converse `usage` object.
 pub fn parse_usage(v: &Value) -> Usage {
-    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Usage::from_uncached(
-        n("inputTokens"),
-        n("outputTokens"),
-        n("cacheReadInputTokens"),
-        n("cacheWriteInputTokens"),
-    )
+    crate::formats::bedrock::token_usage(v)
 }
 
 /// Decodes a Converse response body into the IR.
