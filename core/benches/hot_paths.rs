@@ -4,8 +4,9 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! Criterion benches of the core's hot paths: request planning (2 KB and 1 MB bodies),
-//! SigV4 signing, non-streaming response translation, and stream chunk translation.
+//! Criterion benches of the core's hot paths: request planning (2 KB and 1 MB bodies, and a
+//! Codex-sized Responses turn), SigV4 signing, non-streaming response translation, and stream
+//! chunk translation (to Chat Completions and to Responses clients).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
@@ -79,6 +80,19 @@ fn bench_requests(c: &mut Criterion) {
             b.iter(|| plan(&gw, &input(black_box(&body))).unwrap())
         });
     }
+    let body = codex_body();
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("responses_codex_to_claude_40k", |b| {
+        b.iter(|| {
+            plan(
+                &gw,
+                &PlanInput::new(Door::Responses, black_box(&body))
+                    .request_id("0123456789abcdef0123456789abcdef")
+                    .now(1_700_000_000),
+            )
+            .unwrap()
+        })
+    });
     let body = openai_body("claude-3-haiku", 2048);
     let plan = plan(&gw, &input(&body)).unwrap();
     let c = creds();
@@ -92,21 +106,65 @@ fn bench_requests(c: &mut Criterion) {
     g.finish();
 }
 
+/// A first Codex turn of about 40 KB: a 17 KB developer prompt, environment context, the
+/// prompt, and Codex's tool list (functions, a namespace, a custom tool, built-ins).
+pub fn codex_body() -> Vec<u8> {
+    let function = |name: &str| {
+        json!({"type": "function", "name": name, "description": "Runs a command in the workspace and returns its output. ".repeat(20), "strict": false,
+               "parameters": {"type": "object", "properties": {"cmd": {"type": "string", "description": "The command."}, "workdir": {"type": "string"}, "timeout_ms": {"type": "number"}}, "required": ["cmd"], "additionalProperties": false}})
+    };
+    let mut tools: Vec<serde_json::Value> = [
+        "exec_command",
+        "write_stdin",
+        "request_user_input",
+        "view_image",
+        "get_goal",
+        "create_goal",
+        "update_goal",
+    ]
+    .iter()
+    .map(|n| function(n))
+    .collect();
+    tools.push(json!({"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [function("spawn_agent"), function("wait_agent"), function("close_agent")]}));
+    tools.push(json!({"type": "custom", "name": "apply_patch", "description": "Edit files.", "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch\n".repeat(12)}}));
+    tools.push(json!({"type": "web_search", "external_web_access": false}));
+    let dev = |text: String| json!({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": text}]});
+    let user = |text: &str| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]});
+    serde_json::to_vec(&json!({
+        "model": "us.anthropic.claude-sonnet-4-20250514-v1:0", "stream": true, "store": false,
+        "input": [
+            dev("You are Codex, a coding agent running in a terminal. ".repeat(320)),
+            dev("<permissions>danger-full-access</permissions> ".repeat(40)),
+            user("<environment_context><cwd>/repo</cwd><shell>bash</shell></environment_context>"),
+            user("Run the tests and fix what fails."),
+        ],
+        "tools": tools, "tool_choice": "auto", "parallel_tool_calls": true,
+        "reasoning": {"summary": "auto"}, "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "0199a7c4-5b1e-7d2a-9f3c-2a4b6c8d0e1f",
+    }))
+    .unwrap()
+}
+
 fn response_plan(api: Format, stream: bool) -> ResponsePlan {
+    response_plan_for(api, Format::OpenaiChat, stream)
+}
+
+fn response_plan_for(api: Format, target: Format, stream: bool) -> ResponsePlan {
     ResponsePlan {
         operation: unigate_core::ir::Operation::Chat,
         upstream: api,
-        input: Format::OpenaiChat,
-        target: Format::OpenaiChat,
+        input: target,
+        target,
         stream,
         include_usage: true,
         structured: false,
-        relay: unigate_core::plan::relays(api, Format::OpenaiChat, false),
+        relay: unigate_core::plan::relays(api, target, false),
         meta: ResponseMeta {
             id: "chatcmpl-x".into(),
             created: 1,
             model: "claude-3-haiku".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),
@@ -123,6 +181,10 @@ fn bench_responses(c: &mut Criterion) {
     .unwrap();
     let plan = response_plan(Format::Anthropic, false);
     c.bench_function("response/claude_to_openai", |b| {
+        b.iter(|| translate_buffered(&plan, 200, None, black_box(&body)))
+    });
+    let plan = response_plan_for(Format::Anthropic, Format::Responses, false);
+    c.bench_function("response/claude_to_responses", |b| {
         b.iter(|| translate_buffered(&plan, 200, None, black_box(&body)))
     });
 }
@@ -150,20 +212,25 @@ pub fn claude_stream(n: usize) -> Vec<u8> {
 
 fn bench_streams(c: &mut Criterion) {
     let stream = claude_stream(300);
-    let plan = response_plan(Format::Anthropic, true);
     let mut g = c.benchmark_group("stream");
     g.throughput(Throughput::Elements(300));
-    g.bench_function("claude_300_chunks_to_openai", |b| {
-        b.iter(|| {
-            let mut t = StreamTranslator::new(&plan).unwrap();
-            let mut n = 0;
-            for piece in black_box(&stream).chunks(4096) {
-                n += t.push(piece, false).len();
-            }
-            n += t.push(&[], true).len();
-            n
-        })
-    });
+    for (name, target) in [
+        ("claude_300_chunks_to_openai", Format::OpenaiChat),
+        ("claude_300_chunks_to_responses", Format::Responses),
+    ] {
+        let plan = response_plan_for(Format::Anthropic, target, true);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut t = StreamTranslator::new(&plan).unwrap();
+                let mut n = 0;
+                for piece in black_box(&stream).chunks(4096) {
+                    n += t.push(piece, false).len();
+                }
+                n += t.push(&[], true).len();
+                n
+            })
+        });
+    }
     g.finish();
 }
 

@@ -54,6 +54,7 @@ fn main() {
             created: 1,
             model: "claude-3-haiku".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

@@ -35,7 +35,7 @@ for f in glob.glob(os.path.join(CORE, "tests/golden/response/*.json")):
 for f in glob.glob(os.path.join(CORE, "tests/fixtures/streams/*.bin")) + glob.glob(
         os.path.join(CORE, "tests/fixtures/streams/*.sse")):
     data = open(f, "rb").read()
-    for selector in range(15):
+    for selector in range(24):
         put("stream_decode", bytes([selector, 37]) + data)
 for s in ["us.anthropic.claude-3-5-haiku-20241022-v1:0",
           "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.x",

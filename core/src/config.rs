@@ -48,6 +48,10 @@ pub struct PluginConfig {
     pub openai_base_url: String,
     /// Envoy cluster that reaches `openai_base_url`.
     pub openai_cluster: String,
+    /// Whether `openai_base_url` serves `/responses`: `/v1/responses` requests for OpenAI
+    /// models are relayed there as sent; when false they are translated to
+    /// `/chat/completions` (for OpenAI-compatible servers without a Responses API).
+    pub openai_responses: bool,
     /// Literal OpenAI API key (prefer `openai_api_key_env`).
     pub openai_api_key: Option<String>,
     /// Environment variable holding the OpenAI API key.
@@ -130,6 +134,7 @@ impl Default for PluginConfig {
             default_max_tokens: 4096,
             openai_base_url: "https://api.openai.com/v1".into(),
             openai_cluster: "openai".into(),
+            openai_responses: true,
             openai_api_key: None,
             openai_api_key_env: "OPENAI_API_KEY".into(),
             aws_region: None,

@@ -19,6 +19,8 @@ pub enum Door {
     Messages,
     /// `POST /v1/messages/count_tokens`: Anthropic's token counting.
     CountTokens,
+    /// `POST /v1/responses`: the OpenAI Responses API, stateless (Codex, the Agents SDK).
+    Responses,
     /// `POST /model/{modelId}/{operation}`: Bedrock's own runtime API (AWS SDKs, Claude Code's
     /// Bedrock mode), relayed unchanged and re-signed with the gateway's credentials.
     Bedrock(BedrockOp),
@@ -33,6 +35,7 @@ impl Door {
             Door::Chat => "chat",
             Door::Messages => "messages",
             Door::CountTokens => "count_tokens",
+            Door::Responses => "responses",
             Door::Bedrock(_) => "bedrock",
             Door::Embeddings => "embeddings",
         }
@@ -41,7 +44,7 @@ impl Door {
     /// What the door asks of a model.
     pub fn operation(self) -> Operation {
         match self {
-            Door::Chat | Door::Messages => Operation::Chat,
+            Door::Chat | Door::Messages | Door::Responses => Operation::Chat,
             Door::CountTokens => Operation::CountTokens,
             Door::Bedrock(_) => Operation::Native,
             Door::Embeddings => Operation::Embeddings,
@@ -53,6 +56,7 @@ impl Door {
         match self {
             Door::Chat => None,
             Door::Messages | Door::CountTokens => Some(Format::Anthropic),
+            Door::Responses => Some(Format::Responses),
             Door::Bedrock(_) => Some(Format::BedrockRuntime),
             Door::Embeddings => Some(Format::OpenaiEmbeddings),
         }
@@ -63,6 +67,7 @@ impl Door {
         match self {
             Door::Chat => Format::OpenaiChat,
             Door::Messages | Door::CountTokens => Format::Anthropic,
+            Door::Responses => Format::Responses,
             Door::Bedrock(_) => Format::BedrockRuntime,
             Door::Embeddings => Format::OpenaiEmbeddings,
         }

@@ -113,6 +113,8 @@ pub fn bedrock_path(path: &str) -> Option<(BedrockOp, String)> {
 pub fn door_of_path(path: &str) -> Door {
     if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         Door::Messages
+    } else if path == "/v1/responses" || path.starts_with("/v1/responses/") {
+        Door::Responses
     } else if path.starts_with("/model/") || path.starts_with("/inference-profiles") {
         Door::Bedrock(BedrockOp::Invoke)
     } else {
@@ -178,6 +180,13 @@ pub fn classify(method: &str, path: &str) -> Endpoint {
                 } else {
                     Door::CountTokens
                 })
+            } else {
+                Endpoint::WrongMethod
+            }
+        }
+        "/v1/responses" => {
+            if method == "POST" {
+                Endpoint::Door(Door::Responses)
             } else {
                 Endpoint::WrongMethod
             }
@@ -326,6 +335,14 @@ mod tests {
             Endpoint::Door(Door::CountTokens)
         );
         assert_eq!(classify("GET", "/v1/messages"), Endpoint::WrongMethod);
+        assert_eq!(
+            classify("POST", "/v1/responses/"),
+            Endpoint::Door(Door::Responses)
+        );
+        assert_eq!(classify("GET", "/v1/responses"), Endpoint::WrongMethod);
+        // Stored responses do not exist here: retrieving one is an unknown endpoint.
+        assert_eq!(classify("GET", "/v1/responses/resp_1"), Endpoint::Unknown);
+        assert_eq!(door_of_path("/v1/responses/resp_1"), Door::Responses);
         assert_eq!(
             classify(
                 "POST",

@@ -188,8 +188,13 @@ pub struct Origin {
 impl Origin {
     /// An origin in `messages`.
     pub fn messages(message: usize, field: OriginField, index: usize) -> Origin {
+        Origin::in_root("messages", message, field, index)
+    }
+
+    /// An origin in the conversation field `root` (`input` for the Responses API).
+    pub fn in_root(root: &'static str, message: usize, field: OriginField, index: usize) -> Origin {
         Origin {
-            root: "messages",
+            root,
             message: u32::try_from(message).unwrap_or(u32::MAX),
             field,
             index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -307,6 +312,10 @@ pub struct ChatRequest {
     pub openai_extra: Map<String, Value>,
     /// The client used the legacy `functions` / `function_call` API.
     pub legacy_functions: bool,
+    /// What the client's answer must repeat or rename (Responses tools, parameters).
+    pub echo: ClientEcho,
+    /// What the decoder dropped or changed (for the debug log).
+    pub notes: Vec<String>,
 }
 
 impl ChatRequest {
@@ -416,6 +425,33 @@ impl ChatResponse {
     }
 }
 
+/// A tool the upstream knows under a flat function name but the client declared in another
+/// shape (a Responses `custom` tool, or a function inside a `namespace`): how its calls go back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolAlias {
+    /// The function name the upstream sees.
+    pub flat: String,
+    /// The client's namespace, if the tool was declared in one.
+    pub namespace: Option<String>,
+    /// The client's own name for the tool.
+    pub name: String,
+    /// A free-form tool: the call's only argument, the string `input`, is the call itself.
+    pub custom: bool,
+}
+
+/// What a client format repeats in its answers beyond the IR answer itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientEcho {
+    /// Tools whose calls go back under another name or shape.
+    pub tools: Vec<ToolAlias>,
+    /// Request parameters the answer object repeats (Responses: `tool_choice`, `temperature`,
+    /// …), as the client sent them.
+    pub params: Map<String, Value>,
+    /// The client asked for reasoning it can send back next turn (Responses
+    /// `include: ["reasoning.encrypted_content"]`).
+    pub replayable_reasoning: bool,
+}
+
 /// Identity of a response as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseMeta {
@@ -427,6 +463,8 @@ pub struct ResponseMeta {
     pub model: String,
     /// The client used the legacy OpenAI `functions` API: answer with `function_call`.
     pub legacy_functions: bool,
+    /// What the answer repeats from the request.
+    pub echo: ClientEcho,
 }
 
 /// How a client wants embedding vectors written.

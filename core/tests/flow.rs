@@ -1252,3 +1252,229 @@ fn models_outside_the_catalogue_share_one_metric_label() {
         assert!(host.counters.keys().all(|k| !k.contains("made-up")));
     }
 }
+
+/// The events of a Responses stream as (event name, data).
+fn responses_events(sse: &str) -> Vec<(String, Value)> {
+    sse.split("\n\n")
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let (name, data) = f.split_once('\n').unwrap();
+            let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            (name.strip_prefix("event: ").unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn responses_errors_are_in_openais_shape() {
+    let body = json!({"model": "claude-sonnet-4", "input": "hi"});
+    // No key.
+    let mut host = post("/v1/responses", &body, &[]);
+    host.request_headers.retain(|(k, _)| k != "authorization");
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    flow.on_request_headers(&mut host, false);
+    let r = host.reply.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    assert!(r.json().get("type").is_none());
+    // Wrong method; a stored response cannot be fetched.
+    for (method, path, status) in [
+        ("GET", "/v1/responses", 405),
+        ("GET", "/v1/responses/resp_1", 404),
+    ] {
+        let mut host = MockHost::request(
+            &[
+                (":method", method),
+                (":path", path),
+                ("authorization", "Bearer test-key"),
+            ],
+            b"",
+        );
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        flow.on_request_headers(&mut host, true);
+        let r = host.reply.unwrap();
+        assert_eq!(r.status, status, "{path}");
+        assert!(r.json()["error"]["message"].is_string());
+    }
+    // Stateful fields, unknown models.
+    for (b, status, param) in [
+        (
+            json!({"model": "claude-sonnet-4", "input": "x", "previous_response_id": "resp_1"}),
+            400,
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "no-such-model", "input": "x"}),
+            404,
+            "model",
+        ),
+    ] {
+        let mut host = post("/v1/responses", &b, &[]);
+        let mut flow = HttpFlow::new(1, Some(gateway()), None);
+        send(&mut flow, &mut host);
+        let r = host.reply.unwrap();
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (status, Some(param))
+        );
+    }
+    // Bedrock's context-window error keeps the code Codex compacts on.
+    let mut host = post("/v1/responses", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    send(&mut flow, &mut host);
+    host.respond(&[
+        (":status", "400"),
+        ("x-amzn-errortype", "ValidationException"),
+    ]);
+    flow.on_response_headers(&mut host, false);
+    host.response_body =
+        br#"{"message":"prompt is too long: 250000 tokens > 200000 maximum"}"#.to_vec();
+    let n = host.response_body.len();
+    flow.on_response_body(&mut host, n, true);
+    assert_eq!(host.response_header(":status"), Some("400"));
+    let v: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+}
+
+#[test]
+fn a_codex_turn_to_claude_streams_the_responses_grammar() {
+    let body = json!({
+        "model": "us.anthropic.claude-sonnet-4-20250514-v1:0", "stream": true, "store": false,
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Run ls."}]},
+        ],
+        "tools": [
+            {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}},
+            {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "start: x"}},
+            {"type": "web_search"},
+        ],
+        "tool_choice": "auto", "parallel_tool_calls": true, "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "s1", "reasoning": {"summary": "auto"},
+    });
+    let mut host = post("/v1/responses", &body, &[("originator", "codex_exec")]);
+    host.debug = true;
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(
+        host.request_header(":path"),
+        Some("/model/us.anthropic.claude-sonnet-4-20250514-v1%3A0/invoke-with-response-stream")
+    );
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    // Codex names no limit: Claude's own output limit.
+    assert_eq!(sent["max_tokens"], 32000);
+    assert_eq!(sent["system"], "You are Codex.");
+    assert_eq!(sent["tools"].as_array().unwrap().len(), 2);
+    // The dropped built-in is in the debug log.
+    assert!(host
+        .logs
+        .iter()
+        .any(|(_, m)| m.contains("dropped tool tools[2] of type web_search")));
+
+    host.respond(&[
+        (":status", "200"),
+        ("content-type", "application/vnd.amazon.eventstream"),
+    ]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    assert_eq!(
+        host.response_header("content-type"),
+        Some("text/event-stream")
+    );
+    let events = [
+        json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant", "model": "claude", "content": [], "stop_reason": null, "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Listing."}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "apply_patch", "input": {}}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"input\": \"*** Begin"}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": " Patch\"}"}}),
+        json!({"type": "content_block_stop", "index": 1}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}}),
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 9, "outputTokenCount": 7}}),
+    ];
+    let mut sse = String::new();
+    for (i, e) in events.iter().enumerate() {
+        let f = claude_chunk(e);
+        host.response_body = f.clone();
+        flow.on_response_body(&mut host, f.len(), i + 1 == events.len());
+        sse.push_str(std::str::from_utf8(&host.response_body).unwrap());
+    }
+    let ev = responses_events(&sse);
+    assert_eq!(ev[0].0, "response.created");
+    assert!(ev
+        .iter()
+        .enumerate()
+        .all(|(i, (_, v))| v["sequence_number"] == i as u64));
+    let (last, done) = ev.last().unwrap();
+    assert_eq!(last, "response.completed");
+    let id = done["response"]["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_") && ev[0].1["response"]["id"] == id);
+    let output = &done["response"]["output"];
+    assert_eq!(output[0]["content"][0]["text"], "Listing.");
+    assert_eq!(output[1]["type"], "custom_tool_call");
+    assert_eq!(output[1]["input"], "*** Begin Patch");
+    assert_eq!(done["response"]["usage"]["total_tokens"], 16);
+    assert!(!sse.contains("[DONE]"));
+    assert_eq!(host.properties["unigate.total_tokens"], b"16");
+    flow.on_log(&mut host);
+    let model = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+    assert_eq!(
+        host.counter(&format!(
+            "unigate.requests_total.endpoint.responses.provider.bedrock.status_class.2xx.model.{model}"
+        )),
+        1
+    );
+    assert_eq!(
+        host.counter("unigate.input_format_total.format.responses"),
+        1
+    );
+}
+
+#[test]
+fn responses_for_openai_models_are_relayed_to_openais_responses_api() {
+    let body = json!({"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_openai_7", "store": true});
+    let mut host = post("/v1/responses", &body, &[]);
+    let mut flow = HttpFlow::new(1, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(host.request_header(":path"), Some("/v1/responses"));
+    assert_eq!(host.request_header("x-unigate-cluster"), Some("openai"));
+    assert_eq!(
+        host.request_header("authorization"),
+        Some("Bearer sk-upstream-secret")
+    );
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent["previous_response_id"], "resp_openai_7");
+    let upstream = json!({"id": "resp_openai_8", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06",
+        "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "Hello", "annotations": []}]}],
+        "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 2, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 7}});
+    host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    assert_eq!(flow.on_response_headers(&mut host, false), Action::Continue);
+    host.response_body = serde_json::to_vec(&upstream).unwrap();
+    let n = host.response_body.len();
+    assert_eq!(flow.on_response_body(&mut host, n, true), Action::Continue);
+    // Passed through as OpenAI sent it, usage still counted.
+    assert_eq!(host.response_body, serde_json::to_vec(&upstream).unwrap());
+    assert_eq!(host.properties["unigate.total_tokens"], b"7");
+
+    // Without a Responses API upstream, the same request is translated to Chat Completions
+    // (and needs the whole conversation).
+    let gw = gateway_with(json!({"aws_region": "us-east-1", "openai_responses": false}));
+    let mut host = post(
+        "/v1/responses",
+        &json!({"model": "gpt-4o", "input": "hi"}),
+        &[],
+    );
+    let mut flow = HttpFlow::new(1, Some(gw), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(host.request_header(":path"), Some("/v1/chat/completions"));
+    let chat = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}});
+    answer(&mut flow, &mut host, 200, &chat);
+    let v: Value = serde_json::from_slice(&host.response_body).unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello");
+    assert_eq!(v["usage"]["total_tokens"], 7);
+}

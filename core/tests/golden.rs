@@ -22,16 +22,24 @@ const NOW: u64 = 1_700_000_000;
 const REQUEST_ID: &str = "0123456789abcdef0123456789abcdef";
 
 fn gateway() -> Gateway {
+    gateway_with(&Value::Null)
+}
+
+/// The test gateway with a fixture's `"config"` merged over the base configuration.
+fn gateway_with(extra: &Value) -> Gateway {
     let env = |k: &str| match k {
         "API_KEY" => Some("test-key".to_string()),
         "OPENAI_API_KEY" => Some("sk-upstream".to_string()),
         _ => None,
     };
-    Gateway::from_json(
-        br#"{"aws_region":"us-east-1","openai_base_url":"https://api.openai.com/v1"}"#,
-        &env,
-    )
-    .unwrap()
+    let mut config =
+        json!({"aws_region": "us-east-1", "openai_base_url": "https://api.openai.com/v1"});
+    if let Some(o) = extra.as_object() {
+        for (k, v) in o {
+            config[k] = v.clone();
+        }
+    }
+    Gateway::from_json(config.to_string().as_bytes(), &env).unwrap()
 }
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
@@ -71,6 +79,7 @@ fn door(case: &Value) -> Door {
         None | Some("chat") => Door::Chat,
         Some("messages") => Door::Messages,
         Some("count_tokens") => Door::CountTokens,
+        Some("responses") => Door::Responses,
         Some("embeddings") => Door::Embeddings,
         Some(other) => panic!("unknown door {other}"),
     }
@@ -119,7 +128,10 @@ fn request_fixtures() {
     let mut failures = Vec::new();
     for path in fixtures("request") {
         let mut case = load(&path);
-        let got = run_request(&gw, &case);
+        let got = match case.get("config") {
+            Some(extra) => run_request(&gateway_with(extra), &case),
+            None => run_request(&gw, &case),
+        };
         if update() {
             case["upstream"] = got;
             save(&path, &case);
@@ -146,8 +158,9 @@ fn response_fixtures() {
         let query = case["target_format"]
             .as_str()
             .map(|t| format!("target_format={t}"));
+        let case_gw = case.get("config").map(gateway_with);
         let plan = plan(
-            &gw,
+            case_gw.as_ref().unwrap_or(&gw),
             &PlanInput::new(door(&case), &req)
                 .query(query.as_deref())
                 .request_id(REQUEST_ID)

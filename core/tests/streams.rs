@@ -48,6 +48,7 @@ fn plan(api: Format, target: Format) -> ResponsePlan {
             created: 1_700_000_000,
             model: "client-model".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),
@@ -489,4 +490,383 @@ fn structured_output_tool_becomes_text() {
     assert_eq!(s.text, "{\"answer\":42}");
     assert!(s.tools.is_empty());
     assert_eq!(s.finish.as_deref(), Some("stop"));
+}
+
+/// What a Responses client (openai-python's stream helper, Codex) reconstructs, checked
+/// against the grammar on the way: names match types, `sequence_number`s count up from 0,
+/// lifecycle events share one string id, items are announced at dense output indexes and
+/// finished one at a time, deltas add up to the done events, and the terminal event repeats the
+/// finished items and carries integer usage.
+fn read_responses(out: &[u8]) -> (Seen, Value) {
+    let ev = events(out);
+    let mut s = Seen::default();
+    let mut items: Vec<Value> = Vec::new();
+    let mut open: Option<(u64, String)> = None;
+    let mut text = String::new();
+    let mut args = String::new();
+    let mut terminal = Value::Null;
+    assert!(!ev.iter().any(|e| e.1 == "[DONE]"), "no [DONE]");
+    for (n, (name, data)) in ev.iter().enumerate() {
+        let v: Value = serde_json::from_str(data).unwrap();
+        let kind = v["type"].as_str().unwrap();
+        assert_eq!(Some(kind), name.as_deref(), "event name matches type");
+        assert_eq!(v["sequence_number"], n as u64, "sequence numbers count up");
+        assert!(terminal.is_null(), "nothing after the terminal event");
+        assert!(
+            v.get("error").is_none(),
+            "no top-level error key (the SDK raises)"
+        );
+        if n == 0 {
+            assert_eq!(kind, "response.created", "first event");
+        }
+        if let Some(r) = v.get("response") {
+            let id = r["id"]
+                .as_str()
+                .expect("response.id is a string")
+                .to_string();
+            assert_eq!(s.id.get_or_insert(id.clone()), &id, "one response id");
+            assert_eq!(r["object"], "response");
+        }
+        let index = v["output_index"].as_u64();
+        if kind.ends_with(".delta")
+            || kind.ends_with(".done") && kind != "response.output_item.done"
+        {
+            let (oi, id) = open.clone().expect("a part event belongs to an open item");
+            assert_eq!(
+                (index, v["item_id"].as_str()),
+                (Some(oi), Some(id.as_str()))
+            );
+        }
+        match kind {
+            "response.created" | "response.in_progress" => {
+                assert_eq!(v["response"]["status"], "in_progress");
+            }
+            "response.output_item.added" => {
+                assert!(open.is_none(), "one item at a time");
+                assert_eq!(index, Some(items.len() as u64), "dense output indexes");
+                let id = v["item"]["id"].as_str().unwrap().to_string();
+                open = Some((index.unwrap(), id));
+                text.clear();
+                args.clear();
+            }
+            "response.content_part.added" | "response.reasoning_summary_part.added" => {}
+            "response.output_text.delta" => {
+                assert_eq!(v["logprobs"], json!([]));
+                text.push_str(v["delta"].as_str().unwrap());
+            }
+            "response.output_text.done" => assert_eq!(v["text"], text.as_str()),
+            "response.reasoning_summary_text.delta" => {
+                text.push_str(v["delta"].as_str().unwrap());
+            }
+            "response.reasoning_summary_text.done" => assert_eq!(v["text"], text.as_str()),
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                args.push_str(v["delta"].as_str().unwrap());
+            }
+            "response.function_call_arguments.done" => {
+                assert_eq!(v["arguments"], args.as_str());
+                assert!(v["name"].is_string());
+            }
+            "response.custom_tool_call_input.done" => assert_eq!(v["input"], args.as_str()),
+            "response.content_part.done" | "response.reasoning_summary_part.done" => {}
+            "response.output_item.done" => {
+                let (oi, id) = open.take().expect("done follows added");
+                assert_eq!(index, Some(oi));
+                let item = v["item"].clone();
+                assert_eq!(item["id"], id.as_str());
+                match item["type"].as_str().unwrap() {
+                    "message" => {
+                        let t = item["content"][0]["text"].as_str().unwrap();
+                        assert_eq!(t, text, "message item = its deltas");
+                        s.text.push_str(t);
+                    }
+                    "reasoning" => {
+                        let t = item["summary"][0]["text"].as_str().unwrap_or_default();
+                        s.reasoning.push_str(t);
+                    }
+                    "function_call" => {
+                        assert_eq!(item["arguments"], args.as_str());
+                        s.tools.push((
+                            item["call_id"].as_str().unwrap().into(),
+                            item["name"].as_str().unwrap().into(),
+                            args.clone(),
+                        ));
+                    }
+                    "custom_tool_call" => s.tools.push((
+                        item["call_id"].as_str().unwrap().into(),
+                        item["name"].as_str().unwrap().into(),
+                        json!({"input": item["input"]}).to_string(),
+                    )),
+                    other => panic!("unexpected item {other}"),
+                }
+                items.push(item);
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                let r = &v["response"];
+                let status = kind.trim_start_matches("response.");
+                assert_eq!(r["status"], status);
+                if status != "failed" {
+                    assert!(open.is_none(), "every item finished");
+                    assert_eq!(
+                        r["output"],
+                        json!(items),
+                        "terminal output = the done items"
+                    );
+                }
+                let u = &r["usage"];
+                // Codex fails a turn whose completed usage is not integers; a failure may
+                // have none (OpenAI sends null).
+                if status != "failed" || !u.is_null() {
+                    let (i, o, t) = (
+                        u["input_tokens"].as_u64().expect("integer input_tokens"),
+                        u["output_tokens"].as_u64().expect("integer output_tokens"),
+                        u["total_tokens"].as_u64().expect("integer total_tokens"),
+                    );
+                    assert_eq!(i + o, t);
+                    let cached = u["input_tokens_details"]["cached_tokens"].as_u64();
+                    s.usage = Some((i, o, cached.expect("integer cached_tokens")));
+                }
+                s.finish = Some(match (status, r["incomplete_details"]["reason"].as_str()) {
+                    ("incomplete", Some("content_filter")) => "content_filter".into(),
+                    ("incomplete", _) => "length".into(),
+                    ("failed", _) => "failed".into(),
+                    _ if s.tools.is_empty() => "stop".into(),
+                    _ => "tool_calls".into(),
+                });
+                if status == "failed" {
+                    s.error = Some(r["error"].clone());
+                }
+                terminal = v.clone();
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert!(!terminal.is_null(), "the stream ends with a terminal event");
+    (s, terminal)
+}
+
+fn responses_plan(api: Format) -> ResponsePlan {
+    let mut p = plan(api, Format::Responses);
+    p.meta.id = "resp_test".into();
+    p
+}
+
+#[test]
+fn responses_target_every_split() {
+    let mut all = COMPLETE.to_vec();
+    // OpenAI's own stream, relayed.
+    all.push("openai_responses_stream.sse");
+    for name in all {
+        let (bytes, expected) = fixture(name);
+        let api = api_of(&expected);
+        let p = responses_plan(api);
+        let whole = run(&p, &[&bytes]);
+        for split in 0..=bytes.len() {
+            let got = run(&p, &[&bytes[..split], &bytes[split..]]);
+            assert_eq!(got, whole, "{name}: output differs when split at {split}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(&p, &singles), whole, "{name}: byte by byte");
+        let (s, _) = read_responses(&whole);
+        assert_eq!(s.text, expected["text"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            s.reasoning,
+            expected["reasoning"].as_str().unwrap_or_default(),
+            "{name}"
+        );
+        assert_tools(&s, &expected);
+        assert_eq!(
+            s.finish.as_deref(),
+            expected["finish_reason"].as_str(),
+            "{name}"
+        );
+        let (i, o, cached) = s.usage.unwrap();
+        assert_eq!(i, expected["prompt_tokens"].as_u64().unwrap(), "{name}");
+        assert_eq!(o, expected["completion_tokens"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            cached,
+            expected["cached_tokens"].as_u64().unwrap(),
+            "{name}"
+        );
+        if api == Format::Responses {
+            assert_eq!(whole, bytes, "{name}: relayed byte for byte");
+        } else {
+            assert_eq!(s.id.as_deref(), Some("resp_test"));
+        }
+    }
+}
+
+#[test]
+fn responses_target_failures_end_with_response_failed() {
+    // Bedrock throttling mid-stream: the code Codex waits on.
+    let (bytes, _) = fixture("claude_exception_stream.bin");
+    let p = responses_plan(Format::Anthropic);
+    let (s, terminal) = read_responses(&check_split_invariance_plan(&p, &bytes));
+    assert_eq!(s.finish.as_deref(), Some("failed"));
+    assert_eq!(s.error.unwrap()["code"], "rate_limit_exceeded");
+    // The partial message was announced but is not reported as done.
+    assert_eq!(terminal["response"]["output"], json!([]));
+    // Truncated upstreams never end silently.
+    for name in COMPLETE {
+        let (bytes, expected) = fixture(name);
+        let p = responses_plan(api_of(&expected));
+        let out = run(&p, &[&bytes[..bytes.len() / 2]]);
+        let (s, _) = read_responses(&out);
+        assert_eq!(
+            s.error.unwrap()["code"],
+            "upstream_stream_truncated",
+            "{name}"
+        );
+    }
+    // OpenAI's own failure reaches a relayed client as OpenAI sent it, and nothing after it.
+    let (bytes, expected) = fixture("openai_responses_failed_stream.sse");
+    let p = responses_plan(Format::Responses);
+    assert!(p.relay);
+    let out = check_split_invariance_plan(&p, &bytes);
+    assert_eq!(out, bytes);
+    let (s, _) = read_responses(&out);
+    assert_eq!(s.error.unwrap()["code"], expected["error_code"]);
+    // Translated for a Chat Completions client, the same failure is an in-band error.
+    let s = read_openai(&run(
+        &plan(Format::Responses, Format::OpenaiChat),
+        &[&bytes],
+    ));
+    assert_eq!(s.error.unwrap()["code"], "context_length_exceeded");
+}
+
+#[test]
+fn openai_responses_streams_translate_for_other_clients() {
+    // Only the Responses door reaches OpenAI's /responses today; the decoder still speaks IR.
+    let name = "openai_responses_stream.sse";
+    let (bytes, expected) = fixture(name);
+    let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+    for target in [Format::OpenaiChat, Format::Anthropic] {
+        let p = plan(Format::Responses, target);
+        let whole = run(&p, &[&bytes]);
+        assert_eq!(run(&p, &singles), whole, "{target:?}: byte by byte");
+        let s = match target {
+            Format::OpenaiChat => read_openai(&whole),
+            _ => read_anthropic(&whole),
+        };
+        assert_eq!(s.text, expected["text"].as_str().unwrap());
+        assert_tools(&s, &expected);
+        assert!(s.error.is_none());
+    }
+    let s = read_openai(&run(
+        &plan(Format::Responses, Format::OpenaiChat),
+        &[&bytes],
+    ));
+    assert_eq!(s.reasoning, "Weather first.");
+    assert_eq!(s.usage, Some((512, 44, 256)));
+    assert_eq!(s.finish.as_deref(), Some("tool_calls"));
+}
+
+fn check_split_invariance_plan(p: &ResponsePlan, bytes: &[u8]) -> Vec<u8> {
+    let whole = run(p, &[bytes]);
+    for split in 0..=bytes.len() {
+        assert_eq!(
+            run(p, &[&bytes[..split], &bytes[split..]]),
+            whole,
+            "split at {split}"
+        );
+    }
+    whole
+}
+
+#[test]
+fn responses_target_maps_client_tool_shapes_back() {
+    use unigate_core::ir::{ClientEcho, ToolAlias};
+    // Codex's custom apply_patch and a namespaced function, answered by Claude.
+    let (bytes, _) = fixture("claude_invoke_stream.bin");
+    let mut p = responses_plan(Format::Anthropic);
+    p.meta.echo = ClientEcho {
+        tools: vec![
+            ToolAlias {
+                flat: "get_weather".into(),
+                namespace: None,
+                name: "get_weather".into(),
+                custom: true,
+            },
+            ToolAlias {
+                flat: "get_time".into(),
+                namespace: Some("clock".into()),
+                name: "now".into(),
+                custom: false,
+            },
+        ],
+        replayable_reasoning: true,
+        ..ClientEcho::default()
+    };
+    let out = run(&p, &[&bytes]);
+    let (_, terminal) = read_responses(&out);
+    let output = terminal["response"]["output"].as_array().unwrap();
+    assert_eq!(output[0]["type"], "reasoning");
+    assert!(output[0]["encrypted_content"]
+        .as_str()
+        .unwrap()
+        .starts_with("ug1:"));
+    // {"city": "Porto"} has no string `input`: passed on as the JSON text it is.
+    assert_eq!(output[2]["type"], "custom_tool_call");
+    assert_eq!(output[2]["input"], "{\"city\": \"Porto\"}");
+    assert_eq!(output[3]["type"], "function_call");
+    assert_eq!(
+        (&output[3]["namespace"], &output[3]["name"]),
+        (&json!("clock"), &json!("now"))
+    );
+}
+
+/// The Responses streams the Python SDK check (tests/test_responses_shapes.py) parses, kept in
+/// core/tests/fixtures/responses/ (`UPDATE_GOLDEN=1` rewrites them): the encoder's output for
+/// each kind of upstream answer, with Codex's tool shapes and sealed reasoning.
+#[test]
+fn responses_stream_goldens_are_current() {
+    use unigate_core::ir::ToolAlias;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/responses");
+    let cases = [
+        ("claude_invoke_stream.bin", "claude_tools.sse", true),
+        ("converse_stream.bin", "converse_tools.sse", false),
+        (
+            "converse_guardrail_stream.bin",
+            "converse_content_filter.sse",
+            false,
+        ),
+        ("claude_exception_stream.bin", "claude_throttled.sse", false),
+        ("openai_stream.sse", "openai_chat_translated.sse", false),
+    ];
+    let mut stale = Vec::new();
+    for (input, golden, codex_tools) in cases {
+        let (bytes, expected) = fixture(input);
+        let mut p = responses_plan(api_of(&expected));
+        p.meta.model = "us.anthropic.claude-sonnet-4-20250514-v1:0".into();
+        p.meta.echo.replayable_reasoning = true;
+        if codex_tools {
+            // As if Codex had declared get_weather in a namespace and get_time as custom.
+            p.meta.echo.tools = vec![
+                ToolAlias {
+                    flat: "get_weather".into(),
+                    namespace: Some("weather".into()),
+                    name: "get_weather".into(),
+                    custom: false,
+                },
+                ToolAlias {
+                    flat: "get_time".into(),
+                    namespace: None,
+                    name: "get_time".into(),
+                    custom: true,
+                },
+            ];
+        }
+        let out = run(&p, &[&bytes]);
+        read_responses(&out);
+        let path = dir.join(golden);
+        if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &out).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(out.as_slice()) {
+            stale.push(golden);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{stale:?} differ: run with UPDATE_GOLDEN=1 and review the diff"
+    );
 }

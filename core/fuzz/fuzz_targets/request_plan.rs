@@ -23,10 +23,11 @@ fn gateway() -> &'static Gateway {
     })
 }
 
-const DOORS: [Door; 6] = [
+const DOORS: [Door; 7] = [
     Door::Chat,
     Door::Messages,
     Door::CountTokens,
+    Door::Responses,
     Door::Embeddings,
     Door::Bedrock(BedrockOp::InvokeStream),
     Door::Bedrock(BedrockOp::CountTokens),

@@ -8,18 +8,20 @@ use unigate_core::ir::ResponseMeta;
 use unigate_core::plan::ResponsePlan;
 use unigate_core::response::{translate_buffered, usage_of};
 
-const APIS: [Format; 5] = [
+const APIS: [Format; 6] = [
     Format::OpenaiChat,
     Format::Anthropic,
     Format::Titan,
     Format::Converse,
     Format::Agent,
+    Format::Responses,
 ];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let api = APIS[usize::from(selector) % APIS.len()];
-    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 8) % 3];
+    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan, Format::Responses]
+        [usize::from(selector / 8) % 4];
     let status = [200u16, 400, 403, 429, 500, 503][usize::from(selector / 32) % 6];
     let plan = ResponsePlan {
         operation: unigate_core::ir::Operation::Chat,
@@ -35,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
             created: 1,
             model: "m".into(),
             legacy_functions: selector & 2 == 2,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

@@ -17,8 +17,10 @@ fuzz_target!(|data: &[u8]| {
         Format::Titan,
         Format::Converse,
         Format::Agent,
-    ][usize::from(selector) % 5];
-    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan][usize::from(selector / 5) % 3];
+        Format::Responses,
+    ][usize::from(selector) % 6];
+    let target = [Format::OpenaiChat, Format::Anthropic, Format::Titan, Format::Responses]
+        [usize::from(selector / 6) % 4];
     let structured = selector & 0x80 != 0;
     let plan = ResponsePlan {
         operation: unigate_core::ir::Operation::Chat,
@@ -34,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
             created: 1,
             model: "m".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

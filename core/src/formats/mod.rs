@@ -13,6 +13,7 @@ pub mod cohere_embed;
 pub mod converse;
 pub mod openai_chat;
 pub mod openai_embeddings;
+pub mod responses;
 pub mod titan;
 pub mod titan_embed;
 
@@ -43,6 +44,9 @@ pub enum Format {
     /// Bedrock Agents InvokeAgent (bedrock-agent-runtime).
     #[serde(rename = "agent", alias = "bedrock_agent")]
     Agent,
+    /// OpenAI Responses (`/v1/responses`), client side and OpenAI's own `/responses`.
+    #[serde(rename = "responses")]
+    Responses,
     /// Bedrock's runtime API as clients call it (`/model/{id}/invoke…`), relayed unchanged.
     #[serde(rename = "bedrock_runtime")]
     BedrockRuntime,
@@ -66,6 +70,7 @@ impl Format {
             Format::Titan => "titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::Responses => "responses",
             Format::BedrockRuntime => "bedrock_runtime",
             Format::OpenaiEmbeddings => "openai_embeddings",
             Format::TitanEmbed => "titan_embed",
@@ -81,6 +86,7 @@ impl Format {
             Format::Titan => "bedrock_titan",
             Format::Converse => "converse",
             Format::Agent => "agent",
+            Format::Responses => "responses",
             Format::BedrockRuntime => "bedrock_runtime",
             Format::OpenaiEmbeddings => "openai_embeddings",
             Format::TitanEmbed => "titan_embed",
@@ -104,7 +110,7 @@ impl Format {
     /// The provider whose API speaks this format upstream.
     pub fn provider(self) -> Provider {
         match self {
-            Format::OpenaiChat | Format::OpenaiEmbeddings => Provider::Openai,
+            Format::OpenaiChat | Format::Responses | Format::OpenaiEmbeddings => Provider::Openai,
             _ => Provider::Bedrock,
         }
     }
@@ -119,6 +125,9 @@ pub struct DecodeContext {
     pub bedrock: bool,
     /// The request came through the Messages API door (`max_tokens` is required there).
     pub messages_api: bool,
+    /// The body goes upstream as sent (the upstream speaks the client's format): decoding only
+    /// validates it, and what only the upstream can judge is left to it.
+    pub relayed: bool,
 }
 
 /// What a request encoder needs besides the IR.
@@ -260,6 +269,7 @@ pub fn client(format: Format) -> Option<&'static dyn ClientCodec> {
         Format::OpenaiChat => Some(&openai_chat::OpenaiChat),
         Format::Anthropic => Some(&anthropic::Anthropic),
         Format::Titan => Some(&titan::Titan),
+        Format::Responses => Some(&responses::Responses),
         Format::BedrockRuntime => Some(&bedrock_runtime::BedrockRuntime),
         Format::Converse
         | Format::Agent
@@ -277,6 +287,7 @@ pub fn upstream(format: Format) -> &'static dyn UpstreamCodec {
         Format::Titan => &titan::Titan,
         Format::Converse => &converse::Converse,
         Format::Agent => &agent::Agent,
+        Format::Responses => &responses::Responses,
         Format::BedrockRuntime | Format::TitanEmbed | Format::CohereEmbed => {
             &bedrock_runtime::BedrockRuntime
         }

@@ -89,8 +89,11 @@ fn capabilities(req: &ChatRequest, caps: Capabilities, model: &str) -> Result<()
     }
     for (i, m) in req.messages.iter().enumerate() {
         for (j, p) in m.content.iter().enumerate() {
-            // The client's own message (turns of one role were merged).
-            let i = m.origins.get(j).map_or(i, |o| o.message as usize);
+            // The client's own message (turns of one role were merged), in its own field.
+            let (root, i) = m
+                .origins
+                .get(j)
+                .map_or(("messages", i), |o| (o.root, o.message as usize));
             let nested: Vec<&Part> = match p {
                 Part::ToolResult { content, .. } => content.iter().collect(),
                 other => vec![other],
@@ -98,14 +101,14 @@ fn capabilities(req: &ChatRequest, caps: Capabilities, model: &str) -> Result<()
             for q in nested {
                 match q {
                     Part::Image(_) if !caps.vision => {
-                        return Err(unsupported(format!("messages[{i}].content"), "images"))
+                        return Err(unsupported(format!("{root}[{i}].content"), "images"))
                     }
                     Part::Document { .. } if !caps.documents => {
-                        return Err(unsupported(format!("messages[{i}].content"), "documents"))
+                        return Err(unsupported(format!("{root}[{i}].content"), "documents"))
                     }
                     Part::ToolCall { .. } | Part::ToolResult { .. } if !caps.tools => {
                         return Err(unsupported(
-                            format!("messages[{i}]"),
+                            format!("{root}[{i}]"),
                             "tool calls or tool results",
                         ))
                     }

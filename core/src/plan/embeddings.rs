@@ -87,6 +87,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Planned, GatewayError
                         created: input.now_unix,
                         model,
                         legacy_functions: false,
+                        echo: Default::default(),
                     },
                     timeout_secs: gw.config.upstream_timeout_seconds,
                     extra_headers: Vec::new(),

@@ -300,7 +300,8 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     let encoded = encode(gw, input, format, &route, obj, &req, caps)?;
     let structured = encoded.structured;
     let relay = relays(route.format, target, structured);
-    let notes = encoded.notes.clone();
+    let mut notes = req.notes.clone();
+    notes.extend(encoded.notes.iter().cloned());
     let upstream = upstream::build(gw, &route, &req, encoded, input.body, session.as_deref())?;
     let mut extra_headers = Vec::new();
     if let Some(s) = session {
@@ -321,6 +322,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
                 created: input.now_unix,
                 model,
                 legacy_functions: req.legacy_functions,
+                echo: req.echo.clone(),
             },
             timeout_secs: gw.config.upstream_timeout_seconds,
             extra_headers,
@@ -380,6 +382,7 @@ fn count_tokens(
                 created: input.now_unix,
                 model,
                 legacy_functions: false,
+                echo: Default::default(),
             },
             timeout_secs: gw.config.upstream_timeout_seconds,
             extra_headers: Vec::new(),
@@ -432,6 +435,7 @@ fn bedrock_runtime(
                 created: input.now_unix,
                 model: model.to_string(),
                 legacy_functions: false,
+                echo: Default::default(),
             },
             timeout_secs: gw.config.upstream_timeout_seconds,
             extra_headers: Vec::new(),
@@ -509,7 +513,16 @@ pub fn route(
     };
     let model = json::req_str(obj, "model", "model")?.to_string();
     crate::route::check_model_id(&model)?;
-    let route = gw.router.route(&model, forced, door.operation())?;
+    let mut route = gw.router.route(&model, forced, door.operation())?;
+    if matches!(route.format, Format::OpenaiChat | Format::Responses) {
+        // OpenAI's own Responses API serves the Responses door (the body relayed as sent);
+        // every other door, and base URLs without `/responses`, use Chat Completions.
+        route.format = if door == Door::Responses && gw.config.openai_responses {
+            Format::Responses
+        } else {
+            Format::OpenaiChat
+        };
+    }
     if let Some(k) = client {
         if !k.model_allowed(&model, &route.model_id) {
             return Err(GatewayError::model_not_allowed(&model));
@@ -530,6 +543,7 @@ pub fn decode(
         DecodeContext {
             bedrock: route.format.provider() == Provider::Bedrock,
             messages_api: door == Door::Messages,
+            relayed: route.format == format,
         },
     )
 }
@@ -565,7 +579,7 @@ pub fn encode(
             &RelayContext {
                 model_id: &route.model_id,
                 stream: req.stream,
-                default_max_tokens: gw.config.default_max_tokens,
+                default_max_tokens: default_max_tokens(gw, input.door, &route.model_id),
                 header_betas: &betas,
                 beta_rules: &gw.beta_rules,
             },
@@ -576,10 +590,21 @@ pub fn encode(
         req,
         &EncodeContext {
             model_id: &route.model_id,
-            default_max_tokens: gw.config.default_max_tokens,
+            default_max_tokens: default_max_tokens(gw, input.door, &route.model_id),
             capabilities: caps,
         },
     )
+}
+
+/// `max_tokens` for a request that sets none. Responses clients never send a limit (Codex
+/// sends no `max_output_tokens`) and expect whole answers, so Claude gets its model's own
+/// output limit there; other doors use the configured `default_max_tokens`.
+pub fn default_max_tokens(gw: &Gateway, door: Door, model_id: &str) -> u32 {
+    match door {
+        Door::Responses => formats::anthropic::limits::max_output_tokens(model_id)
+            .unwrap_or(gw.config.default_max_tokens),
+        _ => gw.config.default_max_tokens,
+    }
 }
 
 /// Whether a successful answer of `upstream` is already what a `target` client wants.
@@ -587,10 +612,12 @@ pub fn relays(upstream: Format, target: Format, structured: bool) -> bool {
     upstream == target && !structured && formats::client(target).is_some()
 }
 
-/// The client-facing response id: `msg_…` for Anthropic clients, `chatcmpl-…` otherwise.
+/// The client-facing response id: `msg_…` for Anthropic clients, `resp_…` for Responses
+/// clients, `chatcmpl-…` otherwise.
 pub fn response_id(target: Format, request_id: &str) -> String {
     match target {
         Format::Anthropic => format!("msg_{request_id}"),
+        Format::Responses => format!("resp_{request_id}"),
         _ => format!("chatcmpl-{request_id}"),
     }
 }

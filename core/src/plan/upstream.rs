@@ -33,7 +33,8 @@ pub fn build(
     let body_changed = encoded.body.as_slice() != client_body;
     let body = encoded.body;
     match route.format {
-        Format::OpenaiChat => openai_chat(gw, req.stream, body, body_changed),
+        Format::OpenaiChat => openai(gw, "chat/completions", req.stream, body, body_changed),
+        Format::Responses => openai(gw, "responses", req.stream, body, body_changed),
         Format::Agent => agent(gw, route, session.unwrap_or_default(), body, body_changed),
         Format::OpenaiEmbeddings => openai_embeddings(gw, body, body_changed),
         Format::Anthropic
@@ -45,9 +46,10 @@ pub fn build(
     }
 }
 
-/// `POST {base}/chat/completions` with the gateway's OpenAI key.
-fn openai_chat(
+/// `POST {base}/{endpoint}` (`chat/completions`, `responses`) with the gateway's OpenAI key.
+fn openai(
     gw: &Gateway,
+    endpoint: &str,
     stream: bool,
     body: Vec<u8>,
     body_changed: bool,
@@ -57,7 +59,7 @@ fn openai_chat(
         provider: Provider::Openai,
         cluster: up.cluster.clone(),
         authority: up.url.authority.clone(),
-        path: format!("{}/chat/completions", up.url.path),
+        path: format!("{}/{endpoint}", up.url.path),
         body,
         body_changed,
         headers: vec![
@@ -92,9 +94,7 @@ pub fn openai_embeddings(
     body: Vec<u8>,
     body_changed: bool,
 ) -> Result<UpstreamRequest, GatewayError> {
-    let mut up = openai_chat(gw, false, body, body_changed)?;
-    up.path = format!("{}/embeddings", gw.require_openai()?.url.path);
-    Ok(up)
+    openai(gw, "embeddings", false, body, body_changed)
 }
 
 /// A signed-later InvokeModel call of an embedding model (the filter makes these itself).

@@ -77,6 +77,9 @@ pub struct Raw {
     pub bytes: Vec<u8>,
     /// A usage-only event (sent only to clients that asked for usage).
     pub usage_only: bool,
+    /// The upstream's own closing event (a Responses `response.failed`): a relayed stream
+    /// ends with it, and the IR events that follow it are for translated streams only.
+    pub closing: bool,
 }
 
 /// One thing a push produced: an IR event, or a raw event for relayed streams.
@@ -103,7 +106,20 @@ impl Decoded {
 
     /// Appends a raw event.
     pub fn raw(&mut self, bytes: Vec<u8>, usage_only: bool) {
-        self.items.push(Item::Raw(Raw { bytes, usage_only }));
+        self.items.push(Item::Raw(Raw {
+            bytes,
+            usage_only,
+            closing: false,
+        }));
+    }
+
+    /// Appends a raw event that ends a relayed stream.
+    pub fn raw_closing(&mut self, bytes: Vec<u8>) {
+        self.items.push(Item::Raw(Raw {
+            bytes,
+            usage_only: false,
+            closing: true,
+        }));
     }
 }
 
@@ -244,6 +260,7 @@ impl StreamTranslator {
                 Item::Raw(raw) => {
                     if self.relay && (!raw.usage_only || self.include_usage) {
                         out.extend_from_slice(&raw.bytes);
+                        self.finished |= raw.closing;
                     }
                 }
                 Item::Event(e) => {

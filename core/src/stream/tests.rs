@@ -20,6 +20,7 @@ fn plan(api: Format, target: Format) -> ResponsePlan {
             created: 1,
             model: "m".into(),
             legacy_functions: false,
+            echo: Default::default(),
         },
         timeout_secs: 600,
         extra_headers: Vec::new(),

@@ -5,6 +5,7 @@
 pub mod betas;
 pub mod count_tokens;
 pub mod errors;
+pub mod limits;
 pub mod relay;
 pub mod request;
 pub mod response;
