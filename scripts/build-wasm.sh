@@ -3,9 +3,10 @@
 #  1. rustup with the wasm32-wasip1 target (an ordinary developer laptop);
 #  2. Debian's rustc-web + rust-web-src + lld + wasi-libc, building std from source
 #     (machines where rustup cannot download targets, and the Dockerfile's builder).
-# Usage: scripts/build-wasm.sh [clippy|trap]
+# Usage: scripts/build-wasm.sh [clippy|trap|floor]
 #   clippy: lint the filter for the wasm target instead of building it
 #   trap:   build the test-only build/unigate-trap.wasm (feature test-trap; see Cargo.toml)
+#   floor:  build the benchmark-only build/unigate-floor.wasm (feature bench-floor)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-build}"
@@ -14,6 +15,9 @@ features=()
 if [ "$mode" = trap ]; then
   out=build/unigate-trap.wasm
   features=(--features test-trap)
+elif [ "$mode" = floor ]; then
+  out=build/unigate-floor.wasm
+  features=(--features bench-floor)
 fi
 
 if command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then

@@ -4,6 +4,8 @@
 //! [`http`] hand each proxy-wasm callback to them, and [`host`] is the one adapter that
 //! calls Envoy (it returns errors instead of trapping).
 
+#[cfg(feature = "bench-floor")]
+mod floor;
 mod host;
 mod http;
 mod root;
