@@ -65,6 +65,7 @@ ALIAS_TARGET = "gpt-4.1"
 
 TRAP_MARKERS = ("panicked", "Function: proxy_on_", "wasm trap", "Uncaught RuntimeError", "unreachable executed")
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+ENDS = TERMINAL + ("error",)  # `error`: a stream that failed before or outside a response
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city.",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 
@@ -236,7 +237,7 @@ def assert_stream_prefix(raw: bytes) -> list:
     assert [d["sequence_number"] for _, d in evs] == list(range(len(evs))), [d["sequence_number"] for _, d in evs]
     names = [n for n, _ in evs]
     assert names[:2] == ["response.created", "response.in_progress"][: len(names)], names[:3]
-    ends = [i for i, n in enumerate(names) if n in TERMINAL]
+    ends = [i for i, n in enumerate(names) if n in ENDS]
     assert ends in ([], [len(names) - 1]), names
     if evs:
         rid = evs[0][1]["response"]["id"]
@@ -245,7 +246,7 @@ def assert_stream_prefix(raw: bytes) -> list:
                 assert d["response"]["id"] == rid
     done, open_id = [], None
     for name, d in evs[2:]:
-        if name in TERMINAL:
+        if name in ENDS:
             break
         if name == "response.output_item.added":
             assert open_id is None, f"item {d['output_index']} added while another is open"
@@ -558,6 +559,87 @@ def test_claude_stream_with_thinking_and_parallel_calls_in_pieces(rc, fakes):
     done = [d for n, d in events if n == "response.function_call_arguments.done"]
     assert [json.loads(d["arguments"]) for d in done] == [{"city": "Porto"}, {"city": "Oslo"}]
     assert_usage(final["usage"], 40, 30)
+
+
+def test_codex_custom_tool_comes_back_as_custom_tool_call(rc, fakes):
+    """Codex's `apply_patch` is a `custom` (free-form) tool: Claude gets a one-string
+    function with the grammar in its description, and its call streams back as a
+    `custom_tool_call` whose `input` is that string."""
+    patch = "*** Begin Patch\n*** Update File: ä.rs\n*** End Patch\n"
+    tools = [{"type": "custom", "name": "apply_patch", "description": "Patch files.",
+              "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}]
+    evs = claude_stream_events([{"type": "tool_use", "id": "toolu_P", "name": "apply_patch", "input": {"input": patch}}],
+                               stop_reason="tool_use")
+    headers = {"x-fake-stream-events": json.dumps([{"chunk": e} for e in evs]), **steer(chunk_bytes=7, chunk_delay_ms=0)}
+    resp = post(rc, {"model": "claude-sonnet-4", "input": "patch it", "tools": tools, "stream": True}, headers=headers)
+    sent = assert_bedrock_upstream(fakes.bedrock.last(), model_path(SONNET4_ID, "invoke-with-response-stream"))
+    (tool,) = sent["tools"]
+    assert tool["name"] == "apply_patch" and "start: /.+/" in tool["description"]
+    assert tool["input_schema"]["properties"]["input"]["type"] == "string" and tool["input_schema"]["required"] == ["input"]
+    events, final = assert_stream(resp.body, model="claude-sonnet-4")
+    assert [n for n, _ in events][2:-1] == ["response.output_item.added", "response.custom_tool_call_input.delta",
+                                            "response.custom_tool_call_input.done", "response.output_item.done"]
+    (item,) = final["output"]
+    assert (item["type"], item["call_id"], item["name"], item["input"]) == ("custom_tool_call", "toolu_P", "apply_patch", patch)
+
+
+def test_converse_parallel_tool_calls_stream_as_two_items(rc, fakes):
+    cevs = [{"event": "messageStart", "payload": {"role": "assistant"}},
+            {"event": "contentBlockStart", "payload": {"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "tooluse_1", "name": "get_weather"}}}},
+            {"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"city\": \"Po"}}}},
+            {"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "rto\"}"}}}},
+            {"event": "contentBlockStop", "payload": {"contentBlockIndex": 0}},
+            {"event": "contentBlockStart", "payload": {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "tooluse_2", "name": "get_weather"}}}},
+            {"event": "contentBlockDelta", "payload": {"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"city\": \"Oslo\"}"}}}},
+            {"event": "contentBlockStop", "payload": {"contentBlockIndex": 1}},
+            {"event": "messageStop", "payload": {"stopReason": "tool_use"}},
+            {"event": "metadata", "payload": {"usage": {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}, "metrics": {"latencyMs": 5}}}]
+    headers = {"x-fake-stream-events": json.dumps(cevs), **steer(chunk_bytes=3, chunk_delay_ms=0)}
+    resp = post(rc, {"model": NOVA_ID, "input": "Porto and Oslo?", "tools": TOOLS, "tool_choice": "required", "stream": True},
+                headers=headers, timeout=30)
+    sent = assert_bedrock_upstream(fakes.bedrock.last(), model_path(NOVA_ID, "converse-stream"))
+    assert sent["toolConfig"]["toolChoice"] == {"any": {}}
+    assert sent["toolConfig"]["tools"] == [{"toolSpec": {"name": "get_weather", "description": "Weather for a city.",
+                                                         "inputSchema": {"json": TOOLS[0]["parameters"]}}}]
+    events, final = assert_stream(resp.body, model=NOVA_ID)
+    assert [e["output_index"] for n, e in events if n == "response.output_item.added"] == [0, 1]
+    assert [(o["type"], o["call_id"], json.loads(o["arguments"])) for o in final["output"]] == \
+        [("function_call", "tooluse_1", {"city": "Porto"}), ("function_call", "tooluse_2", {"city": "Oslo"})]
+    assert_usage(final["usage"], 11, 7)
+
+
+def test_tool_choice_and_parallel_calls_reach_claude(rc, fakes):
+    resp = post(rc, {"model": "claude-3-haiku", "input": "x", "tools": TOOLS + [{"type": "web_search"}],
+                     "tool_choice": {"type": "function", "name": "get_weather"}, "parallel_tool_calls": False})
+    out = assert_response(resp, "claude-3-haiku")
+    sent = assert_bedrock_upstream(fakes.bedrock.last(), model_path(HAIKU_ID, "invoke"))
+    assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+    assert [t["name"] for t in sent["tools"]] == ["get_weather"], "built-in tools are dropped, not refused"
+    assert out["tool_choice"] == {"type": "function", "name": "get_weather"} and out["parallel_tool_calls"] is False
+
+
+def test_forcing_a_builtin_tool_is_400(rc, fakes):
+    resp = post(rc, {"model": "claude-3-haiku", "input": "x", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}})
+    assert_error(resp, 400, "invalid_request_error", param="tool_choice.type", message_contains="web_search")
+    assert fakes.upstream_requests() == []
+
+
+def test_target_format_cannot_be_chosen_on_this_door(rc, fakes):
+    resp = post(rc, {"model": "claude-3-haiku", "input": "tf"}, path="/v1/responses?target_format=bedrock_claude",
+                headers={"x-target-format": "openai"})
+    assert_response(resp, "claude-3-haiku", "echo: tf")
+    assert "x-target-format" not in fakes.bedrock.last().headers
+
+
+@pytest.mark.parametrize("model", ["claude-3-haiku", NOVA_ID])
+def test_long_streamed_answer(rc, fakes, model):
+    """About 30 KB of answer in ~3,000 deltas: every byte arrives, in order, in the grammar."""
+    text = " ".join(f"wörd{i}" for i in range(3000))
+    resp = post(rc, {"model": model, "input": text, "stream": True}, timeout=60)
+    assert resp.status == 200, resp
+    events, final = assert_stream(resp.body, model=model)
+    assert output_text(final["output"]) == "echo: " + text
+    assert len(events) > 3000
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["buffered", "stream"])
@@ -918,6 +1000,34 @@ def test_relayed_stream_that_breaks_off_ends_with_response_failed(rc, fakes, ups
     assert failed["response"]["error"]["code"] == "upstream_stream_truncated"
 
 
+def test_relayed_stream_error_event_is_relayed_as_the_end(rc, fakes, upstream_responses):
+    """OpenAI's own `error` event ends the relayed stream as OpenAI sent it: nothing added."""
+    def turn(rec, body, index):
+        frames = sse_frames(response_events(text_turn("one two"), "resp_relayed", "gpt-4o", 5))[:4]
+        frames.append(b'event: error\ndata: {"type":"error","sequence_number":4,"code":"server_error","message":"boom","param":null}\n\n')
+        return Reply(200, [("content-type", "text/event-stream")], stream=frames)
+
+    upstream_responses.script([turn])
+    resp = post(rc, {"model": "gpt-4o", "input": "x", "stream": True})
+    assert resp.status == 200, resp
+    assert resp.body == upstream_responses.last().response_body
+    evs = assert_stream_prefix(resp.body)
+    assert [n for n, _ in evs][-1] == "error" and evs[-1][1]["code"] == "server_error"
+
+
+def test_relayed_unreadable_stream_is_one_error_event(rc, fakes, upstream_responses):
+    """OpenAI answers 200 text/event-stream with something that is not a Responses event: the
+    client gets one `error` event (numbered 0) saying so, not the garbage."""
+    garbage = __import__("base64").b64encode(b"data: garbage\n\n").decode()
+    resp = post(rc, {"model": "gpt-4o", "input": "x", "stream": True},
+                headers={"x-fake-body-b64": garbage, "x-fake-content-type": "text/event-stream"})
+    assert resp.status == 200 and resp.content_type.startswith("text/event-stream"), resp
+    assert b"garbage" not in resp.body
+    (frame,) = sse_frames_of(resp.body)
+    assert frame[0] == "error" and frame[1]["type"] == "error" and frame[1]["sequence_number"] == 0
+    assert frame[1]["code"] == "upstream_stream_error", frame
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "filter bug: the response.failed the gateway appends to a relayed OpenAI stream that breaks off "
     "(core/src/formats/responses/stream.rs ResponsesStreamDecoder::break_off) carries a minimal Response "
@@ -997,6 +1107,39 @@ def test_upstream_stalling_mid_stream_is_cut_in_bounded_time(rgw, rc, fakes):
     assert names[:2] == ["response.created", "response.in_progress"], "the first piece was streamed before the stall"
     assert not set(names) & set(TERMINAL), names
     assert ended != "complete", "a stream cut by the idle timeout is closed, not ended as if whole"
+
+
+def _wait_idle(envoy, clusters, timeout=5.0):
+    names = ["http.ingress.downstream_rq_active"] + [f"cluster.{c}.upstream_rq_active" for c in clusters]
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = envoy.stats("_rq_active")
+        vals = {n: int(stats[n]) for n in names}
+        if not any(vals.values()):
+            return
+        assert time.monotonic() < deadline, f"requests still active after the client went away: {vals}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("model,cluster", [("claude-3-haiku", "bedrock"), (NOVA_ID, "bedrock"), ("gpt-4o", "openai")])
+def test_client_disconnect_mid_stream(rgw, rc, fakes, upstream_responses, model, cluster):
+    """The client goes away in the middle of a stream: Envoy drops the upstream request too,
+    nothing traps, and the next requests work."""
+    text = " ".join(f"w{i}" for i in range(60))
+    upstream_responses.script([text_turn(text), text_turn("after")])
+    payload = json.dumps({"model": model, "input": text, "stream": True}).encode()
+    head = ["POST /v1/responses HTTP/1.1", "Host: gw", f"Authorization: Bearer {KEY}", "Content-Type: application/json",
+            f"Content-Length: {len(payload)}", "x-fake-chunk-delay-ms: 100"]
+    with socket.create_connection(("127.0.0.1", rgw.port), timeout=10) as s:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        got = b""
+        while b"response.in_progress" not in got:
+            piece = s.recv(65536)
+            assert piece, got[:300]
+            got += piece
+        assert got.split(b"\r\n", 1)[0].endswith(b" 200 OK"), got[:200]
+    _wait_idle(rgw, [cluster])
+    assert post(rc, {"model": model, "input": "after", "stream": True}).status == 200
 
 
 # ---------------------------------------------------------------- usage: metrics and access log
