@@ -1028,13 +1028,9 @@ def test_relayed_unreadable_stream_is_one_error_event(rc, fakes, upstream_respon
     assert frame[1]["code"] == "upstream_stream_error", frame
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "filter bug: the response.failed the gateway appends to a relayed OpenAI stream that breaks off "
-    "(core/src/formats/responses/stream.rs ResponsesStreamDecoder::break_off) carries a minimal Response "
-    "{id, object, status, output, error, usage} without created_at, model, parallel_tool_calls, tool_choice "
-    "and tools, so it is not a valid Response for the openai SDK's models (the translated streams' "
-    "response.failed is)"))
 def test_relayed_break_off_response_failed_is_a_valid_response(rc, fakes, upstream_responses):
+    """The response.failed the gateway appends to a relayed stream that broke off is a Response
+    the SDK accepts (created_at and model from the upstream's response.created)."""
     if SdkResponse is None:
         pytest.fail("the openai SDK is not importable")
     upstream_responses.script([_relay_cut(5)])
@@ -1042,6 +1038,9 @@ def test_relayed_break_off_response_failed_is_a_valid_response(rc, fakes, upstre
     evs = assert_stream_prefix(resp.body)
     assert evs[-1][0] == "response.failed"
     sdk_validate_event(evs[-1][1])
+    created = evs[0][1]["response"]
+    failed = evs[-1][1]["response"]
+    assert (failed["id"], failed["model"], failed["created_at"]) == (created["id"], created["model"], created["created_at"])
 
 
 # ---------------------------------------------------------------- resets and silence
