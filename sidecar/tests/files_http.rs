@@ -149,6 +149,11 @@ impl Sidecar {
     }
 
     fn spawn(home: PathBuf, env: Vec<(String, String)>) -> Sidecar {
+        Sidecar::spawn_logging(home, env, Stdio::inherit())
+    }
+
+    /// Started with its log (stderr) going to `log`.
+    fn spawn_logging(home: PathBuf, env: Vec<(String, String)>, log: Stdio) -> Sidecar {
         let port = free_port();
         let mut cmd = unigate(&home);
         cmd.arg("sidecar")
@@ -159,7 +164,7 @@ impl Sidecar {
             .env("FILES_DIR", home.join("files"))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -419,6 +424,11 @@ fn round_trip(sc: Sidecar) -> Sidecar {
         String::from_utf8_lossy(&health.body)
     );
     assert_eq!(health.json()["status"], "ok");
+    let text = String::from_utf8_lossy(&health.body);
+    assert!(
+        !text.contains("storage") && !text.contains(&*sc.home.to_string_lossy()),
+        "{text}"
+    );
 
     // A restart keeps everything (the records live with the objects).
     let sc = sc.restart();
@@ -548,12 +558,18 @@ fn s3_round_trip_pagination_and_restart() {
         return;
     };
     let sc = Sidecar::start("files-s3", &s3_env(&moto));
-    let health = sc.get(OWNER_A, "/v1/files/health").json();
-    assert_eq!(health["storage"]["backend"], "s3");
-    assert_eq!(
-        health["storage"]["credentials"]["source"],
-        "environment variables"
-    );
+    // Health shows no bucket, endpoint or credential source to a client.
+    let health = sc.get(OWNER_A, "/v1/files/health");
+    assert_eq!(health.json()["status"], "ok");
+    let text = String::from_utf8_lossy(&health.body);
+    for internal in [
+        "unigate-files",
+        "storage",
+        "127.0.0.1",
+        "environment variables",
+    ] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
     let sc = round_trip(sc);
     pagination(&sc);
     // Objects are keyed by owner under the prefix, with the record as metadata.
@@ -587,7 +603,8 @@ fn s3_round_trip_pagination_and_restart() {
     // Storage down: health says so.
     let h = sc.get(OWNER_A, "/v1/files/health");
     assert_eq!(h.status, 503);
-    assert_eq!(h.json()["storage"]["bucket_reachable"]["ok"], false);
+    assert_eq!(h.error_code(), "storage_unavailable");
+    assert!(!String::from_utf8_lossy(&h.body).contains("unigate-files"));
 }
 
 #[test]
@@ -966,4 +983,38 @@ fn a_100_mb_upload_uses_bounded_memory() {
         b"",
     );
     assert_eq!(del.status, 200);
+}
+
+#[test]
+fn storage_details_go_to_the_log_not_to_clients() {
+    let home = temp_dir("files-health");
+    let log_path = home.join("sidecar.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let dir = home.join("private-store");
+    let sc = Sidecar::spawn_logging(
+        home.clone(),
+        vec![
+            ("FILES_DIR".into(), dir.to_string_lossy().into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        Stdio::from(log),
+    );
+    // The upload spool is a file: nothing can be stored (even by root).
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".uploads"), "x").unwrap();
+    let h = sc.get(OWNER_A, "/v1/files/health");
+    assert_eq!(h.status, 503);
+    assert_eq!(h.error_code(), "storage_unavailable");
+    let up = sc.upload(OWNER_A, "a.txt", b"x", "user_data");
+    assert_eq!(up.status, 503);
+    for body in [&h.body, &up.body] {
+        let text = String::from_utf8_lossy(body);
+        assert!(!text.contains("private-store"), "{text}");
+    }
+    drop(sc);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("private-store") && log.contains("health check failed"),
+        "the operator's log lacks the details: {log}"
+    );
 }

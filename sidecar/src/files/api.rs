@@ -88,12 +88,13 @@ pub(super) fn store_error(id: &str, e: &StoreError) -> Response {
     match e {
         StoreError::NotFound => error(&no_such_file(id)),
         StoreError::Unavailable(m) => {
-            tracing::warn!(error = %m, "file storage failed");
+            // Paths, buckets and backend errors are the operator's, not the client's.
+            tracing::warn!(id, error = %m, "file storage failed");
             error(
                 &GatewayError::new(
                     503,
                     ErrorType::Api,
-                    format!("File storage is unavailable: {m}"),
+                    "File storage is unavailable (the details are in the unigate sidecar's log).",
                 )
                 .with_code("storage_unavailable"),
             )
@@ -526,7 +527,9 @@ fn content_disposition(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
 }
 
-/// `GET /v1/files/health`.
+/// `GET /v1/files/health`: whether storage works, and the limits a client needs. Where and how
+/// files are stored (directory, bucket, credentials, errors) is for the operator: it goes to
+/// the sidecar's log, never to a client.
 async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(r) = caller(&state, &headers) {
         return r;
@@ -534,15 +537,19 @@ async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let h = state.files.store.health().await;
     let mut body = json!({
         "status": if h.ok { "ok" } else { "unavailable" },
-        "storage": h.details,
         "max_bytes": state.files.settings.max_bytes,
         "context_max_bytes": state.files.settings.context_max_bytes,
     });
+    if h.ok {
+        tracing::debug!(details = %h.details, "file storage is healthy");
+    } else {
+        tracing::warn!(details = %h.details, "file storage health check failed");
+    }
     if let (false, Some(o)) = (h.ok, body.as_object_mut()) {
         o.insert(
             "error".into(),
             json!({
-                "message": "File storage is not available: see `storage` for details.",
+                "message": "File storage is not available (the details are in the unigate sidecar's log).",
                 "type": "api_error", "param": null, "code": "storage_unavailable",
             }),
         );

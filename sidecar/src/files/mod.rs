@@ -268,7 +268,8 @@ impl FileMeta {
 pub enum StoreError {
     /// No such file for this owner.
     NotFound,
-    /// The backend failed (disk, network, credentials); the message is safe to show.
+    /// The backend failed (disk, network, credentials); the message is for the log (it may
+    /// name paths and buckets), never for a client.
     Unavailable(String),
 }
 
