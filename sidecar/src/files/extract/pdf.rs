@@ -17,7 +17,6 @@
 use super::budget::{Budget, Stop};
 use super::capped::Capped;
 use super::Failure;
-use pdf_extract::content::Content;
 use pdf_extract::{
     ColorSpace, Dictionary, Document, MediaBox, Object, ObjectId, OutputDev, OutputError, Path,
     PlainTextOutput, Transform,
@@ -338,22 +337,15 @@ impl<'d> Preflight<'d> {
         if nests_deeper(content, max_depth, false, &mut self.budget)? {
             return Err(Refusal::Stop(Stop::TooDeep));
         }
-        // What does not decode is left to pdf-extract (which then fails the file).
-        let Ok(ops) = Content::decode(content) else {
-            return Ok(());
-        };
-        for op in ops.operations.iter().filter(|op| op.operator == "Do") {
+        for name in drawn_forms(content, &mut self.budget)? {
             self.forms += 1;
             if self.forms > MAX_FORM_CALLS {
                 return Err(Refusal::TooComplex);
             }
-            let Some(name) = op.operands.first().and_then(|n| n.as_name().ok()) else {
-                continue;
-            };
             let form = resources
                 .and_then(|r| r.get(b"XObject").ok())
                 .and_then(|x| self.deref(x).as_dict().ok())
-                .and_then(|x| x.get(name).ok());
+                .and_then(|x| x.get(&name).ok());
             let Some(form) = form else { continue };
             let id = form.as_reference().ok();
             let Ok(stream) = self.deref(form).as_stream() else {
@@ -387,6 +379,120 @@ impl<'d> Preflight<'d> {
         }
         Ok(())
     }
+}
+
+/// The names of the forms a content stream draws (`/Name Do`), read token by token without
+/// building the operators (`pdf-extract` decodes the stream into objects of many times its
+/// size; checking must not cost as much again). Inline image data (`ID` … `EI`) is skipped.
+pub fn drawn_forms(content: &[u8], budget: &mut Budget) -> Result<Vec<Vec<u8>>, Stop> {
+    let mut names = Vec::new();
+    let mut last_name: Option<&[u8]> = None;
+    let mut i = 0usize;
+    while let Some(&b) = content.get(i) {
+        let from = i;
+        match b {
+            b'%' => i = skip_to(content, i, |b| b == b'\n' || b == b'\r') + 1,
+            b'(' => i = skip_string(content, i) + 1,
+            b'<' if content.get(i + 1) != Some(&b'<') => i = skip_to(content, i, |b| b == b'>') + 1,
+            b'/' => {
+                let end = token_end(content, i + 1);
+                last_name = content.get(i + 1..end);
+                i = end;
+                budget.spend(i - from)?;
+                continue;
+            }
+            b if is_delimiter(b) || is_space(b) => i += 1,
+            _ => {
+                let end = token_end(content, i);
+                match content.get(i..end) {
+                    Some(b"Do") => {
+                        if let Some(name) = last_name {
+                            names.push(decode_name(name));
+                        }
+                    }
+                    // Binary data up to the end of the inline image.
+                    Some(b"ID") => {
+                        i = find_inline_image_end(content, end);
+                        budget.spend(i - from)?;
+                        last_name = None;
+                        continue;
+                    }
+                    _ => {}
+                }
+                i = end;
+            }
+        }
+        // Comments are white space to the content parser too.
+        if !is_space(b) && b != b'%' {
+            last_name = None;
+        }
+        budget.spend(i.saturating_sub(from).max(1))?;
+    }
+    Ok(names)
+}
+
+/// PDF white-space characters.
+fn is_space(b: u8) -> bool {
+    matches!(b, 0 | b'\t' | b'\n' | 0x0C | b'\r' | b' ')
+}
+
+/// PDF delimiter characters.
+fn is_delimiter(b: u8) -> bool {
+    matches!(
+        b,
+        b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'
+    )
+}
+
+/// Where the regular token starting at `from` ends.
+fn token_end(data: &[u8], from: usize) -> usize {
+    data.get(from..)
+        .and_then(|rest| rest.iter().position(|&b| is_space(b) || is_delimiter(b)))
+        .map_or(data.len(), |p| from + p)
+}
+
+/// After `ID`: the index just past the `EI` that ends the inline image (white space on
+/// both sides), or the end.
+fn find_inline_image_end(data: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Some(p) = find(data, at, b"EI") {
+        let before = p
+            .checked_sub(1)
+            .and_then(|q| data.get(q))
+            .is_some_and(|&b| is_space(b));
+        let after = data
+            .get(p + 2)
+            .is_none_or(|&b| is_space(b) || is_delimiter(b));
+        if before && after {
+            return p + 2;
+        }
+        at = p + 1;
+    }
+    data.len()
+}
+
+/// A name token with its `#xx` escapes decoded (as `lopdf` decodes dictionary keys).
+fn decode_name(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let hex = raw
+            .get(i + 1..i + 3)
+            .filter(|_| b == b'#')
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Whether PDF syntax in `data` nests arrays and dictionaries deeper than `max` (strings,
@@ -468,4 +574,27 @@ fn find(data: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .windows(needle.len())
         .position(|w| w == needle)
         .map(|p| from + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_drawn() {
+        let names = |c: &[u8]| {
+            drawn_forms(c, &mut Budget::unlimited())
+                .unwrap()
+                .into_iter()
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(b"q /X Do Q /Im#201 Do"), ["X", "Im 1"]);
+        assert_eq!(names(b"/X/Y Do (/Z Do) % /W Do\n<2F5A> Do"), ["Y"]);
+        assert_eq!(names(b"/X % a comment\nDo"), ["X"]);
+        assert_eq!(names(b"/F1 12 Tf /X 1 Do [/Y] Do"), Vec::<String>::new());
+        // Inline image data is not read as operators.
+        assert_eq!(names(b"BI /W 1 ID \x00/A Do EI /B Do"), ["B"]);
+        assert_eq!(names(b"/A Do /B Do\n/A Do"), ["A", "B", "A"]);
+    }
 }
