@@ -25,14 +25,23 @@ pub fn split(data: &[u8]) -> (usize, &[u8]) {
 }
 
 /// One extraction; `linear`: it must finish within [`STEPS_PER_BYTE`] units per byte.
-pub fn extract_once(kind: Kind, data: &[u8], max: usize, linear: bool) -> Result<Extracted, Failure> {
+pub fn extract_once(
+    kind: Kind,
+    data: &[u8],
+    max: usize,
+    linear: bool,
+) -> Result<Extracted, Failure> {
     let mut budget = Budget::unlimited();
     if linear {
         budget = budget.with_step_limit(STEPS_PER_BYTE * data.len() as u64 + 2 * CHECK_EVERY);
     }
     let r = extract::extract(kind, "fuzz.bin", data, false, max, &mut budget);
     match &r {
-        Ok(e) => assert!(e.text.len() <= max, "{} bytes of text, cap {max}", e.text.len()),
+        Ok(e) => assert!(
+            e.text.len() <= max,
+            "{} bytes of text, cap {max}",
+            e.text.len()
+        ),
         Err(Failure::Timeout) => panic!(
             "more than {STEPS_PER_BYTE} units of work per byte: {} for {} bytes",
             budget.steps(),
@@ -57,7 +66,10 @@ pub fn run(kind: Kind, data: &[u8], streamed: bool) {
     let whole = extract_once(kind, data, 1 << 26, true);
     match (&cut, &whole) {
         (Ok(c), Ok(w)) => {
-            assert!(w.text.starts_with(&c.text), "the cut text is not the start of the whole");
+            assert!(
+                w.text.starts_with(&c.text),
+                "the cut text is not the start of the whole"
+            );
             assert_eq!(c.truncated, w.text.len() > max, "truncated flag");
             if !c.truncated {
                 assert_eq!(c.text, w.text);
