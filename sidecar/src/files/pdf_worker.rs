@@ -108,7 +108,8 @@ pub async fn extract(
         .arg(format!("--max-bytes={max}"))
         .arg(format!("--max-depth={max_depth}"))
         .arg(format!("--timeout-ms={timeout_ms}"))
-        .arg(format!("--name={filename}"))
+        // An argument cannot hold NUL; the name is only for messages.
+        .arg(format!("--name={}", filename.replace('\0', "_")))
         // Nothing of the sidecar's environment (credentials) is needed.
         .env_clear()
         .stdin(Stdio::piped())
@@ -193,7 +194,8 @@ fn answer(
         };
     }
     if status.code() == Some(i32::from(REFUSED)) {
-        let (kind, message) = err.trim_end().split_once('\t').unwrap_or(("", ""));
+        let line = err.lines().next().unwrap_or_default();
+        let (kind, message) = line.split_once('\t').unwrap_or(("", ""));
         return Err(match kind {
             "too_deep" => Failure::TooDeep(message.to_string()),
             "too_complex" => Failure::TooComplex(message.to_string()),
@@ -254,5 +256,52 @@ fn limit(cmd: &mut tokio::process::Command, memory: u64, timeout_ms: u128) {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exit(code: i32) -> std::process::ExitStatus {
+        std::process::ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn what_the_child_said() {
+        let ok = answer("a.pdf", exit(0), b"1Hello", b"", 1 << 20).unwrap();
+        assert_eq!((ok.text.as_str(), ok.truncated), ("Hello", true));
+        let ok = answer("a.pdf", exit(0), b"", b"", 1 << 20).unwrap();
+        assert_eq!((ok.text.as_str(), ok.truncated), ("", false));
+        let deep = answer("a.pdf", exit(3), b"", b"too_deep\tnests deeper\n", 1 << 20);
+        assert_eq!(deep, Err(Failure::TooDeep("nests deeper".into())));
+        let late = answer("a.pdf", exit(3), b"", b"timeout\t\n", 1 << 20);
+        assert_eq!(late, Err(Failure::Timeout));
+        let cpu = std::process::ExitStatus::from_raw(libc::SIGXCPU);
+        assert_eq!(
+            answer("a.pdf", cpu, b"", b"", 1 << 20),
+            Err(Failure::Timeout)
+        );
+        let oom = std::process::ExitStatus::from_raw(libc::SIGABRT);
+        let e = answer(
+            "a.pdf",
+            oom,
+            b"",
+            b"memory allocation of 480 bytes failed\n",
+            96 << 20,
+        );
+        assert!(matches!(e, Err(Failure::TooComplex(m)) if m.contains("96 MiB")));
+        let crash = std::process::ExitStatus::from_raw(libc::SIGSEGV);
+        let e = answer("a.pdf", crash, b"", b"", 1 << 20);
+        assert_eq!(
+            e,
+            Err(Failure::Unsupported(
+                "The PDF `a.pdf` could not be read.".into()
+            ))
+        );
+        // A refusal without a message, or an unknown kind, reads as unreadable.
+        let e = answer("a.pdf", exit(3), b"", b"what\tever", 1 << 20);
+        assert!(matches!(e, Err(Failure::Unsupported(_))));
     }
 }
