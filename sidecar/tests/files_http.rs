@@ -1346,3 +1346,51 @@ fn storage_details_go_to_the_log_not_to_clients() {
         "the operator's log lacks the details: {log}"
     );
 }
+
+#[test]
+fn an_extraction_in_the_sidecar_stops_when_its_caller_goes_away() {
+    // 32 MB of empty paragraphs: linear, but seconds of work in a debug build, with no text
+    // to fill the cap.
+    let sc = Sidecar::start(
+        "files-coop-cancel",
+        &[
+            ("FILE_CONTEXT_MAX_BYTES", "2000000".into()),
+            ("FILE_CONTEXT_TIMEOUT_MS", "60000".into()),
+        ],
+    );
+    let id = sc.upload_ok(
+        OWNER_A,
+        "empty.html",
+        "<p></p>".repeat(4_600_000).as_bytes(),
+    );
+    let body = json!({ "file_ids": [&id] }).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", sc.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/internal/file-context HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-unigate-token: {TOKEN}\r\nx-unigate-owner: {OWNER_A}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let cpu0 = cpu_seconds(sc.pid());
+    std::thread::sleep(Duration::from_millis(700));
+    let working = cpu_seconds(sc.pid()) - cpu0;
+    s.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    if let Ok(n) = s.read(&mut probe) {
+        eprintln!("SKIPPED: the extraction finished within 0.7 s ({n} bytes of answer; an optimized build?)");
+        return;
+    }
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu1 = cpu_seconds(sc.pid());
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = cpu_seconds(sc.pid()) - cpu1;
+    eprintln!("HTML extraction: {working:.2} CPU s in its first 0.7 s, {after:.2} CPU s in the second after its caller left");
+    // Relative to what it got while working (the machine may be busy): a quarter of that
+    // rate at most, where an extraction still running would keep all of it.
+    let rate = working / 0.7;
+    assert!(
+        after <= 0.25 * rate + 0.02,
+        "{after} CPU seconds in the second after the caller left (working: {rate:.2} per second)"
+    );
+}
