@@ -64,7 +64,7 @@ lint: ## rustfmt and clippy for host and wasm targets
 	cargo clippy --workspace --exclude unigate-filter --all-targets -- -D warnings
 	scripts/build-wasm.sh clippy
 
-fuzz: ## fuzz every core target for FUZZ_SECONDS each (default 60; needs rustup nightly)
+fuzz: ## fuzz every core and sidecar (extraction) target for FUZZ_SECONDS each (default 60; needs rustup nightly)
 	scripts/fuzz.sh
 
 bench: setup build ## plain Envoy, unigate and LiteLLM side by side (BENCH_ARGS, e.g. --duration 5)

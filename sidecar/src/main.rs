@@ -91,10 +91,17 @@ enum Commands {
     Config(cli::config::ConfigArgs),
     /// Check AWS credentials and access.
     Aws(cli::aws::AwsArgs),
+    /// Internal: the sidecar's PDF text extraction, in a process it can kill.
+    #[command(name = files::pdf_worker::SUBCOMMAND, hide = true)]
+    ExtractPdf(files::pdf_worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::ExtractPdf(args) = &cli.command {
+        // Before the async runtime and logging: a small, single-threaded process.
+        return files::pdf_worker::child(args);
+    }
     init_logging();
     match run(cli) {
         Ok(code) => code,
@@ -160,6 +167,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Commands::Files(args) => runtime.block_on(cli::files::run(args)),
         Commands::Config(args) => cli::config::run(args, &process_env),
         Commands::Aws(args) => runtime.block_on(cli::aws::run(args, &process_env)),
+        Commands::ExtractPdf(args) => Ok(files::pdf_worker::child(&args)),
     }
 }
 

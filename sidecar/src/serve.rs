@@ -236,6 +236,7 @@ pub async fn sidecar_state(
         std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
     let files_settings = FilesSettings::from_env(env, &cwd)?;
     tracing::info!(storage = %files_settings.describe(), "files API storage");
+    tracing::info!(limits = %files_settings.describe_context(), "file context extraction");
     let files = Files::new(files_settings, chain.shared()).await?;
     Ok(AppState {
         token,

@@ -149,6 +149,11 @@ impl Sidecar {
     }
 
     fn spawn(home: PathBuf, env: Vec<(String, String)>) -> Sidecar {
+        Sidecar::spawn_logging(home, env, Stdio::inherit())
+    }
+
+    /// Started with its log (stderr) going to `log`.
+    fn spawn_logging(home: PathBuf, env: Vec<(String, String)>, log: Stdio) -> Sidecar {
         let port = free_port();
         let mut cmd = unigate(&home);
         cmd.arg("sidecar")
@@ -159,7 +164,7 @@ impl Sidecar {
             .env("FILES_DIR", home.join("files"))
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         for (k, v) in &env {
             cmd.env(k, v);
         }
@@ -419,6 +424,11 @@ fn round_trip(sc: Sidecar) -> Sidecar {
         String::from_utf8_lossy(&health.body)
     );
     assert_eq!(health.json()["status"], "ok");
+    let text = String::from_utf8_lossy(&health.body);
+    assert!(
+        !text.contains("storage") && !text.contains(&*sc.home.to_string_lossy()),
+        "{text}"
+    );
 
     // A restart keeps everything (the records live with the objects).
     let sc = sc.restart();
@@ -548,12 +558,18 @@ fn s3_round_trip_pagination_and_restart() {
         return;
     };
     let sc = Sidecar::start("files-s3", &s3_env(&moto));
-    let health = sc.get(OWNER_A, "/v1/files/health").json();
-    assert_eq!(health["storage"]["backend"], "s3");
-    assert_eq!(
-        health["storage"]["credentials"]["source"],
-        "environment variables"
-    );
+    // Health shows no bucket, endpoint or credential source to a client.
+    let health = sc.get(OWNER_A, "/v1/files/health");
+    assert_eq!(health.json()["status"], "ok");
+    let text = String::from_utf8_lossy(&health.body);
+    for internal in [
+        "unigate-files",
+        "storage",
+        "127.0.0.1",
+        "environment variables",
+    ] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
     let sc = round_trip(sc);
     pagination(&sc);
     // Objects are keyed by owner under the prefix, with the record as metadata.
@@ -587,7 +603,8 @@ fn s3_round_trip_pagination_and_restart() {
     // Storage down: health says so.
     let h = sc.get(OWNER_A, "/v1/files/health");
     assert_eq!(h.status, 503);
-    assert_eq!(h.json()["storage"]["bucket_reachable"]["ok"], false);
+    assert_eq!(h.error_code(), "storage_unavailable");
+    assert!(!String::from_utf8_lossy(&h.body).contains("unigate-files"));
 }
 
 #[test]
@@ -966,4 +983,414 @@ fn a_100_mb_upload_uses_bounded_memory() {
         b"",
     );
     assert_eq!(del.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounded under abuse (issue 17): what one key holder's files can make the sidecar spend.
+
+/// The fields of /proc/<pid>/stat after the command name (which may hold spaces): state,
+/// ppid, …
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    Some(after.split(' ').map(str::to_string).collect())
+}
+
+/// Clock ticks in the utime, stime (and cutime, cstime) fields.
+fn ticks(f: &[String], fields: std::ops::Range<usize>) -> u64 {
+    f[fields].iter().map(|v| v.parse::<u64>().unwrap()).sum()
+}
+
+/// CPU seconds of `pid` and of every child it has or had (running, exited but not yet
+/// reaped, and reaped).
+fn cpu_seconds(pid: u32) -> f64 {
+    // utime, stime, cutime, cstime are fields 14–17 of stat, 11–14 after the name.
+    let own = ticks(&stat_fields(pid).unwrap(), 11..15);
+    let children: u64 = processes_of(pid, true)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|f| ticks(&f, 11..13))
+        .sum();
+    (own + children) as f64 / 100.0
+}
+
+/// The processes whose parent is `pid`; `zombies`: also those that exited but are not reaped.
+fn processes_of(pid: u32, zombies: bool) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some(f) = stat_fields(child) else {
+            continue;
+        };
+        if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+            && (zombies || f.first().map(String::as_str) != Some("Z"))
+        {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// The running children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    processes_of(pid, false)
+}
+
+/// Polls `done` every 20 ms for at most `limit`; how long it took, if it happened.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A one-page PDF drawing `content`, with the named forms of `xobjects` (objects from 6 on).
+fn pdf_doc(content: &str, xobjects: &str, extra: &[String]) -> Vec<u8> {
+    let mut objects = vec![
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> /XObject << {xobjects} >> >> >>"),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    objects.extend(extra.iter().cloned());
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for off in offsets {
+        pdf.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// A form XObject drawing `content`.
+fn pdf_form(content: &str, resources: &str) -> String {
+    format!(
+        "<< /Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << {resources} >> /Length {} >>\nstream\n{content}\nendstream",
+        content.len()
+    )
+}
+
+/// A small PDF that is slow to draw within every document limit: one form of 6 000 state
+/// saves and restores, drawn 9 999 times (60 MB of content operators from 600 KB).
+fn slow_pdf() -> Vec<u8> {
+    pdf_doc(
+        &"/X Do ".repeat(9_999),
+        "/X 6 0 R",
+        &[pdf_form(&"q Q ".repeat(1_500), "")],
+    )
+}
+
+#[test]
+fn abusive_files_are_refused_or_cut_with_bounded_time_and_memory() {
+    let sc = Sidecar::start("files-abuse", &[]);
+    sc.upload_ok(OWNER_A, "warm.txt", b"warm");
+    let laughs: Vec<String> = (0..30)
+        .map(|i| {
+            if i == 29 {
+                pdf_form("", "")
+            } else {
+                pdf_form("/X Do /X Do", &format!("/XObject << /X {} 0 R >>", 7 + i))
+            }
+        })
+        .collect();
+    let mut deep_pdf = b"%PDF-1.4\n1 0 obj\n".to_vec();
+    deep_pdf.extend(std::iter::repeat_n(b'[', 100_000));
+    // (name, content, expected status, expected code)
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("open20k.json", vec![b'['; 20_000], 422, "file_too_deep"),
+        ("open40k.json", vec![b'['; 40_000], 422, "file_too_deep"),
+        (
+            "nested.json",
+            "{\"a\":".repeat(20_000).into_bytes(),
+            422,
+            "file_too_deep",
+        ),
+        (
+            "deep.xml",
+            "<a>".repeat(100_000).into_bytes(),
+            422,
+            "file_too_deep",
+        ),
+        (
+            "titles.html",
+            "<title>".repeat(40_000).into_bytes(),
+            200,
+            "",
+        ),
+        ("commas.csv", vec![b','; 4_000_000], 200, ""),
+        (
+            "laughs.pdf",
+            pdf_doc("/X Do", "/X 6 0 R", &laughs),
+            422,
+            "file_too_complex",
+        ),
+        (
+            "self.pdf",
+            pdf_doc(
+                "/X Do",
+                "/X 6 0 R",
+                &[pdf_form("/X Do", "/XObject << /X 6 0 R >>")],
+            ),
+            422,
+            "file_too_complex",
+        ),
+        ("nested.pdf", deep_pdf, 422, "file_too_deep"),
+    ];
+    for (name, content, status, code) in cases {
+        let id = sc.upload_ok(OWNER_A, name, &content);
+        // Peak RSS from now on.
+        std::fs::write(format!("/proc/{}/clear_refs", sc.pid()), "5").unwrap();
+        let before = proc_kib(sc.pid(), "VmRSS:");
+        let started = Instant::now();
+        let r = sc.context(OWNER_A, &[&id]);
+        let took = started.elapsed();
+        let peak = proc_kib(sc.pid(), "VmHWM:");
+        let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
+        let input_mib = content.len() as f64 / 1048576.0;
+        eprintln!(
+            "{name}: {} bytes -> HTTP {} in {took:?}, sidecar peak RSS +{growth_mib:.1} MiB",
+            content.len(),
+            r.status
+        );
+        assert_eq!(
+            r.status,
+            status,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        if status == 200 {
+            let f = &r.json()["files"][0];
+            assert!(f["text"].as_str().unwrap().len() <= 200_000, "{name}");
+        } else {
+            assert_eq!(r.error_code(), code, "{name}");
+            let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(message.contains(name), "{name}: {message}");
+            // The filter passes 422 on to the client with this message.
+            let e = unigate_core::files::parse_answer(Some(r.status), &r.body).unwrap_err();
+            assert_eq!((e.status, e.message.as_str()), (422, message.as_str()));
+        }
+        // The file is read into memory once; the old quadratic extractors grew by 400 MB to
+        // 1.6 GB for 20–40 KB of `[`.
+        assert!(
+            growth_mib <= 4.0 * input_mib + 16.0,
+            "{name}: peak RSS grew by {growth_mib:.1} MiB for {input_mib:.2} MiB"
+        );
+        // Generous (debug build, shared machine); the old HTML extractor took over 17 s.
+        assert!(took < Duration::from_secs(5), "{name}: {took:?}");
+    }
+}
+
+#[test]
+fn a_pdf_extraction_is_killed_when_its_caller_goes_away_or_its_time_is_up() {
+    let sc = Sidecar::start(
+        "files-cancel",
+        &[("FILE_CONTEXT_TIMEOUT_MS", "60000".into())],
+    );
+    let id = sc.upload_ok(OWNER_A, "slow.pdf", &slow_pdf());
+    // The caller (the filter, whose call timed out) closes the connection after 1 s.
+    let body = json!({ "file_ids": [&id] }).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", sc.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/internal/file-context HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-unigate-token: {TOKEN}\r\nx-unigate-owner: {OWNER_A}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let started = Instant::now();
+    let worker = within(Duration::from_secs(5), || !children(sc.pid()).is_empty());
+    assert!(worker.is_some(), "no PDF extraction process started");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !children(sc.pid()).is_empty(),
+        "the extraction ended early: the PDF is not slow"
+    );
+    drop(s);
+    let gone = within(Duration::from_secs(2), || children(sc.pid()).is_empty());
+    eprintln!(
+        "slow PDF: caller left after {:?}, extraction process gone {gone:?} later",
+        started.elapsed()
+    );
+    assert!(
+        gone.is_some(),
+        "the PDF extraction outlived its caller by 2 s"
+    );
+    // And reaped, not left a zombie.
+    assert!(
+        within(Duration::from_secs(2), || processes_of(sc.pid(), true)
+            .is_empty())
+        .is_some()
+    );
+    // Nothing keeps burning CPU.
+    let cpu = cpu_seconds(sc.pid());
+    std::thread::sleep(Duration::from_millis(1000));
+    let idle = cpu_seconds(sc.pid()) - cpu;
+    assert!(idle < 0.3, "{idle} CPU seconds after the caller left");
+    drop(sc);
+
+    // Its own deadline: 504 at FILE_CONTEXT_TIMEOUT_MS, and the process is gone.
+    let sc = Sidecar::start(
+        "files-deadline",
+        &[("FILE_CONTEXT_TIMEOUT_MS", "2000".into())],
+    );
+    let id = sc.upload_ok(OWNER_A, "slow.pdf", &slow_pdf());
+    let started = Instant::now();
+    let r = sc.context(OWNER_A, &[&id]);
+    let took = started.elapsed();
+    eprintln!(
+        "slow PDF with a 2 s budget: HTTP {} after {took:?}",
+        r.status
+    );
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(within(Duration::from_secs(1), || children(sc.pid()).is_empty()).is_some());
+}
+
+#[test]
+fn parallel_extractions_wait_for_a_slot_then_get_503() {
+    let sc = Sidecar::start(
+        "files-slots",
+        &[
+            ("FILE_CONTEXT_CONCURRENCY", "1".into()),
+            ("FILE_CONTEXT_TIMEOUT_MS", "4000".into()),
+        ],
+    );
+    let id = sc.upload_ok(OWNER_A, "slow.pdf", &slow_pdf());
+    let cpu_before = cpu_seconds(sc.pid());
+    let started = Instant::now();
+    let answers: Vec<(u16, String, Duration)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                let (sc, id) = (&sc, &id);
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100 * i));
+                    let r = sc.context(OWNER_A, &[id]);
+                    let code = if r.status == 200 {
+                        String::new()
+                    } else {
+                        r.error_code()
+                    };
+                    (r.status, code, started.elapsed())
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    within(Duration::from_secs(2), || children(sc.pid()).is_empty());
+    let cpu = cpu_seconds(sc.pid()) - cpu_before;
+    eprintln!("three slow PDFs at once, one slot: {answers:?}, {cpu:.2} CPU seconds");
+    let mut statuses: Vec<(u16, String)> = answers.iter().map(|a| (a.0, a.1.clone())).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        vec![
+            (503, "extraction_busy".to_string()),
+            (503, "extraction_busy".to_string()),
+            (504, "upstream_timeout".to_string())
+        ]
+    );
+    // One extraction ran (4 s budget); the others never started.
+    assert!(cpu < 6.0, "{cpu} CPU seconds");
+}
+
+#[test]
+fn storage_details_go_to_the_log_not_to_clients() {
+    let home = temp_dir("files-health");
+    let log_path = home.join("sidecar.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let dir = home.join("private-store");
+    let sc = Sidecar::spawn_logging(
+        home.clone(),
+        vec![
+            ("FILES_DIR".into(), dir.to_string_lossy().into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        Stdio::from(log),
+    );
+    // The upload spool is a file: nothing can be stored (even by root).
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".uploads"), "x").unwrap();
+    let h = sc.get(OWNER_A, "/v1/files/health");
+    assert_eq!(h.status, 503);
+    assert_eq!(h.error_code(), "storage_unavailable");
+    let up = sc.upload(OWNER_A, "a.txt", b"x", "user_data");
+    assert_eq!(up.status, 503);
+    for body in [&h.body, &up.body] {
+        let text = String::from_utf8_lossy(body);
+        assert!(!text.contains("private-store"), "{text}");
+    }
+    drop(sc);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("private-store") && log.contains("health check failed"),
+        "the operator's log lacks the details: {log}"
+    );
+}
+
+#[test]
+fn an_extraction_in_the_sidecar_stops_when_its_caller_goes_away() {
+    // 32 MB of empty paragraphs: linear, but seconds of work in a debug build, with no text
+    // to fill the cap.
+    let sc = Sidecar::start(
+        "files-coop-cancel",
+        &[
+            ("FILE_CONTEXT_MAX_BYTES", "2000000".into()),
+            ("FILE_CONTEXT_TIMEOUT_MS", "60000".into()),
+        ],
+    );
+    let id = sc.upload_ok(
+        OWNER_A,
+        "empty.html",
+        "<p></p>".repeat(4_600_000).as_bytes(),
+    );
+    let body = json!({ "file_ids": [&id] }).to_string();
+    let mut s = TcpStream::connect(("127.0.0.1", sc.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/internal/file-context HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-unigate-token: {TOKEN}\r\nx-unigate-owner: {OWNER_A}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let cpu0 = cpu_seconds(sc.pid());
+    std::thread::sleep(Duration::from_millis(700));
+    let working = cpu_seconds(sc.pid()) - cpu0;
+    s.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    if let Ok(n) = s.read(&mut probe) {
+        eprintln!("SKIPPED: the extraction finished within 0.7 s ({n} bytes of answer; an optimized build?)");
+        return;
+    }
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu1 = cpu_seconds(sc.pid());
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = cpu_seconds(sc.pid()) - cpu1;
+    eprintln!("HTML extraction: {working:.2} CPU s in its first 0.7 s, {after:.2} CPU s in the second after its caller left");
+    // Relative to what it got while working (the machine may be busy): a quarter of that
+    // rate at most, where an extraction still running would keep all of it.
+    let rate = working / 0.7;
+    assert!(
+        after <= 0.25 * rate + 0.02,
+        "{after} CPU seconds in the second after the caller left (working: {rate:.2} per second)"
+    );
 }

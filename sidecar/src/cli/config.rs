@@ -113,6 +113,10 @@ const SECTIONS: &[(&str, &[Var])] = &[
             var("FILES_DIR", "data/files", "local file storage (with S3: where uploads are spooled)"),
             var("FILES_MAX_BYTES", "536870912", "largest upload (then 413)"),
             var("FILE_CONTEXT_MAX_BYTES", "200000", "cap of one file's text put into a chat"),
+            var("FILE_CONTEXT_TIMEOUT_MS", "9500", "time for extracting the files of one chat request (then 504)"),
+            var("FILE_CONTEXT_MAX_DEPTH", "128", "deepest JSON/XML/PDF nesting extracted (then 422)"),
+            var("FILE_CONTEXT_CONCURRENCY", "", "files extracted at once [default: half the CPUs] (then 503 after 2 s)"),
+            var("FILE_CONTEXT_PDF_MEMORY_BYTES", "536870912", "address-space limit of a PDF extraction process"),
         ],
     ),
     (
@@ -245,7 +249,10 @@ fn show(env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         Err(e) => errors.push(e),
     }
     match FilesSettings::from_env(env, &cwd) {
-        Ok(f) => println!("files: {}", f.describe()),
+        Ok(f) => {
+            println!("files: {}", f.describe());
+            println!("file context: {}", f.describe_context());
+        }
         Err(e) => errors.push(e),
     }
     match RoleSettings::from_env(env) {

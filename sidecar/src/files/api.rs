@@ -9,7 +9,6 @@
 //! (`x-unigate-owner`); both are set by the filter, which has checked the client's key. A
 //! file of another owner is answered exactly like a missing one (404).
 
-use super::extract::{self, Kind};
 use super::{content_type_for, new_id, unix_now_ns, valid_owner, FileMeta, StoreError, PURPOSES};
 use crate::server::{check_token, error, json_response, AppState};
 use axum::body::Body;
@@ -24,11 +23,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use unigate_core::error::{ErrorType, GatewayError};
-use unigate_core::files::{
-    FileContext, FileContextResponse, OWNER_HEADER, SIDECAR_FILE_CONTEXT_PATH,
-};
+use unigate_core::files::{OWNER_HEADER, SIDECAR_FILE_CONTEXT_PATH};
 
 /// Multipart framing allowed on top of `FILES_MAX_BYTES` before a declared length is refused
 /// without reading the body.
@@ -42,12 +39,6 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 const MAX_LIST_LIMIT: usize = 10_000;
 /// Longest `purpose` value read.
 const MAX_FIELD_BYTES: usize = 1024;
-/// Time for one file-context answer (the filter waits 10 s).
-const CONTEXT_DEADLINE: Duration = Duration::from_millis(9_500);
-/// Least input read for extraction (more when `FILE_CONTEXT_MAX_BYTES` is large).
-const MIN_EXTRACT_INPUT: u64 = 16 * 1024 * 1024;
-/// Largest PDF whose text is extracted (it must be read whole).
-const MAX_PDF_INPUT: u64 = 64 * 1024 * 1024;
 
 /// The files routes (merged into the sidecar's router).
 pub fn routes() -> Router<Arc<AppState>> {
@@ -56,14 +47,17 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/files/health", get(health))
         .route("/v1/files/{id}", get(retrieve).delete(delete))
         .route("/v1/files/{id}/content", get(content))
-        .route(SIDECAR_FILE_CONTEXT_PATH, post(file_context))
+        .route(
+            SIDECAR_FILE_CONTEXT_PATH,
+            post(super::context::file_context),
+        )
         .layer(DefaultBodyLimit::disable())
 }
 
 /// Checks the shared secret and returns the owner the filter named.
 // The error is the finished answer; it is returned at once, never stored.
 #[allow(clippy::result_large_err)]
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+pub(super) fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
     check_token(state, headers)?;
     let owner = headers
         .get(OWNER_HEADER)
@@ -90,16 +84,17 @@ fn no_such_file(id: &str) -> GatewayError {
 }
 
 /// A storage failure (or a missing file) as an error answer.
-fn store_error(id: &str, e: &StoreError) -> Response {
+pub(super) fn store_error(id: &str, e: &StoreError) -> Response {
     match e {
         StoreError::NotFound => error(&no_such_file(id)),
         StoreError::Unavailable(m) => {
-            tracing::warn!(error = %m, "file storage failed");
+            // Paths, buckets and backend errors are the operator's, not the client's.
+            tracing::warn!(id, error = %m, "file storage failed");
             error(
                 &GatewayError::new(
                     503,
                     ErrorType::Api,
-                    format!("File storage is unavailable: {m}"),
+                    "File storage is unavailable (the details are in the unigate sidecar's log).",
                 )
                 .with_code("storage_unavailable"),
             )
@@ -532,7 +527,9 @@ fn content_disposition(name: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
 }
 
-/// `GET /v1/files/health`.
+/// `GET /v1/files/health`: whether storage works, and the limits a client needs. Where and how
+/// files are stored (directory, bucket, credentials, errors) is for the operator: it goes to
+/// the sidecar's log, never to a client.
 async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(r) = caller(&state, &headers) {
         return r;
@@ -540,15 +537,19 @@ async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     let h = state.files.store.health().await;
     let mut body = json!({
         "status": if h.ok { "ok" } else { "unavailable" },
-        "storage": h.details,
         "max_bytes": state.files.settings.max_bytes,
         "context_max_bytes": state.files.settings.context_max_bytes,
     });
+    if h.ok {
+        tracing::debug!(details = %h.details, "file storage is healthy");
+    } else {
+        tracing::warn!(details = %h.details, "file storage health check failed");
+    }
     if let (false, Some(o)) = (h.ok, body.as_object_mut()) {
         o.insert(
             "error".into(),
             json!({
-                "message": "File storage is not available: see `storage` for details.",
+                "message": "File storage is not available (the details are in the unigate sidecar's log).",
                 "type": "api_error", "param": null, "code": "storage_unavailable",
             }),
         );
@@ -559,124 +560,6 @@ async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, serde_json::to_vec(&body).unwrap_or_default())
-}
-
-/// `POST /v1/internal/file-context`: the extracted text of each file, in request order.
-async fn file_context(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let owner = match caller(&state, &headers) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return error(&GatewayError::bad_request("The request body is too large.")),
-    };
-    let ids = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) => match v.get("file_ids").and_then(Value::as_array) {
-            Some(list) => list
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<Vec<String>>>(),
-            None => None,
-        },
-        Err(_) => None,
-    };
-    let Some(ids) = ids else {
-        return error(&GatewayError::invalid(
-            "file_ids",
-            "Expected {\"file_ids\": [\"file-…\", …]}.",
-        ));
-    };
-    let work = async {
-        let mut files = Vec::with_capacity(ids.len());
-        for id in &ids {
-            files.push(one_context(&state, &owner, id).await?);
-        }
-        Ok::<_, Response>(files)
-    };
-    match tokio::time::timeout(CONTEXT_DEADLINE, work).await {
-        Ok(Ok(files)) => match serde_json::to_vec(&FileContextResponse { files }) {
-            Ok(b) => json_response(StatusCode::OK, b),
-            Err(e) => error(&GatewayError::internal(format!("{e}"))),
-        },
-        Ok(Err(r)) => r,
-        Err(_) => error(&GatewayError::gateway_timeout(format!(
-            "Extracting the text of the files took longer than {} ms.",
-            CONTEXT_DEADLINE.as_millis()
-        ))),
-    }
-}
-
-/// One file's context, or the error answer that ends the request.
-#[allow(clippy::result_large_err)]
-async fn one_context(state: &AppState, owner: &str, id: &str) -> Result<FileContext, Response> {
-    let settings = &state.files.settings;
-    let missing = || {
-        error(
-            &GatewayError::new(
-                404,
-                ErrorType::InvalidRequest,
-                format!("No such file: {id}"),
-            )
-            .with_param("file_ids")
-            .with_code("file_not_found"),
-        )
-    };
-    let meta = match state.files.store.get(owner, id).await {
-        Ok(m) => m,
-        Err(StoreError::NotFound) => return Err(missing()),
-        Err(e) => return Err(store_error(id, &e)),
-    };
-    let limit = if extract::kind(&meta.content_type, &meta.filename, b"") == Kind::Pdf {
-        MAX_PDF_INPUT
-    } else {
-        (settings.context_max_bytes as u64)
-            .saturating_mul(16)
-            .max(MIN_EXTRACT_INPUT)
-    };
-    let (meta, mut reader) = match state.files.store.open(owner, id, Some(limit)).await {
-        Ok(x) => x,
-        Err(StoreError::NotFound) => return Err(missing()),
-        Err(e) => return Err(store_error(id, &e)),
-    };
-    let mut data = Vec::with_capacity(usize::try_from(meta.bytes.min(limit)).unwrap_or(0));
-    if let Err(e) = reader.read_to_end(&mut data).await {
-        return Err(store_error(
-            id,
-            &StoreError::Unavailable(format!("cannot read the file: {e}")),
-        ));
-    }
-    let input_cut = meta.bytes > data.len() as u64;
-    let max = settings.context_max_bytes;
-    let filename = meta.filename.clone();
-    let content_type = meta.content_type.clone();
-    let extracted = tokio::task::spawn_blocking(move || {
-        let k = extract::kind(&content_type, &filename, &data);
-        extract::extract(k, &filename, &data, input_cut, max)
-    })
-    .await;
-    match extracted {
-        Ok(Ok(x)) => Ok(FileContext {
-            id: meta.id,
-            filename: meta.filename,
-            content_type: meta.content_type,
-            bytes: meta.bytes,
-            text: x.text,
-            truncated: x.truncated,
-        }),
-        Ok(Err(u)) => Err(error(
-            &GatewayError::new(415, ErrorType::InvalidRequest, u.message)
-                .with_param("file_ids")
-                .with_code("unsupported_file_type"),
-        )),
-        Err(e) => Err(error(&GatewayError::internal(format!(
-            "text extraction failed: {e}"
-        )))),
-    }
 }
 
 #[cfg(test)]

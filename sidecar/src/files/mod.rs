@@ -5,12 +5,17 @@
 //! * [`store_local`] — files on local disk (the default).
 //! * [`store_s3`] — files in an S3 bucket (`S3_FILES_BUCKET`).
 //! * [`extract`] — text extraction for chat context.
+//! * [`context`] — the file-context endpoint: extraction within time, concurrency and memory
+//!   limits.
+//! * [`pdf_worker`] — PDF text in a child process the sidecar can kill.
 //!
 //! Metadata lives with every object (a JSON file next to it, or S3 object metadata), so a
 //! restart loses nothing; nothing is kept only in memory.
 
 pub mod api;
+pub mod context;
 pub mod extract;
+pub mod pdf_worker;
 pub mod store_local;
 pub mod store_s3;
 
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
+use std::time::Duration;
 use tokio::io::AsyncRead;
 
 /// The `purpose` values OpenAI accepts.
@@ -35,6 +41,11 @@ pub const DEFAULT_FILES_DIR: &str = "data/files";
 pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Default cap of one file's extracted text (`FILE_CONTEXT_MAX_BYTES`).
 pub const DEFAULT_CONTEXT_MAX_BYTES: usize = 200_000;
+/// Default time for one file-context answer (`FILE_CONTEXT_TIMEOUT_MS`); the filter waits
+/// 10 s.
+pub const DEFAULT_CONTEXT_TIMEOUT_MS: u64 = 9_500;
+/// Default address-space limit of a PDF extraction process (`FILE_CONTEXT_PDF_MEMORY_BYTES`).
+pub const DEFAULT_PDF_MEMORY_BYTES: u64 = 512 * 1024 * 1024;
 /// Random alphanumerics in a file id after `file-`.
 pub const ID_RANDOM_LEN: usize = 24;
 /// Where uploads are spooled before they are stored, under the files directory.
@@ -57,6 +68,14 @@ pub struct FilesSettings {
     pub max_bytes: u64,
     /// `FILE_CONTEXT_MAX_BYTES`: cap of one file's extracted text.
     pub context_max_bytes: usize,
+    /// `FILE_CONTEXT_TIMEOUT_MS`: time for one file-context answer; extraction stops then.
+    pub context_timeout: Duration,
+    /// `FILE_CONTEXT_MAX_DEPTH`: deepest JSON/XML/PDF nesting extracted.
+    pub context_max_depth: usize,
+    /// `FILE_CONTEXT_CONCURRENCY`: extractions running at once (default: half the CPUs).
+    pub context_concurrency: usize,
+    /// `FILE_CONTEXT_PDF_MEMORY_BYTES`: address-space limit of a PDF extraction process.
+    pub context_pdf_memory: u64,
 }
 
 impl FilesSettings {
@@ -120,6 +139,33 @@ impl FilesSettings {
                 }
             },
         };
+        let number = |name: &str, value: Option<String>, default: u64| match value {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("{name} `{v}` is not a positive whole number")),
+            },
+        };
+        let timeout_ms = number(
+            "FILE_CONTEXT_TIMEOUT_MS",
+            get("FILE_CONTEXT_TIMEOUT_MS"),
+            DEFAULT_CONTEXT_TIMEOUT_MS,
+        )?;
+        let depth = number(
+            "FILE_CONTEXT_MAX_DEPTH",
+            get("FILE_CONTEXT_MAX_DEPTH"),
+            extract::budget::DEFAULT_MAX_DEPTH as u64,
+        )?;
+        let concurrency = number(
+            "FILE_CONTEXT_CONCURRENCY",
+            get("FILE_CONTEXT_CONCURRENCY"),
+            default_concurrency() as u64,
+        )?;
+        let pdf_memory = number(
+            "FILE_CONTEXT_PDF_MEMORY_BYTES",
+            get("FILE_CONTEXT_PDF_MEMORY_BYTES"),
+            DEFAULT_PDF_MEMORY_BYTES,
+        )?;
         Ok(FilesSettings {
             bucket,
             prefix,
@@ -128,7 +174,23 @@ impl FilesSettings {
             dir,
             max_bytes,
             context_max_bytes,
+            context_timeout: Duration::from_millis(timeout_ms),
+            context_max_depth: usize::try_from(depth).unwrap_or(usize::MAX),
+            context_concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
+            context_pdf_memory: pdf_memory,
         })
+    }
+
+    /// One line for the log and `unigate config check`: the limits of text extraction.
+    pub fn describe_context(&self) -> String {
+        format!(
+            "at most {} bytes of text per file, {} ms per request, nesting depth {}, {} extraction(s) at once, {} MiB per PDF process",
+            self.context_max_bytes,
+            self.context_timeout.as_millis(),
+            self.context_max_depth,
+            self.context_concurrency,
+            self.context_pdf_memory >> 20
+        )
     }
 
     /// Where uploads are spooled while they arrive.
@@ -206,7 +268,8 @@ impl FileMeta {
 pub enum StoreError {
     /// No such file for this owner.
     NotFound,
-    /// The backend failed (disk, network, credentials); the message is safe to show.
+    /// The backend failed (disk, network, credentials); the message is for the log (it may
+    /// name paths and buckets), never for a client.
     Unavailable(String),
 }
 
@@ -294,12 +357,22 @@ impl Store {
     }
 }
 
-/// The Files API's state: settings and storage.
+/// Half the CPUs this process may use, at least one: extraction leaves room for Envoy.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The Files API's state: settings, storage, and the extraction slots.
 pub struct Files {
     /// The settings.
     pub settings: FilesSettings,
     /// The backend.
     pub store: Store,
+    /// Extractions running now (at most `FILE_CONTEXT_CONCURRENCY`).
+    pub extractions: context::Slots,
 }
 
 impl Files {
@@ -315,7 +388,12 @@ impl Files {
             Some(_) => Store::S3(store_s3::S3Store::new(&settings, credentials).await?),
             None => Store::Local(store_local::LocalStore::new(settings.dir.clone())?),
         };
-        Ok(Files { settings, store })
+        let extractions = context::Slots::new(settings.context_concurrency);
+        Ok(Files {
+            settings,
+            store,
+            extractions,
+        })
     }
 }
 
@@ -426,6 +504,10 @@ mod tests {
         assert_eq!(s.dir, PathBuf::from("/srv/data/files"));
         assert_eq!(s.max_bytes, 512 * 1024 * 1024);
         assert_eq!(s.context_max_bytes, 200_000);
+        assert_eq!(s.context_timeout, Duration::from_millis(9_500));
+        assert_eq!(s.context_max_depth, 128);
+        assert!(s.context_concurrency >= 1);
+        assert_eq!(s.context_pdf_memory, 512 << 20);
         let s = parse(&[
             ("S3_FILES_BUCKET", "my-bucket"),
             ("S3_FILES_PREFIX", "/gw/files/"),
@@ -433,8 +515,16 @@ mod tests {
             ("FILES_MAX_BYTES", "10"),
             ("FILE_CONTEXT_MAX_BYTES", "5"),
             ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("FILE_CONTEXT_TIMEOUT_MS", "3000"),
+            ("FILE_CONTEXT_MAX_DEPTH", "16"),
+            ("FILE_CONTEXT_CONCURRENCY", "3"),
+            ("FILE_CONTEXT_PDF_MEMORY_BYTES", "1000000"),
         ])
         .unwrap();
+        assert_eq!(
+            s.describe_context(),
+            "at most 5 bytes of text per file, 3000 ms per request, nesting depth 16, 3 extraction(s) at once, 0 MiB per PDF process"
+        );
         assert_eq!(s.prefix, "gw/files/");
         assert_eq!(s.dir, PathBuf::from("/srv/x"));
         assert_eq!((s.max_bytes, s.context_max_bytes), (10, 5));
@@ -443,6 +533,15 @@ mod tests {
         assert!(parse(&[("S3_FILES_BUCKET", "Bad_Bucket")]).is_err());
         assert!(parse(&[("FILES_MAX_BYTES", "0")]).is_err());
         assert!(parse(&[("FILE_CONTEXT_MAX_BYTES", "x")]).is_err());
+        for var in [
+            "FILE_CONTEXT_TIMEOUT_MS",
+            "FILE_CONTEXT_MAX_DEPTH",
+            "FILE_CONTEXT_CONCURRENCY",
+            "FILE_CONTEXT_PDF_MEMORY_BYTES",
+        ] {
+            let e = parse(&[(var, "0")]).unwrap_err();
+            assert!(e.contains(var), "{e}");
+        }
     }
 
     #[test]
