@@ -21,6 +21,7 @@ pub const HOST_ENV_KEYS: &[&str] = &[
 pub fn plugin_config(s: &Settings) -> PluginConfig {
     PluginConfig {
         openai_base_url: s.openai_base_url.clone(),
+        openai_responses: s.openai_responses,
         aws_region: s.aws_region.clone(),
         bedrock_endpoint: s
             .bedrock_endpoint
@@ -595,6 +596,7 @@ mod tests {
             ("UNIGATE_SIDECAR_PORT", "9003"),
             ("UPSTREAM_TIMEOUT_SECONDS", "45"),
             ("MAX_REQUEST_BYTES", "1000"),
+            ("OPENAI_RESPONSES", "false"),
             ("UNIGATE_WASM", "/etc/unigate/unigate.wasm"),
         ]);
         assert!(y.contains("address: {socket_address: {address: 0.0.0.0, port_value: 9000}}"));
@@ -608,7 +610,7 @@ mod tests {
             2
         );
         assert!(
-            y.contains(r#"value: '{"max_request_bytes":1000,"upstream_timeout_seconds":45}'"#),
+            y.contains(r#"value: '{"max_request_bytes":1000,"openai_responses":false,"upstream_timeout_seconds":45}'"#),
             "{y}"
         );
         assert!(y.contains("code: {local: {filename: /etc/unigate/unigate.wasm}}"));

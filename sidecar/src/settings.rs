@@ -63,6 +63,8 @@ pub struct Settings {
     pub openai_url: BaseUrl,
     /// Whether `OPENAI_API_KEY` is set (the key itself is never kept here).
     pub openai_key_set: bool,
+    /// Whether `OPENAI_BASE_URL` serves `/responses` (`OPENAI_RESPONSES`, default true).
+    pub openai_responses: bool,
     /// AWS region; `None` means Bedrock is not configured.
     pub aws_region: Option<String>,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` as given.
@@ -133,6 +135,12 @@ impl Settings {
         let openai_url =
             BaseUrl::parse(&openai_base_url).map_err(|e| format!("OPENAI_BASE_URL: {e}"))?;
         let openai_key_set = get("OPENAI_API_KEY").is_some();
+        let openai_responses = match get("OPENAI_RESPONSES").map(|v| v.to_ascii_lowercase()) {
+            None => PluginConfig::default().openai_responses,
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => true,
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no") => false,
+            Some(v) => return Err(format!("OPENAI_RESPONSES `{v}` is not true or false")),
+        };
 
         let aws_region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION"));
         if let Some(r) = &aws_region {
@@ -266,6 +274,7 @@ impl Settings {
             openai_base_url,
             openai_url,
             openai_key_set,
+            openai_responses,
             aws_region,
             bedrock_endpoint,
             bedrock_url,
@@ -373,6 +382,7 @@ mod tests {
         assert_eq!((s.port, s.admin_port, s.sidecar_port), (8080, 9901, 8081));
         assert_eq!(s.openai_base_url, "https://api.openai.com/v1");
         assert!(!s.openai_key_set);
+        assert!(s.openai_responses);
         assert_eq!(s.aws_region, None);
         assert_eq!(s.bedrock_url, None);
         assert_eq!(s.upstream_timeout_seconds, 600);
@@ -410,6 +420,23 @@ mod tests {
     }
 
     #[test]
+    fn openai_responses_switch() {
+        for (v, want) in [
+            ("false", false),
+            ("0", false),
+            ("NO", false),
+            ("true", true),
+            ("1", true),
+        ] {
+            assert_eq!(
+                parse(&[("OPENAI_RESPONSES", v)]).unwrap().openai_responses,
+                want,
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
     fn overrides_win() {
         let env = |k: &str| match k {
             "GATEWAY_PORT" => Some("9000".to_string()),
@@ -443,6 +470,7 @@ mod tests {
             (&[("ENVOY_ADMIN_PORT", "8080")], "must all differ"),
             (&[("OPENAI_BASE_URL", "api.openai.com")], "OPENAI_BASE_URL"),
             (&[("AWS_REGION", "US East")], "AWS_REGION"),
+            (&[("OPENAI_RESPONSES", "maybe")], "OPENAI_RESPONSES"),
             (
                 &[
                     ("AWS_REGION", "us-east-1"),

@@ -85,6 +85,7 @@ const SECTIONS: &[(&str, &[Var])] = &[
         &[
             secret("OPENAI_API_KEY", "key sent to OpenAI (unset: OpenAI models answer 503)"),
             var("OPENAI_BASE_URL", "https://api.openai.com/v1", "any OpenAI-compatible server"),
+            var("OPENAI_RESPONSES", "true", "false when OPENAI_BASE_URL has no /responses (then translated to chat completions)"),
         ],
     ),
     (
