@@ -123,6 +123,15 @@ pub enum ImageSource {
     Url(String),
 }
 
+/// Splits a `data:<media>;base64,<data>` URL into its lower-cased media type and its data
+/// (the form OpenAI-shaped APIs carry inline images and files in).
+pub fn split_data_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media.to_ascii_lowercase(), data.to_string()))
+}
+
 /// One conversation turn. Turns of the same role are merged, so `origins` says where each
 /// part came from in the client's request: errors about a part name the client's own field.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use crate::ir::{ChatRequest, ChatResponse, ResponseMeta, Usage};
 use crate::json::Object;
 use crate::stream::{StreamDecoder, StreamEncoder};
 
-pub use request::{decode_request, encode_request, split_data_url, text_of};
+pub use request::{decode_request, encode_request, text_of};
 pub use response::{
     decode_response, encode_response, finish_reason, parse_finish_reason, parse_usage, usage_value,
 };

@@ -5,8 +5,8 @@ use crate::error::GatewayError;
 use crate::formats::bedrock::{parse_arguments, remote_image_error};
 use crate::formats::DecodeContext;
 use crate::ir::{
-    ChatRequest, ImageSource, Message, Origin, OriginField, Part, Reasoning, ResponseFormat, Role,
-    Tool, ToolChoice,
+    split_data_url, ChatRequest, ImageSource, Message, Origin, OriginField, Part, Reasoning,
+    ResponseFormat, Role, Tool, ToolChoice,
 };
 use crate::json::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str,
@@ -424,14 +424,6 @@ fn decode_part(
             ))
         }
     }
-}
-
-/// Splits `data:<media>;base64,<data>`.
-pub fn split_data_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media.to_ascii_lowercase(), data.to_string()))
 }
 
 fn parse_image_url(url: &str, path: &dyn std::fmt::Display) -> Result<ImageSource, GatewayError> {

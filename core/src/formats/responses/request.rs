@@ -478,7 +478,7 @@ fn decode_image(
             ))
         }
     };
-    if let Some((media_type, data)) = crate::formats::openai_chat::split_data_url(url) {
+    if let Some((media_type, data)) = crate::ir::split_data_url(url) {
         return Ok(Some(Part::Image(ImageSource::Base64 { media_type, data })));
     }
     if url.starts_with("data:") {
@@ -518,13 +518,12 @@ fn decode_file(
             "Only inline `file_data` (a base64 data URL) is supported for input_file parts; `file_id` and `file_url` need OpenAI.",
         ));
     };
-    let (media_type, data) =
-        crate::formats::openai_chat::split_data_url(data).ok_or_else(|| {
-            GatewayError::invalid(
-                dpath.to_string(),
-                "`file_data` must be a base64 data URL (data:<type>;base64,<data>).",
-            )
-        })?;
+    let (media_type, data) = crate::ir::split_data_url(data).ok_or_else(|| {
+        GatewayError::invalid(
+            dpath.to_string(),
+            "`file_data` must be a base64 data URL (data:<type>;base64,<data>).",
+        )
+    })?;
     let name = opt_str(part, "filename", &Lazy(|| format!("{path}.filename")))?
         .unwrap_or("document")
         .to_string();
