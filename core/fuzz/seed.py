@@ -17,7 +17,7 @@ def put(target, data):
 
 
 # request_plan's first byte picks the door (see fuzz_targets/request_plan.rs: DOORS).
-DOOR_SELECTOR = {"chat": 0, "messages": 1, "count_tokens": 2, "embeddings": 3}
+DOOR_SELECTOR = {"chat": 0, "messages": 1, "count_tokens": 2, "responses": 3, "embeddings": 4}
 for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")) + glob.glob(
         os.path.join(CORE, "tests/golden/embeddings/*.json")):
     case = json.load(open(f))
@@ -25,7 +25,7 @@ for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")) + glob.glo
     body = json.dumps(case["request"]).encode()
     put("request_plan", bytes([DOOR_SELECTOR[door]]) + body)
     if door == "messages":
-        for selector in (4, 5, 12, 13):  # the Bedrock runtime door, several path models
+        for selector in (5, 6, 12, 13):  # the Bedrock runtime door, several path models
             put("request_plan", bytes([selector]) + body)
 for f in glob.glob(os.path.join(CORE, "tests/golden/response/*.json")):
     ub = json.load(open(f))["upstream_body"]
