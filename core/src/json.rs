@@ -10,12 +10,19 @@ pub type Object = Map<String, Value>;
 /// JSON values a request body of `len` bytes may hold: a value tree costs a few dozen bytes
 /// per value whatever its text, so bodies of many tiny values (`[0,0,0,…]`) would cost far
 /// more memory than their size. Real requests (text, images as base64, tool schemas) stay
-/// well below one value per 12 bytes.
+/// well below one value per 12 bytes, except embeddings requests sent as token ids
+/// (tiktoken-based clients such as LangChain's `OpenAIEmbeddings`): about 6 bytes per value, up
+/// to OpenAI's 300 000 tokens per request. So any body may hold [`TOKEN_IDS`] values (a tree
+/// of at most ~20 MiB), larger ones one per 12 bytes.
 pub fn value_limit(len: usize) -> u64 {
     u64::try_from(len / 12)
         .unwrap_or(u64::MAX)
+        .max(TOKEN_IDS)
         .saturating_add(20_000)
 }
+
+/// OpenAI's limit on the tokens of one embeddings request, plus one array per input (2 048).
+const TOKEN_IDS: u64 = 302_048;
 
 /// Parses a request body into a JSON object, or explains why it is not one. The tree is built
 /// with a bound on its number of values ([`value_limit`]), and duplicate top-level keys are
@@ -559,7 +566,7 @@ mod tests {
 
     #[test]
     fn bodies_of_many_tiny_values_are_refused_before_they_cost_memory() {
-        let n = 200_000;
+        let n = 1_000_000;
         let mut body = b"{\"model\":\"m\",\"x\":[".to_vec();
         for i in 0..n {
             if i > 0 {
@@ -639,6 +646,29 @@ mod tests {
         );
         assert!(!too_many_values(text.as_bytes(), value_limit(text.len())));
         assert!(parse_object(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_embeddings_request_of_300_000_token_ids_is_not_too_complex() {
+        // 300 inputs of 1 000 token ids (5-digit ids, as cl100k/o200k mostly are): ~2 MB.
+        let input: Vec<String> = (0..300)
+            .map(|i| {
+                let ids: Vec<String> = (0..1_000)
+                    .map(|j| (10_000 + (i * 7 + j * 13) % 90_000).to_string())
+                    .collect();
+                format!("[{}]", ids.join(","))
+            })
+            .collect();
+        let body = format!(
+            r#"{{"model":"text-embedding-3-small","input":[{}]}}"#,
+            input.join(",")
+        );
+        assert!(
+            body.len() < 12 * 300_000,
+            "denser than one value per 12 bytes"
+        );
+        let obj = parse_object(body.as_bytes()).unwrap();
+        assert_eq!(obj["input"].as_array().map(Vec::len), Some(300));
     }
 
     #[test]
