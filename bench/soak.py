@@ -13,18 +13,24 @@ The mix (deterministic per request index): OpenAI and Bedrock (Claude InvokeMode
 Converse, Titan) non-streaming; streaming for each upstream API, some with include_usage;
 and injected failures through x-fake-* headers or bad input: Bedrock throttling (429),
 OpenAI 500, garbage 200 bodies (502), mid-stream exception frames (in-band error event),
-unknown model (404), invalid JSON (400) and a wrong key (401). Every answer is checked
-against what that request should get (status, error code, echoed text, stream ending with
-[DONE]); anything else counts as an unexpected error.
+unknown model (404), invalid JSON (400) and a wrong key (401). A small share is what one key
+holder can send to make the gateway spend (issue 17): duplicate top-level keys (400), dot
+segments in model ids (400), gzip-encoded bodies (415), a body of a few MB of tiny JSON values
+(400 `body_too_complex`) and made-up model names, a new one each time (200; their metrics
+share one series). Every answer is checked against what that request should get (status,
+error code, echoed text, stream ending with [DONE]); anything else counts as an unexpected
+error.
 
 Reports Envoy's RSS (VmRSS of the Envoy process) after warm-up and at the end, with samples
 in between, requests/s, unexpected errors, and the Wasm VM counters (wasm.unigate.vm_reload*,
-V8 VMs created) that show whether a VM trapped.
+V8 VMs created) that show whether a VM trapped, and the number of the filter's stats after
+warm-up and at the end (made-up model names must not add any).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import multiprocessing as mp
@@ -103,9 +109,20 @@ KINDS = [
     ("err_unknown_model", 3, True),
     ("err_bad_json", 2, True),
     ("err_bad_key", 2, True),
+    ("abuse_dup_key", 1, True),
+    ("abuse_dot_id", 1, True),
+    ("abuse_gzip", 1, True),
+    ("abuse_tiny_values", 1, True),
+    ("abuse_model_name", 1, True),
 ]
 _TABLE = [k for k, w, _ in KINDS for _ in range(w)]
 INJECTED = {k for k, _, inj in KINDS if inj}
+
+
+# ~3 MB of `0,` after a valid chat request: far more JSON values than its size allows.
+TINY_VALUES = (b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"x":[0'
+               + b",0" * 1_500_000 + b"]}")
+DOT_IDS = ["..", ".", "a/../b", "anthropic.claude/../x", "amazon.nova-pro-v1:0/../../x"]
 
 
 def kind_of(i: int) -> str:
@@ -156,6 +173,20 @@ def build(i: int):
         body["model"] = "gpt-4o"
         headers["authorization"] = "Bearer wrong-key"
         expect = {"status": 401, "code": "invalid_api_key"}
+    elif k == "abuse_dup_key":
+        raw = json.dumps(body).encode()
+        return k, b'{"model":"gpt-4o","model":"claude-3-haiku",' + raw[1:], headers, {"status": 400, "code": "duplicate_key"}
+    elif k == "abuse_dot_id":
+        body["model"] = DOT_IDS[i % len(DOT_IDS)]
+        expect = {"status": 400, "code": "invalid_model_id"}
+    elif k == "abuse_gzip":
+        body["model"] = "claude-3-haiku"
+        headers["content-encoding"] = "gzip"
+        return k, gzip.compress(json.dumps(body).encode()), headers, {"status": 415, "code": "unsupported_content_encoding"}
+    elif k == "abuse_tiny_values":
+        return k, TINY_VALUES, headers, {"status": 400, "code": "body_too_complex"}
+    elif k == "abuse_model_name":
+        body["model"] = f"gpt-soak-made-up-{i}"
     return k, json.dumps(body).encode(), headers, expect
 
 
@@ -299,6 +330,11 @@ def vm_counters(envoy: Envoy) -> dict:
     return keep
 
 
+def filter_stats(envoy: Envoy) -> int:
+    """How many stats the filter has (its metrics: one per label set)."""
+    return len([k for k in envoy.stats("wasmcustom.unigate") if k])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=100_000)
@@ -356,6 +392,7 @@ def main() -> int:
 
         samples = [(0, 0.0, rss_kb(pid), None)]
         warm = None
+        stats_warm = None
         next_print = 0.0
         while any(p.is_alive() for p in procs):
             time.sleep(0.5)
@@ -364,6 +401,7 @@ def main() -> int:
             r = rss_kb(pid)
             if warm is None and n >= args.warmup:
                 warm = (n, el, r, None)
+                stats_warm = filter_stats(envoy)
             if el >= next_print:
                 heap = envoy_heap(envoy).get("memory_allocated")
                 samples.append((n, el, r, heap))
@@ -390,6 +428,9 @@ def main() -> int:
         # periodic sample (10 s in) after warm-up as the warm value.
         heap_warm = next((h for n, el, _, h in samples if h is not None and n >= args.warmup and el >= 6), None)
         vm_end = vm_counters(envoy)
+        stats_end = filter_stats(envoy)
+        if stats_warm is None:
+            stats_warm = stats_end
         counts: Counter = Counter()
         unexpected = []
         lat = []
@@ -418,6 +459,7 @@ def main() -> int:
             "wasm_vm_counters_start": vm_start,
             "wasm_vm_counters_end": vm_end,
             "trap_lines_in_envoy_log": len(traps),
+            "filter_stats": {"after_warmup": stats_warm, "end": stats_end},
             "first_unexpected": unexpected[:10],
             "envoy_alive": envoy.proc.poll() is None,
         }
@@ -436,10 +478,15 @@ def main() -> int:
               f"{heap_warm} MiB, end {heap_end.get('memory_allocated')} MiB (heap size {heap_end.get('memory_heap_size')} MiB)")
         print(f"  Wasm VM counters    {vm_end} (start {vm_start})")
         print(f"  trap/panic lines    {len(traps)} in Envoy's log")
+        print(f"  filter stats        {stats_warm} after warm-up, {stats_end} at the end "
+              f"({counts['abuse_model_name']} made-up model names sent)")
         print(f"  latency (s)         p50/p90/p99/max per load process: {lat}")
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
+        # Made-up model names share one series: after warm-up, stats may only appear for the
+        # few label sets warm-up had not met yet.
         ok = (counts["unexpected"] == 0 and not traps and envoy.proc.poll() is None
+              and stats_end - stats_warm <= 50
               and all(v == "0" for k, v in vm_end.items() if k.startswith("wasm.unigate.vm_reload"))
               and vm_end.get("wasm.envoy.wasm.runtime.v8.created") == vm_start.get("wasm.envoy.wasm.runtime.v8.created"))
         return 0 if ok else 1

@@ -10,12 +10,19 @@ pub type Object = Map<String, Value>;
 /// JSON values a request body of `len` bytes may hold: a value tree costs a few dozen bytes
 /// per value whatever its text, so bodies of many tiny values (`[0,0,0,…]`) would cost far
 /// more memory than their size. Real requests (text, images as base64, tool schemas) stay
-/// well below one value per 12 bytes.
+/// well below one value per 12 bytes, except embeddings requests sent as token ids
+/// (tiktoken-based clients such as LangChain's `OpenAIEmbeddings`): about 6 bytes per value, up
+/// to OpenAI's 300 000 tokens per request. So any body may hold [`TOKEN_IDS`] values (a tree
+/// of at most ~20 MiB), larger ones one per 12 bytes.
 pub fn value_limit(len: usize) -> u64 {
     u64::try_from(len / 12)
         .unwrap_or(u64::MAX)
+        .max(TOKEN_IDS)
         .saturating_add(20_000)
 }
+
+/// OpenAI's limit on the tokens of one embeddings request, plus one array per input (2 048).
+const TOKEN_IDS: u64 = 302_048;
 
 /// Parses a request body into a JSON object, or explains why it is not one. The tree is built
 /// with a bound on its number of values ([`value_limit`]), and duplicate top-level keys are
@@ -25,6 +32,9 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
         return Err(GatewayError::bad_request(
             "The request body is empty; expected a JSON object.",
         ));
+    }
+    if body.len() >= SCAN_FROM_BYTES && too_many_values(body, value_limit(body.len())) {
+        return Err(too_complex(body.len()));
     }
     let budget = std::cell::Cell::new(value_limit(body.len()));
     let duplicate = std::cell::RefCell::new(None);
@@ -45,12 +55,7 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
         .with_code("duplicate_key"));
     }
     if budget.get() == 0 {
-        return Err(GatewayError::bad_request(format!(
-            "The request body holds too many JSON values (at most {} for a body of {} bytes).",
-            value_limit(body.len()),
-            body.len()
-        ))
-        .with_code("body_too_complex"));
+        return Err(too_complex(body.len()));
     }
     let value = parsed.map_err(|e| {
         let detail = if e.is_eof() {
@@ -71,6 +76,81 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
         ))
         .with_code("invalid_json")),
     }
+}
+
+fn too_complex(len: usize) -> GatewayError {
+    GatewayError::bad_request(format!(
+        "The request body holds too many JSON values (at most {} for a body of {len} bytes).",
+        value_limit(len)
+    ))
+    .with_code("body_too_complex")
+}
+
+/// Bodies below this size cannot hold [`value_limit`] values (a value takes at least two
+/// bytes with its separator), so they are not scanned.
+const SCAN_FROM_BYTES: usize = 32 * 1024;
+
+/// Whether `body` holds at least `limit` JSON values, found without allocating: the bounded
+/// tree builder stops at the limit too, but by then it has built (and, growing its vectors,
+/// copied) up to `limit` values of 32 bytes each, several times the body's size in the
+/// filter's memory, which a VM never gives back (issue 17). Counts as the builder does: the
+/// root, each array element and each object member's value; exact for valid JSON, a best
+/// effort for the rest (which the parser refuses anyway). Nesting deeper than serde_json's
+/// recursion limit ends the scan: the parser refuses that body at that depth.
+fn too_many_values(body: &[u8], limit: u64) -> bool {
+    let mut count: u64 = 1;
+    let mut arrays: u128 = 0; // bit d: the container open at depth d is an array
+    let mut depth: u32 = 0;
+    let mut after_open_bracket = false;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        if after_open_bracket && !b.is_ascii_whitespace() {
+            after_open_bracket = false;
+            if b != b']' {
+                count += 1;
+            }
+        }
+        match b {
+            b'"' => {
+                // To the quote that ends the string (a backslash escapes the next byte).
+                i += 1;
+                loop {
+                    let Some(j) = body
+                        .get(i..)
+                        .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                    else {
+                        return count >= limit;
+                    };
+                    i += j;
+                    if body.get(i) == Some(&b'"') {
+                        break;
+                    }
+                    i += 2;
+                }
+            }
+            b'[' | b'{' => {
+                if depth >= 127 {
+                    return count >= limit;
+                }
+                depth += 1;
+                if b == b'[' {
+                    arrays |= 1 << depth;
+                    after_open_bracket = true;
+                } else {
+                    arrays &= !(1 << depth);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b':' => count += 1,
+            b',' if arrays & (1 << depth) != 0 => count += 1,
+            _ => {}
+        }
+        if count >= limit {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// A value-tree builder that counts what it builds and stops at a budget.
@@ -486,7 +566,7 @@ mod tests {
 
     #[test]
     fn bodies_of_many_tiny_values_are_refused_before_they_cost_memory() {
-        let n = 200_000;
+        let n = 1_000_000;
         let mut body = b"{\"model\":\"m\",\"x\":[".to_vec();
         for i in 0..n {
             if i > 0 {
@@ -510,6 +590,85 @@ mod tests {
             parse_object(deep.as_bytes()).unwrap_err().code.as_deref(),
             Some("invalid_json")
         );
+    }
+
+    /// Values as the bounded builder counts them: the root, array elements, member values.
+    fn tree_count(v: &Value) -> u64 {
+        1 + match v {
+            Value::Array(a) => a.iter().map(tree_count).sum(),
+            Value::Object(o) => o.values().map(tree_count).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_value_scan_counts_what_the_builder_would_build() {
+        let bodies: [&[u8]; 9] = [
+            br#"{"model":"m","messages":[{"role":"user","content":"a, b: [c] {d}"}]}"#,
+            br#"{"a":[],"b":[ ],"c":[[]],"d":[[],[1, 2 ,3],{}],"e":{"f":{"g":[null,true]}}}"#,
+            br#"{"s":"quote \" comma , colon : bracket [ brace {","t":["\\",",",":"]}"#,
+            br#"{"k\"ey":1,"u":"\u0022,[","n":-1.5e3}"#,
+            b"{\n \"a\" : [ 1 ,\n 2 ] ,\t\"b\" : { \"c\" : [ ] } }",
+            br#"[1,[2,[3,[4]]],{"x":[5,6]}]"#,
+            br#"{"x":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}"#,
+            br#"{"a":{"b":{"c":{"d":{}}}},"e":""}"#,
+            br#"{}"#,
+        ];
+        for body in bodies {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            let n = tree_count(&v);
+            let shown = String::from_utf8_lossy(body);
+            assert!(too_many_values(body, n), "{shown}: {n} values not found");
+            assert!(
+                !too_many_values(body, n + 1),
+                "{shown}: more than {n} values found"
+            );
+        }
+        // An unterminated string or absurd nesting ends the scan (the parser refuses those).
+        assert!(!too_many_values(br#"{"a":"never ends, [1,2,3"#, 3));
+        let deep = format!("{}{}", "[".repeat(1_000), "0,".repeat(1_000));
+        assert!(!too_many_values(deep.as_bytes(), 200));
+    }
+
+    #[test]
+    fn a_body_of_tiny_values_is_refused_by_the_scan_before_any_tree_is_built() {
+        let mut body = b"{\"model\":\"m\",\"x\":[0".to_vec();
+        body.extend(b",0".repeat(1_000_000));
+        body.extend_from_slice(b"]}");
+        assert!(body.len() >= SCAN_FROM_BYTES);
+        assert!(too_many_values(&body, value_limit(body.len())));
+        let e = parse_object(&body).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("body_too_complex"));
+        // A large body of few values is not.
+        let text = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "w, [x]: ".repeat(500_000)
+        );
+        assert!(!too_many_values(text.as_bytes(), value_limit(text.len())));
+        assert!(parse_object(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn an_embeddings_request_of_300_000_token_ids_is_not_too_complex() {
+        // 300 inputs of 1 000 token ids (5-digit ids, as cl100k/o200k mostly are): ~2 MB.
+        let input: Vec<String> = (0..300)
+            .map(|i| {
+                let ids: Vec<String> = (0..1_000)
+                    .map(|j| (10_000 + (i * 7 + j * 13) % 90_000).to_string())
+                    .collect();
+                format!("[{}]", ids.join(","))
+            })
+            .collect();
+        let body = format!(
+            r#"{{"model":"text-embedding-3-small","input":[{}]}}"#,
+            input.join(",")
+        );
+        assert!(
+            body.len() < 12 * 300_000,
+            "denser than one value per 12 bytes"
+        );
+        let obj = parse_object(body.as_bytes()).unwrap();
+        assert_eq!(obj["input"].as_array().map(Vec::len), Some(300));
     }
 
     #[test]
