@@ -1266,6 +1266,34 @@ fn a_pdf_extraction_is_killed_when_its_caller_goes_away_or_its_time_is_up() {
     assert!(within(Duration::from_secs(1), || children(sc.pid()).is_empty()).is_some());
 }
 
+/// Found by the extract_pdf fuzz target: 873 bytes whose page is its own parent. pdf-extract
+/// walked the loop without end (past 120 s and 800 MB in-process); now refused before drawing.
+#[test]
+fn a_pdf_that_loops_pdf_extract_is_bounded_by_the_worker() {
+    let sc = Sidecar::start(
+        "files-pdf-loop",
+        &[("FILE_CONTEXT_TIMEOUT_MS", "2000".into())],
+    );
+    let pdf = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/self_parent_page.pdf"
+    ))
+    .unwrap();
+    let id = sc.upload_ok(OWNER_A, "loop.pdf", &pdf);
+    let started = Instant::now();
+    let r = sc.context(OWNER_A, &[&id]);
+    let took = started.elapsed();
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    eprintln!("self-parent PDF: HTTP {} after {took:?}: {body}", r.status);
+    assert_eq!(r.status, 422, "{body}");
+    assert!(
+        body.contains("loop.pdf") && body.contains("parents does not end"),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(within(Duration::from_secs(1), || children(sc.pid()).is_empty()).is_some());
+}
+
 #[test]
 fn parallel_extractions_wait_for_a_slot_then_get_503() {
     let sc = Sidecar::start(

@@ -77,6 +77,13 @@ fn extract_pages(
         budget: budget.share(),
         stop: None,
     };
+    // pdf-extract looks up a page's inherited keys along its `Parent` chain without a bound:
+    // a page that is its own parent would keep it looping (found by the fuzzer).
+    if !parent_chains_end(&doc) {
+        return Err(Failure::TooComplex(format!(
+            "The PDF `{filename}` has a page whose chain of parents does not end, so its text is not extracted."
+        )));
+    }
     let (result, refused) = {
         let writer: &mut dyn std::io::Write = &mut sink;
         let mut pages = Pages {
@@ -100,6 +107,25 @@ fn extract_pages(
         (_, None, Some(stop)) => Err(Failure::stopped(stop, filename, depth)),
         (Err(e), None, None) => Err(unreadable(filename, Some(&e))),
     }
+}
+
+/// Whether every page's `Parent` chain ends within [`MAX_PARENTS`] links.
+fn parent_chains_end(doc: &Document) -> bool {
+    doc.get_pages().into_values().all(|page| {
+        let mut id = page;
+        for _ in 0..=MAX_PARENTS {
+            let parent = doc
+                .get_dictionary(id)
+                .ok()
+                .and_then(|d| d.get(b"Parent").ok())
+                .and_then(|p| p.as_reference().ok());
+            match parent {
+                Some(p) => id = p,
+                None => return true,
+            }
+        }
+        false
+    })
 }
 
 /// 415 for a PDF the parser cannot read.
