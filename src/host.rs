@@ -440,6 +440,42 @@ pub fn refresh_log_level() {
     LOG_LEVEL.with(|l| l.set(log_level() as u32));
 }
 
+/// Random bytes taken from the host 1 KiB at a time: one host call per 64 requests instead of
+/// one per request (the bytes are the host's CSPRNG output; session ids are made from them).
+fn random_bytes(out: &mut [u8]) {
+    const POOL: usize = 1024;
+    thread_local! {
+        static POOL_BYTES: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+    POOL_BYTES.with(|p| {
+        let mut p = p.borrow_mut();
+        let (pool, used) = &mut *p;
+        if pool.len() != POOL || *used + out.len() > POOL {
+            pool.resize(POOL, 0);
+            if getrandom::fill(pool).is_err() {
+                // WASI random_get should not fail; fall back to the clock rather than a constant.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                for (b, t) in pool.iter_mut().zip(t.to_le_bytes().iter().cycle()) {
+                    *b ^= *t;
+                }
+            }
+            *used = 0;
+        }
+        let end = *used + out.len();
+        if let Some(src) = pool.get(*used..end) {
+            out.copy_from_slice(src);
+        }
+        // Each byte is handed out once.
+        if let Some(src) = pool.get_mut(*used..end) {
+            src.fill(0);
+        }
+        *used = end;
+    });
+}
+
 fn metric_id(kind: MetricType, name: &str) -> Option<u32> {
     METRIC_IDS.with(|ids| {
         if let Some(id) = ids.borrow().get(name) {
@@ -596,17 +632,13 @@ impl Host for EnvoyHost {
 
     fn random_hex(&mut self) -> String {
         let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            // WASI random_get should not fail; fall back to the clock rather than a constant.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            for (b, t) in bytes.iter_mut().zip(t.to_le_bytes()) {
-                *b = t;
-            }
+        random_bytes(&mut bytes);
+        let mut out = String::with_capacity(32);
+        for b in bytes {
+            out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
         }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        out
     }
 
     fn define_metric(&mut self, kind: MetricKind, name: &str) {

@@ -139,9 +139,11 @@ LOCAL_REPLY_CONFIG = {
 }
 
 
-def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S) -> dict:
-    """The Envoy bootstrap (as a dict; JSON is valid YAML) for one plugin configuration."""
-    return {
+def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S,
+                  hcm_extra: Optional[dict] = None) -> dict:
+    """The Envoy bootstrap (as a dict; JSON is valid YAML) for one plugin configuration.
+    `hcm_extra`: more HTTP connection manager settings (e.g. envoy/envoy.yaml's `access_log`)."""
+    cfg = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "static_resources": {
             "listeners": [
@@ -232,6 +234,10 @@ def render_config(plugin_config: dict, clusters: dict, wasm_path: str, idle_time
             "clusters": [_cluster(n, p) for n, p in clusters.items()],
         },
     }
+    if hcm_extra:
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm.update(hcm_extra)
+    return cfg
 
 
 def closed_port() -> int:
@@ -264,8 +270,9 @@ class Envoy:
     running: list["Envoy"] = []
 
     def __init__(self, name: str, plugin_config: dict, env: dict, clusters: dict, idle_timeout_s: int = ROUTE_IDLE_TIMEOUT_S,
-                 wasm: Optional[str] = None):
+                 wasm: Optional[str] = None, hcm_extra: Optional[dict] = None):
         self.name = name
+        self.hcm_extra = hcm_extra
         self.wasm = wasm
         self.plugin_config = plugin_config
         self.env = env
@@ -285,7 +292,7 @@ class Envoy:
         envoy_bin = find_envoy()
         wasm = self.wasm or find_wasm()
         cfg = self.dir / "envoy.yaml"
-        cfg.write_text(json.dumps(render_config(self.plugin_config, self.clusters, wasm, self.idle_timeout_s), indent=1))
+        cfg.write_text(json.dumps(render_config(self.plugin_config, self.clusters, wasm, self.idle_timeout_s, self.hcm_extra), indent=1))
         admin_path = self.dir / "admin.addr"
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
         env.update(self.env)

@@ -173,6 +173,16 @@ impl HttpFlow {
         }
     }
 
+    /// Whether the client's request already has exactly one `name` header with `value`
+    /// (never for the gateway's own headers, which the filter changes after reading them).
+    fn holds(&self, name: &str, value: &str) -> bool {
+        if name.starts_with("x-unigate-") {
+            return false;
+        }
+        let mut found = self.headers.iter().filter(|(k, _)| k == name);
+        matches!((found.next(), found.next()), (Some((_, v)), None) if v.as_slice() == value.as_bytes())
+    }
+
     fn request_header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
@@ -612,17 +622,24 @@ impl HttpFlow {
             None => Vec::new(),
         };
         let host_err = |e: super::HostError| GatewayError::internal(format!("{e}"));
-        host.set_body(Body::Request, self.request_body_size, &up.body)
-            .map_err(host_err)?;
+        // Each host call is a trip out of the VM: the body, and headers that already hold
+        // the value they need, are left alone.
+        if up.body_changed {
+            host.set_body(Body::Request, self.request_body_size, &up.body)
+                .map_err(host_err)?;
+        }
         let map = Headers::Request;
+        let present = |name: &str| self.headers.iter().any(|(k, _)| k == name);
         for name in &up.remove_headers {
-            host.remove_header(map, name).map_err(host_err)?;
+            if present(name) {
+                host.remove_header(map, name).map_err(host_err)?;
+            }
         }
         // Anthropic's client headers (`anthropic-version`, `anthropic-beta`,
         // `anthropic-dangerous-direct-browser-access`, …) belong to the client's API, not to
         // any upstream's.
         for (name, _) in &self.headers {
-            if name.starts_with("anthropic-") {
+            if name.starts_with("anthropic-") && !up.remove_headers.contains(&name.as_str()) {
                 host.remove_header(map, name).map_err(host_err)?;
             }
         }
@@ -638,16 +655,20 @@ impl HttpFlow {
                 }
             }
         }
-        host.set_header(map, ":path", &up.path).map_err(host_err)?;
-        host.set_header(map, ":authority", &up.authority)
-            .map_err(host_err)?;
+        let set = |host: &mut H, name: &str, value: &str| -> Result<(), GatewayError> {
+            if self.holds(name, value) {
+                return Ok(());
+            }
+            host.set_header(map, name, value).map_err(host_err)
+        };
+        set(host, ":path", &up.path)?;
+        set(host, ":authority", &up.authority)?;
         // A length-delimited body upstream, also when the client sent it chunked.
         if up.body_changed || self.request_header("content-length").is_none() {
-            host.set_header(map, "content-length", &up.body.len().to_string())
-                .map_err(host_err)?;
+            set(host, "content-length", &up.body.len().to_string())?;
         }
         for (name, value) in &up.headers {
-            host.set_header(map, name, value).map_err(host_err)?;
+            set(host, name, value)?;
         }
         for (name, value) in &signing {
             host.set_header(map, name, value).map_err(host_err)?;
@@ -959,11 +980,16 @@ impl HttpFlow {
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
         self.record.status = status;
-        let details = host
-            .property(&["response", "code_details"])
-            .ok()
-            .flatten()
-            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        // Envoy's own answers (timeouts, resets, no route) are never 2xx: only other statuses
+        // need the trip to the host that tells them apart from the upstream's.
+        let details = if (200..300).contains(&status) {
+            None
+        } else {
+            host.property(&["response", "code_details"])
+                .ok()
+                .flatten()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+        };
         let from_upstream = details.as_deref().is_none_or(|d| d == "via_upstream");
         let ok = from_upstream && (200..300).contains(&status);
         for (name, value) in &fwd.plan.extra_headers {
@@ -1001,7 +1027,11 @@ impl HttpFlow {
         }
         fwd.mode = Mode::Buffer {
             status,
-            error_type: host.header(map, "x-amzn-errortype").ok().flatten(),
+            error_type: if ok {
+                None
+            } else {
+                host.header(map, "x-amzn-errortype").ok().flatten()
+            },
             envoy_details: if from_upstream { None } else { details },
         };
         if end_of_stream {
@@ -1209,7 +1239,9 @@ impl HttpFlow {
                 ("output", u.completion_tokens),
                 ("cached", u.cache_read_tokens),
             ] {
-                host.count(&metrics::tokens(r.provider, key, kind, label_model), n);
+                if n > 0 {
+                    host.count(&metrics::tokens(r.provider, key, kind, label_model), n);
+                }
             }
             if let Some(k) = &self.client {
                 let now_unix = host.now_unix();

@@ -8,6 +8,7 @@
 //! configured ones, and a model outside the catalogue and the alias table is `other`.
 
 use super::{Host, MetricKind};
+use std::borrow::Cow;
 
 /// Counters defined up front, so dashboards see them at zero.
 pub const STATIC_COUNTERS: &[&str] = &[
@@ -51,41 +52,36 @@ pub fn define_static<H: Host + ?Sized>(host: &mut H) {
 }
 
 /// A label value made safe as one stat-name segment (no dots).
-pub fn segment(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(64);
-    if out.is_empty() {
-        out.push_str("none");
-    }
-    out
+pub fn segment(s: &str) -> Cow<'_, str> {
+    sanitize(s, 64, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A model id as the last segment of a stat name (dots kept, the rest made safe).
-pub fn model_segment(model: &str) -> String {
-    let mut out: String = model
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(160);
-    if out.is_empty() {
-        out.push_str("none");
+pub fn model_segment(model: &str) -> Cow<'_, str> {
+    sanitize(model, 160, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/')
+    })
+}
+
+/// `s` with characters outside `allowed` replaced by `_`, cut to `max` bytes, `none` when
+/// empty; borrowed when nothing needed changing (the usual case, once per request and label).
+fn sanitize(s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if s.is_empty() {
+        return Cow::Borrowed("none");
     }
-    out
+    if s.len() <= max && s.chars().all(&allowed) {
+        return Cow::Borrowed(s);
+    }
+    let mut out: String = s
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect();
+    let mut cut = max.min(out.len());
+    while !out.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.truncate(cut);
+    Cow::Owned(out)
 }
 
 /// `2xx`, `4xx`, `5xx` (and `other`).
@@ -147,5 +143,8 @@ mod tests {
             "unigate.tokens_total.provider.openai.key.team_a.type.input.model.gpt-4o"
         );
         assert_eq!(model_segment("a b{c}"), "a_b_c_");
+        assert_eq!(segment(""), "none");
+        assert_eq!(segment(&"é".repeat(40)), "_".repeat(40));
+        assert!(matches!(model_segment("gpt-4o"), Cow::Borrowed(_)));
     }
 }

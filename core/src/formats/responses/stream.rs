@@ -707,6 +707,9 @@ struct Lifecycle<'a> {
     incomplete_details: Option<Incomplete<'a>>,
     usage: Option<Value>,
     error: Option<Value>,
+    created_at: Option<u64>,
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
 }
 
 /// One event of OpenAI's Responses stream (unknown fields ignored).
@@ -744,6 +747,8 @@ pub struct ResponsesStreamDecoder {
     custom: Option<u64>,
     /// The upstream's response id (from `response.created`).
     id: Option<String>,
+    /// `created_at` and `model` of that response, for a closing `response.failed` of our own.
+    created: Option<(u64, String)>,
     /// The last upstream `sequence_number`.
     seq: Option<u64>,
     /// A terminal event was seen (or made).
@@ -782,12 +787,19 @@ impl ResponsesStreamDecoder {
             Some(id) => push_event(
                 &mut raw,
                 "response.failed",
+                // The fields an SDK's Response model requires; the upstream's own where known.
                 &json!({"type": "response.failed", "sequence_number": seq, "response": {
                     "id": id,
                     "object": "response",
+                    "created_at": self.created.as_ref().map_or(0, |c| c.0),
+                    "model": self.created.as_ref().map_or("", |c| c.1.as_str()),
                     "status": "failed",
                     "output": [],
                     "error": super::response::error_value(&err),
+                    "incomplete_details": null,
+                    "parallel_tool_calls": true,
+                    "tool_choice": "auto",
+                    "tools": [],
                     "usage": null,
                 }}),
             ),
@@ -857,7 +869,14 @@ impl ResponsesStreamDecoder {
         }
         match kind {
             "response.created" => {
-                let id = ev.response.and_then(|r| r.id).map(Cow::into_owned);
+                let response = ev.response;
+                if let Some(r) = &response {
+                    self.created = Some((
+                        r.created_at.unwrap_or(0),
+                        r.model.as_deref().unwrap_or_default().to_string(),
+                    ));
+                }
+                let id = response.and_then(|r| r.id).map(Cow::into_owned);
                 self.id.clone_from(&id);
                 out.event(StreamEvent::Start {
                     id,
