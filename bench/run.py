@@ -674,10 +674,15 @@ def write_report(res, path):
         "# Benchmarks",
         "",
         f"Measured {res['date']} on {res['machine']}. Absolute numbers drift 10–25 % between runs on these",
-        "shared machines; the ratios come from configurations measured side by side in one run.",
+        "shared machines; the ratios come from configurations measured side by side in one run."
+        + (f" Machine load during this run: {res['load']}." if res.get("load") else ""),
         "",
         "Command: `make bench` (= `.venv/bin/python bench/run.py" + (" " + res["args"] if res["args"] else "") + "`; 10 s per cell by default)"
         + (f"; this run took {res['wall_s'] / 60:.1f} minutes." if res.get("wall_s") else "."),
+        "",
+        "On a busy machine the req/s and CPU columns move with the other load; the instruction counts of",
+        "`bench/instructions.py` (Envoy under callgrind, below) repeat to within about 1 % and are the",
+        "firmer evidence for what a change saved.",
         "",
         "Topology: wrk (1 thread, pinned to core 0) → the gateway under test (Envoy `--concurrency 1`,",
         "pinned to core 1; for unigate also the sidecar process) → a fake upstream on core 0 (an Envoy",
@@ -836,6 +841,7 @@ def main():
         write_report(json.load(open(args.report)), os.path.join(ROOT, "docs", "benchmarks.md"))
         return
     t_start = time.time()
+    load_start = os.getloadavg()[0]
     conns = [int(c) for c in args.connections.split(",")]
     selected = select_rows(args.only, args.skip_litellm)
     specs = [s for s in row_specs() if s.name in selected]
@@ -1001,6 +1007,7 @@ litellm_settings:
         "machine": f"{platform.platform()}, {os.cpu_count()} cores ({open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()})",
         "args": " ".join(sys.argv[1:]),
         "wall_s": wall,
+        "load": f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (1-minute load average, {os.cpu_count()} cores)",
         "rows": rows,
         "sections": {
             "The floor: Envoy's configuration, Envoy's Wasm machinery, the filter": floor_section(rows, conns),
