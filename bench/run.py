@@ -736,6 +736,12 @@ def mark(ok):
     return "✓" if ok else "✗"
 
 
+def judged(added, ok):
+    """✓ / ✗, but a filter cannot cost less than plain Envoy: a negative difference means the
+    baseline's cell was disturbed by other load, and the target is not judged from it."""
+    return "? (negative: the baseline cell was disturbed; not judged)" if added < 0 else mark(ok)
+
+
 def floor_section(rows, conns):
     """What part of the cost is Envoy's configuration, Envoy's Wasm machinery, the filter."""
     out = {}
@@ -789,13 +795,11 @@ def issue16_targets(rows, conns, derived, wasm):
     """The targets of issue 16, each with the measured values and ✓ / ✗."""
     hi, lo = max(conns), min(conns)
     t = {}
-    vals, ok = [], True
+    vals = []
     for cfg in TRANSLATED:
         ratio, added = rps_ratio(rows, cfg, "passthrough", hi), added_cpu_us(rows, cfg, "passthrough", hi)
         if ratio is not None and added is not None:
-            good = added <= 60 and ratio >= 0.60
-            ok &= good
-            vals.append(f"{cfg} {added:+.0f} µs, {ratio * 100:.0f} % {mark(good)}")
+            vals.append(f"{cfg} {added:+.0f} µs, {ratio * 100:.0f} % {judged(added, added <= 60 and ratio >= 0.60)}")
     if vals:
         t[f"translated non-streaming at {at(hi)}: added CPU ≤ 60 µs per request and ≥ 60 % of passthrough req/s"] = "; ".join(vals)
     vals = []
@@ -803,7 +807,7 @@ def issue16_targets(rows, conns, derived, wasm):
         r, b = find_row(rows, cfg, lo), find_row(rows, "passthrough", lo)
         if r and b and r["p50_ms"] is not None and b["p50_ms"] is not None:
             added = r["p50_ms"] - b["p50_ms"]
-            vals.append(f"{cfg} {added:.3f} ms {mark(added <= 0.15)}")
+            vals.append(f"{cfg} {added:+.3f} ms {judged(added, added <= 0.15)}")
     if vals:
         t[f"translated non-streaming: added p50 at {at(lo)} ≤ 0.15 ms"] = "; ".join(vals)
     vals = []
@@ -811,7 +815,7 @@ def issue16_targets(rows, conns, derived, wasm):
         added = added_cpu_us(rows, cfg, "passthrough_stream", hi)
         if added is not None:
             per_chunk = added / STREAM_CHUNKS
-            vals.append(f"{cfg} {per_chunk:.2f} µs {mark(per_chunk <= 1.2)}")
+            vals.append(f"{cfg} {per_chunk:.2f} µs {judged(per_chunk, per_chunk <= 1.2)}")
     if vals:
         t[f"streams: added CPU per chunk vs passthrough_stream ({STREAM_CHUNKS} chunks, {at(hi)}) ≤ 1.2 µs"] = "; ".join(vals)
     vals = []
@@ -829,6 +833,12 @@ def issue16_targets(rows, conns, derived, wasm):
     return t
 
 
+SECTIONS = {
+    "The floor: Envoy's configuration, Envoy's Wasm machinery, the filter": floor_section,
+    "Embeddings": embeddings_section,
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -838,7 +848,16 @@ def main():
     ap.add_argument("--report", metavar="RESULTS_JSON", help="only rewrite docs/benchmarks.md from a saved run")
     args = ap.parse_args()
     if args.report:
-        write_report(json.load(open(args.report)), os.path.join(ROOT, "docs", "benchmarks.md"))
+        res = json.load(open(args.report))
+        if "sections" in res:  # the sections and targets again, with this version's judgements
+            conns = sorted({r["connections"] for r in res["rows"]})
+            saved = res["targets"]
+            res["sections"] = {title: fn(res["rows"], conns) for title, fn in SECTIONS.items()}
+            res["targets"] = issue16_targets(res["rows"], conns, res["derived"], os.path.join(ROOT, "build", "unigate.wasm"))
+            for k in saved:
+                if k.startswith(".wasm"):
+                    res["targets"][k] = saved[k]  # the size of the module that ran, not of today's build
+        write_report(res, os.path.join(ROOT, "docs", "benchmarks.md"))
         return
     t_start = time.time()
     load_start = os.getloadavg()[0]
@@ -1009,10 +1028,7 @@ litellm_settings:
         "wall_s": wall,
         "load": f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (1-minute load average, {os.cpu_count()} cores)",
         "rows": rows,
-        "sections": {
-            "The floor: Envoy's configuration, Envoy's Wasm machinery, the filter": floor_section(rows, conns),
-            "Embeddings": embeddings_section(rows, conns),
-        },
+        "sections": {title: fn(rows, conns) for title, fn in SECTIONS.items()},
         "derived": derived,
         "targets": issue16_targets(rows, conns, derived, wasm),
     }
