@@ -15,7 +15,7 @@ export ENVOY_BIN
 
 # Every target is phony: several share a name with a directory (bench, build, sidecar), which
 # make would otherwise find up to date and skip.
-.PHONY: help setup build wasm wasm-trap sidecar run test test-fast test-core test-wasm test-system \
+.PHONY: help setup build wasm wasm-trap wasm-floor sidecar run test test-fast test-core test-wasm test-system \
         test-clients compose-test lint fmt fuzz bench clean
 
 help: ## list targets
@@ -29,6 +29,9 @@ wasm: ## build build/unigate.wasm
 
 wasm-trap: ## build the test-only build/unigate-trap.wasm (proves FAIL_RELOAD recovery)
 	@scripts/build-wasm.sh trap
+
+wasm-floor: ## build the benchmark-only build/unigate-floor.wasm (the floor_filter row of make bench)
+	@scripts/build-wasm.sh floor
 
 sidecar: ## build target/release/unigate
 	cargo build --release -p unigate-sidecar
@@ -67,7 +70,7 @@ lint: ## rustfmt and clippy for host and wasm targets
 fuzz: ## fuzz every core and sidecar (extraction) target for FUZZ_SECONDS each (default 60; needs rustup nightly)
 	scripts/fuzz.sh
 
-bench: setup build ## plain Envoy, unigate and LiteLLM side by side (BENCH_ARGS, e.g. --duration 5)
+bench: setup build wasm-floor ## plain Envoy, unigate and LiteLLM side by side (BENCH_ARGS, e.g. --duration 5 --only unigate_messages)
 	@scripts/install-bench-tools.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
 
