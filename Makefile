@@ -15,8 +15,8 @@ export ENVOY_BIN
 
 # Every target is phony: several share a name with a directory (bench, build, sidecar), which
 # make would otherwise find up to date and skip.
-.PHONY: help setup build wasm wasm-trap wasm-floor sidecar run test test-fast test-core test-wasm test-system \
-        test-clients compose-test lint fmt fuzz bench clean
+.PHONY: help setup build wasm wasm-trap wasm-floor sidecar run test test-fast test-core test-wasm test-system
+.PHONY: test-clients compose-test lint fmt fuzz bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14

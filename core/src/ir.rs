@@ -328,6 +328,22 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// Appends a turn, merged into the previous turn when that has the same role.
+    pub fn push_turn(&mut self, role: Role, parts: Vec<Part>, origins: Vec<Origin>) {
+        if let Some(last) = self.messages.last_mut() {
+            if last.role == role {
+                last.content.extend(parts);
+                last.origins.extend(origins);
+                return;
+            }
+        }
+        self.messages.push(Message {
+            role,
+            content: parts,
+            origins,
+        });
+    }
+
     /// System and developer text joined by blank lines.
     pub fn system_text(&self) -> String {
         let texts: Vec<&str> = self

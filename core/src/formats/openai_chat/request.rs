@@ -135,7 +135,7 @@ fn decode_message(
                 ));
             }
             let (parts, origins) = content_origins(i, parts);
-            push_turn(req, Role::User, parts, origins);
+            req.push_turn(Role::User, parts, origins);
         }
         "assistant" => {
             let mut parts = Vec::new();
@@ -212,7 +212,7 @@ fn decode_message(
                 origins.push(Origin::messages(i, OriginField::FunctionCall, 0));
             }
             if !parts.is_empty() {
-                push_turn(req, Role::Assistant, parts, origins);
+                req.push_turn(Role::Assistant, parts, origins);
             }
         }
         "tool" | "function" => {
@@ -226,8 +226,7 @@ fn decode_message(
                 req_str(msg, "name", &Lazy(|| format!("{path}.name")))?
             };
             let content = decode_content(get(msg, "content"), &content_path, true, opts)?;
-            push_turn(
-                req,
+            req.push_turn(
                 Role::User,
                 vec![Part::ToolResult {
                     id: id.to_string(),
@@ -247,22 +246,6 @@ fn decode_message(
         }
     }
     Ok(())
-}
-
-/// Appends a turn, merging with the previous turn of the same role.
-fn push_turn(req: &mut ChatRequest, role: Role, parts: Vec<Part>, origins: Vec<Origin>) {
-    if let Some(last) = req.messages.last_mut() {
-        if last.role == role {
-            last.content.extend(parts);
-            last.origins.extend(origins);
-            return;
-        }
-    }
-    req.messages.push(Message {
-        role,
-        content: parts,
-        origins,
-    });
 }
 
 /// Parts of message `i`'s `content` with their origins.

@@ -22,8 +22,8 @@ use super::tools::{self, Decoded as DecodedTools};
 use crate::error::GatewayError;
 use crate::formats::DecodeContext;
 use crate::ir::{
-    ChatRequest, ClientEcho, ImageSource, Message, Origin, OriginField, Part, Reasoning,
-    ResponseFormat, Role, ToolAlias,
+    ChatRequest, ClientEcho, ImageSource, Origin, OriginField, Part, Reasoning, ResponseFormat,
+    Role, ToolAlias,
 };
 use crate::json::{
     as_object, get, opt_array, opt_bool, opt_f64, opt_object, opt_str, opt_u32, req_str, type_name,
@@ -200,23 +200,11 @@ fn origin(item: usize, field: OriginField, index: usize) -> Origin {
     Origin::in_root(ROOT, item, field, index)
 }
 
-/// Appends a turn, merging it with the previous turn of the same role.
+/// Appends a turn (merged with the previous one of the same role); an empty one is skipped.
 fn push_turn(req: &mut ChatRequest, role: Role, parts: Vec<Part>, origins: Vec<Origin>) {
-    if parts.is_empty() {
-        return;
+    if !parts.is_empty() {
+        req.push_turn(role, parts, origins);
     }
-    if let Some(last) = req.messages.last_mut() {
-        if last.role == role {
-            last.content.extend(parts);
-            last.origins.extend(origins);
-            return;
-        }
-    }
-    req.messages.push(Message {
-        role,
-        content: parts,
-        origins,
-    });
 }
 
 fn decode_item(
@@ -599,7 +587,7 @@ fn decode_text_format(obj: &Object) -> Result<Option<ResponseFormat>, GatewayErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::ToolChoice;
+    use crate::ir::{Message, ToolChoice};
 
     fn bedrock() -> DecodeContext {
         DecodeContext {
