@@ -175,6 +175,9 @@ pub fn set_tick_period_ms(ms: u32) -> HostResult<()> {
     })
 }
 
+/// Bodies larger than this are read in pieces of this size.
+const BODY_CHUNK: usize = 1 << 20;
+
 /// Reads `max_size` bytes from `start` of a buffer; an absent buffer is empty.
 pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResult<Vec<u8>> {
     let mut data = null_mut();
@@ -544,7 +547,25 @@ impl Host for EnvoyHost {
     }
 
     fn body(&mut self, body: Body, size: usize) -> flow::HostResult<Vec<u8>> {
-        Ok(get_buffer(buffer_type(body), 0, size)?)
+        if size <= BODY_CHUNK {
+            return Ok(get_buffer(buffer_type(body), 0, size)?);
+        }
+        // A large body is read in pieces into one buffer sized for the body that will replace
+        // it: the VM never gives memory back, and the encoded body can then reuse this block
+        // once it is freed instead of growing the VM by another body (issue 17).
+        let mut out = Vec::with_capacity(unigate_core::json::output_capacity(size));
+        while out.len() < size {
+            let piece = get_buffer(
+                buffer_type(body),
+                out.len(),
+                BODY_CHUNK.min(size - out.len()),
+            )?;
+            if piece.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
     }
 
     fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> flow::HostResult<()> {

@@ -328,6 +328,15 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// Drops the conversation, instructions, tools and OpenAI-only fields: a relayed body
+    /// carries them itself, and the decoded copy is only needed to check the request.
+    pub fn forget_conversation(&mut self) {
+        self.system = Vec::new();
+        self.messages = Vec::new();
+        self.tools = Vec::new();
+        self.openai_extra = Map::new();
+    }
+
     /// Appends a turn, merged into the previous turn when that has the same role.
     pub fn push_turn(&mut self, role: Role, parts: Vec<Part>, origins: Vec<Origin>) {
         if let Some(last) = self.messages.last_mut() {
@@ -345,7 +354,8 @@ impl ChatRequest {
     }
 
     /// System and developer text joined by blank lines.
-    pub fn system_text(&self) -> String {
+    /// Borrowed when there is one text (no copy of a long prompt is made).
+    pub fn system_text(&self) -> std::borrow::Cow<'_, str> {
         let texts: Vec<&str> = self
             .system
             .iter()
@@ -354,7 +364,11 @@ impl ChatRequest {
                 _ => None,
             })
             .collect();
-        texts.join("\n\n")
+        match texts.as_slice() {
+            [] => std::borrow::Cow::Borrowed(""),
+            [one] => std::borrow::Cow::Borrowed(one),
+            _ => std::borrow::Cow::Owned(texts.join("\n\n")),
+        }
     }
 }
 

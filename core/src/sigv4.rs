@@ -108,7 +108,8 @@ pub fn amz_dates(now_unix: u64) -> (String, String) {
     (date, time)
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+/// The SHA-256 of `data`, in lowercase hex (SigV4's payload hash).
+pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(data);
     let mut out = String::with_capacity(64);
@@ -191,6 +192,16 @@ pub fn sign_request(
     creds: &AwsCredentials,
     now_unix: u64,
 ) -> Result<Vec<(String, String)>, GatewayError> {
+    sign_hashed(input, &sha256_hex(input.body), creds, now_unix)
+}
+
+/// [`sign_request`] for a body known by its SHA-256 (hex) only: `input.body` is not read.
+pub fn sign_hashed(
+    input: &SignInput<'_>,
+    payload_hash: &str,
+    creds: &AwsCredentials,
+    now_unix: u64,
+) -> Result<Vec<(String, String)>, GatewayError> {
     if creds.access_key_id.is_empty() || creds.secret_access_key.is_empty() {
         return Err(GatewayError::internal(
             "Could not sign the Bedrock request: the AWS credentials are empty.",
@@ -198,7 +209,6 @@ pub fn sign_request(
         .with_code("signing_failed"));
     }
     let (date, amz_date) = amz_dates(now_unix);
-    let payload_hash = sha256_hex(input.body);
     let token = creds.session_token.as_deref().filter(|t| !t.is_empty());
     let mut canonical = String::with_capacity(512);
     canonical.push_str(input.method);
@@ -210,7 +220,7 @@ pub fn sign_request(
     canonical.push_str("\nhost:");
     canonical.push_str(&canonical_value(input.authority));
     canonical.push_str("\nx-amz-content-sha256:");
-    canonical.push_str(&payload_hash);
+    canonical.push_str(payload_hash);
     canonical.push_str("\nx-amz-date:");
     canonical.push_str(&amz_date);
     canonical.push('\n');
@@ -225,7 +235,7 @@ pub fn sign_request(
     canonical.push('\n');
     canonical.push_str(signed_headers);
     canonical.push('\n');
-    canonical.push_str(&payload_hash);
+    canonical.push_str(payload_hash);
 
     let scope = format!("{date}/{}/{}/aws4_request", input.region, input.service);
     let string_to_sign = format!(
@@ -242,7 +252,7 @@ pub fn sign_request(
     let signature = v4::calculate_signature(&key, string_to_sign.as_bytes());
     let mut headers = vec![
         ("x-amz-date".to_string(), amz_date),
-        ("x-amz-content-sha256".to_string(), payload_hash),
+        ("x-amz-content-sha256".to_string(), payload_hash.to_string()),
         (
             "authorization".to_string(),
             format!(

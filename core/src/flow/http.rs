@@ -428,7 +428,7 @@ impl HttpFlow {
         match files::requested(&body) {
             Err(e) => self.reply_error(host, &e),
             Ok(ids) if !ids.is_empty() => self.fetch_files(host, &gw, &ids),
-            Ok(_) => self.plan_and_forward(host, &gw, &body, None),
+            Ok(_) => self.plan_and_forward(host, &gw, body, None),
         }
     }
 
@@ -487,14 +487,14 @@ impl HttpFlow {
         &mut self,
         host: &mut H,
         gw: &Gateway,
-        body: &[u8],
+        body: Vec<u8>,
         file_context: Option<&[FileContext]>,
     ) -> Action {
         let now = host.now_unix();
         let accept = self.request_header("accept");
         let planned = plan::plan_request(
             gw,
-            &PlanInput::new(self.door, body)
+            &PlanInput::new(self.door, &body)
                 .query(self.query.as_deref())
                 .target_header(self.target_header.as_deref())
                 .request_id(&self.request_id)
@@ -905,7 +905,7 @@ impl HttpFlow {
             }
         };
         self.phase = Phase::WaitBody;
-        if self.plan_and_forward(host, &gw, &body, Some(&contexts)) == Action::Continue {
+        if self.plan_and_forward(host, &gw, body, Some(&contexts)) == Action::Continue {
             self.resume(host);
         }
     }

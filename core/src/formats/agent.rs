@@ -21,15 +21,14 @@ impl UpstreamCodec for Agent {
     fn encode_request(
         &self,
         req: &ChatRequest,
-        _ctx: &EncodeContext<'_>,
+        ctx: &EncodeContext<'_>,
     ) -> Result<Encoded, GatewayError> {
-        let body = serde_json::to_vec(&encode_request(req)?).map_err(|e| {
-            GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-        })?;
+        let body = super::json_body(&encode_request(req)?, ctx.raw)?;
         Ok(Encoded {
             body,
             structured: false,
             notes: Vec::new(),
+            unchanged: false,
         })
     }
 

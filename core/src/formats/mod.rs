@@ -139,13 +139,18 @@ pub struct EncodeContext<'a> {
     pub default_max_tokens: u32,
     /// What the model accepts.
     pub capabilities: crate::capabilities::Capabilities,
+    /// The client's body and its long texts, which are put into the encoded body from there
+    /// (see [`crate::json::splice`]).
+    pub raw: crate::json::Spliced<'a>,
 }
 
 /// An encoded upstream request body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Encoded {
-    /// The body bytes.
+    /// The body bytes (empty when `unchanged`).
     pub body: Vec<u8>,
+    /// Whether the client's own bytes go upstream as they are (no copy is made of them).
+    pub unchanged: bool,
     /// Whether the gateway forced its structured-output tool (its input is the answer).
     pub structured: bool,
     /// What was dropped or changed on the way (for the debug log).
@@ -157,6 +162,14 @@ impl Encoded {
     pub fn body(body: Vec<u8>) -> Encoded {
         Encoded {
             body,
+            ..Encoded::default()
+        }
+    }
+
+    /// The client's body, sent on unchanged.
+    pub fn unchanged() -> Encoded {
+        Encoded {
+            unchanged: true,
             ..Encoded::default()
         }
     }
@@ -175,6 +188,8 @@ pub struct RelayContext<'a> {
     pub header_betas: &'a [String],
     /// The per-model Anthropic beta table.
     pub beta_rules: &'a [anthropic::betas::BetaRule],
+    /// The client's body and its long texts (see [`EncodeContext::raw`]).
+    pub raw: crate::json::Spliced<'a>,
 }
 
 /// What a response decoder needs besides the body.
@@ -257,10 +272,17 @@ pub trait UpstreamCodec: Sync {
     }
 }
 
-/// Serializes a relayed body.
-pub(crate) fn to_body(obj: Object) -> Result<Vec<u8>, GatewayError> {
-    serde_json::to_vec(&serde_json::Value::Object(obj))
-        .map_err(|e| GatewayError::internal(format!("Could not serialize the upstream body: {e}")))
+/// Serializes a relayed body (`raw`: see [`RelayContext::raw`]).
+pub(crate) fn to_body(obj: Object, raw: crate::json::Spliced<'_>) -> Result<Vec<u8>, GatewayError> {
+    json_body(&serde_json::Value::Object(obj), raw)
+}
+
+/// Serializes an upstream body, with the client's long texts put in from its body.
+pub(crate) fn json_body<T: serde::Serialize + ?Sized>(
+    value: &T,
+    raw: crate::json::Spliced<'_>,
+) -> Result<Vec<u8>, GatewayError> {
+    crate::json::splice::write(value, raw)
 }
 
 /// The client-side codec of a format (`None` for upstream-only formats).

@@ -169,7 +169,7 @@ impl UpstreamCodec for OpenaiEmbeddings {
 
     fn relay(&self, mut obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
         obj.insert("model".into(), json!(ctx.model_id));
-        Ok(Encoded::body(super::to_body(obj)?))
+        Ok(Encoded::body(super::to_body(obj, ctx.raw)?))
     }
 }
 

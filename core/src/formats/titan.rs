@@ -58,15 +58,14 @@ impl UpstreamCodec for Titan {
     fn encode_request(
         &self,
         req: &ChatRequest,
-        _ctx: &EncodeContext<'_>,
+        ctx: &EncodeContext<'_>,
     ) -> Result<Encoded, GatewayError> {
         let value = encode_request(req)?;
         Ok(Encoded {
-            body: serde_json::to_vec(&value).map_err(|e| {
-                GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-            })?,
+            body: super::json_body(&value, ctx.raw)?,
             structured: false,
             notes: Vec::new(),
+            unchanged: false,
         })
     }
 
@@ -82,11 +81,11 @@ impl UpstreamCodec for Titan {
         Box::new(EventStreamDecoder::new(TitanFrames::default()))
     }
 
-    fn relay(&self, mut obj: Object, _ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
+    fn relay(&self, mut obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
         // Titan takes neither `model` nor `stream` in the body.
         obj.remove("model");
         obj.remove("stream");
-        Ok(Encoded::body(super::to_body(obj)?))
+        Ok(Encoded::body(super::to_body(obj, ctx.raw)?))
     }
 }
 

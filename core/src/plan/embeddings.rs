@@ -68,6 +68,7 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Planned, GatewayError
                     default_max_tokens: gw.config.default_max_tokens,
                     header_betas: &[],
                     beta_rules: &[],
+                    raw: crate::json::Spliced::plain(input.body),
                 },
             )?;
             let body_changed = encoded.body.as_slice() != input.body;

@@ -154,10 +154,13 @@ pub struct UpstreamRequest {
     pub authority: String,
     /// `:path` (model ids percent-encoded).
     pub path: String,
-    /// The new body.
+    /// The new body (empty when `body_changed` is false: the client's goes up as it is).
     pub body: Vec<u8>,
-    /// Whether `body` differs from the client's (an unchanged body is not rewritten).
+    /// Whether the body is rewritten. A relayed body is set even when it happens to equal the
+    /// client's: the filter's copy of the client's body is dropped once parsed (issue 17).
     pub body_changed: bool,
+    /// SHA-256 (hex) of the client's body when it goes up unchanged and signed.
+    pub payload_hash: Option<String>,
     /// Headers to set (besides `:path`, `:authority`, the cluster header and signing headers).
     pub headers: Vec<(&'static str, String)>,
     /// Client headers to remove before forwarding.
@@ -188,6 +191,7 @@ impl fmt::Debug for UpstreamRequest {
             .field("path", &self.path)
             .field("body_bytes", &self.body.len())
             .field("body_changed", &self.body_changed)
+            .field("payload_hash", &self.payload_hash)
             .field("headers", &headers)
             .field("remove_headers", &self.remove_headers)
             .field("sign_region", &self.sign_region)
@@ -196,6 +200,15 @@ impl fmt::Debug for UpstreamRequest {
 }
 
 impl UpstreamRequest {
+    /// The bytes that go upstream for a client that sent `client_body`.
+    pub fn sent_body<'a>(&'a self, client_body: &'a [u8]) -> &'a [u8] {
+        if self.body_changed {
+            &self.body
+        } else {
+            client_body
+        }
+    }
+
     /// SigV4 headers for this request (Bedrock); empty for OpenAI.
     pub fn signing_headers(
         &self,
@@ -205,19 +218,19 @@ impl UpstreamRequest {
         let Some(region) = &self.sign_region else {
             return Ok(Vec::new());
         };
-        sigv4::sign_request(
-            &SignInput {
-                method: "POST",
-                authority: &self.authority,
-                path: &self.path,
-                content_type: "application/json",
-                body: &self.body,
-                region,
-                service: "bedrock",
-            },
-            creds,
-            now_unix,
-        )
+        let input = SignInput {
+            method: "POST",
+            authority: &self.authority,
+            path: &self.path,
+            content_type: "application/json",
+            body: &self.body,
+            region,
+            service: "bedrock",
+        };
+        match &self.payload_hash {
+            Some(hash) => sigv4::sign_hashed(&input, hash, creds, now_unix),
+            None => sigv4::sign_request(&input, creds, now_unix),
+        }
     }
 }
 
@@ -279,11 +292,15 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
     if let Door::Bedrock(op) = input.door {
         return bedrock_runtime(gw, input, op);
     }
-    let obj = parse(input)?;
+    let (obj, splices) = parse(input)?;
+    let raw = json::Spliced {
+        body: input.body,
+        splices: Some(&splices),
+    };
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
     let (model, route) = route(gw, input.door, &obj, input.client)?;
-    let req = decode(input.door, format, &obj, &route)?;
+    let mut req = decode(input.door, format, &obj, &route)?;
     let caps = capabilities::for_model(&route.model_id);
     checks::for_upstream(&req, &obj, &route, caps, &model)?;
     let session = match route.format {
@@ -295,14 +312,14 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
         _ => None,
     };
     if input.door.operation() == Operation::CountTokens {
-        return count_tokens(gw, input, model, route, obj);
+        return count_tokens(gw, input, model, route, obj, raw);
     }
-    let encoded = encode(gw, input, format, &route, obj, &req, caps)?;
+    let encoded = encode(gw, input, format, &route, obj, &mut req, caps, raw)?;
     let structured = encoded.structured;
     let relay = relays(route.format, target, structured);
     let mut notes = req.notes.clone();
     notes.extend(encoded.notes.iter().cloned());
-    let upstream = upstream::build(gw, &route, &req, encoded, input.body, session.as_deref())?;
+    let upstream = upstream::build(gw, &route, &req, encoded, session.as_deref())?;
     let mut extra_headers = Vec::new();
     if let Some(s) = session {
         extra_headers.push((crate::formats::agent::SESSION_HEADER, s));
@@ -341,6 +358,7 @@ fn count_tokens(
     model: String,
     route: Route,
     mut obj: Object,
+    raw: json::Spliced<'_>,
 ) -> Result<Plan, GatewayError> {
     if route.format != Format::Anthropic {
         return Err(GatewayError::new(
@@ -363,6 +381,7 @@ fn count_tokens(
             default_max_tokens: gw.config.default_max_tokens,
             header_betas: &betas,
             beta_rules: &gw.beta_rules,
+            raw,
         },
     )?;
     let body = formats::anthropic::count_tokens::request_body(&relayed.body);
@@ -455,9 +474,9 @@ fn header_betas(input: &PlanInput<'_>) -> Vec<String> {
 }
 
 /// Step 1: the body as a JSON object, with the `file_ids` context put in front of the last
-/// user message.
-pub fn parse(input: &PlanInput<'_>) -> Result<Object, GatewayError> {
-    let mut obj = json::parse_object(input.body)?;
+/// user message. Long texts stay in the body (markers in the tree; see [`json::splice`]).
+pub fn parse(input: &PlanInput<'_>) -> Result<(Object, json::Splices), GatewayError> {
+    let (mut obj, splices) = json::parse_object_spliced(input.body, input.request_id)?;
     let requested_files = crate::files::requested_in(&obj)?;
     match input.files {
         Some(files) if !files.is_empty() => {
@@ -470,7 +489,7 @@ pub fn parse(input: &PlanInput<'_>) -> Result<Object, GatewayError> {
         }
         _ => {}
     }
-    Ok(obj)
+    Ok((obj, splices))
 }
 
 /// Step 2: the format the body is in: the door's, or detected on the chat door.
@@ -550,15 +569,19 @@ pub fn decode(
 
 /// Step 6: the upstream body. The client's bytes go up unchanged when nothing needs changing
 /// (OpenAI to OpenAI); a body already in the upstream's format is relayed minus what the
-/// upstream rejects; everything else is translated through the IR.
+/// upstream rejects; everything else is translated through the IR. `raw` is the client's body
+/// with its long texts (see [`json::splice`]). The conversation a relayed body carries itself
+/// is dropped from `req`, and the value tree before a translation.
+#[allow(clippy::too_many_arguments)]
 pub fn encode(
     gw: &Gateway,
     input: &PlanInput<'_>,
     format: Format,
     route: &Route,
     mut obj: Object,
-    req: &ChatRequest,
+    req: &mut ChatRequest,
     caps: Capabilities,
+    raw: json::Spliced<'_>,
 ) -> Result<formats::Encoded, GatewayError> {
     let unchanged = format == Format::OpenaiChat
         && route.format == Format::OpenaiChat
@@ -567,12 +590,13 @@ pub fn encode(
         && input.files.is_none()
         && !GATEWAY_FIELDS.iter().any(|f| obj.contains_key(*f));
     if unchanged {
-        return Ok(formats::Encoded::body(input.body.to_vec()));
+        return Ok(formats::Encoded::unchanged());
     }
     for f in GATEWAY_FIELDS {
         obj.remove(*f);
     }
     if format == route.format && req.response_format.is_none() {
+        req.forget_conversation();
         let betas = header_betas(input);
         return formats::upstream(route.format).relay(
             obj,
@@ -582,9 +606,11 @@ pub fn encode(
                 default_max_tokens: default_max_tokens(gw, input.door, &route.model_id),
                 header_betas: &betas,
                 beta_rules: &gw.beta_rules,
+                raw,
             },
         );
     }
+    drop(obj);
     checks::translatable(req, &route.model_id)?;
     formats::upstream(route.format).encode_request(
         req,
@@ -592,6 +618,7 @@ pub fn encode(
             model_id: &route.model_id,
             default_max_tokens: default_max_tokens(gw, input.door, &route.model_id),
             capabilities: caps,
+            raw,
         },
     )
 }

@@ -20,17 +20,16 @@ const GATEWAY_HEADERS: &[&str] = &[
     "anthropic-beta",
 ];
 
-/// The upstream request for `route` carrying `encoded`. `client_body` is what the client sent
-/// (an unchanged body is not rewritten); `session` is the Bedrock agent session id.
+/// The upstream request for `route` carrying `encoded` (an unchanged body is not rewritten);
+/// `session` is the Bedrock agent session id.
 pub fn build(
     gw: &Gateway,
     route: &Route,
     req: &ChatRequest,
     encoded: Encoded,
-    client_body: &[u8],
     session: Option<&str>,
 ) -> Result<UpstreamRequest, GatewayError> {
-    let body_changed = encoded.body.as_slice() != client_body;
+    let body_changed = !encoded.unchanged;
     let body = encoded.body;
     match route.format {
         Format::OpenaiChat => openai(gw, "chat/completions", req.stream, body, body_changed),
@@ -62,6 +61,7 @@ fn openai(
         path: format!("{}/{endpoint}", up.url.path),
         body,
         body_changed,
+        payload_hash: None,
         headers: vec![
             ("content-type", "application/json".into()),
             (
@@ -115,6 +115,7 @@ pub fn bedrock_invoke(
         ),
         body,
         body_changed: true,
+        payload_hash: None,
         headers: vec![
             ("content-type", "application/json".into()),
             ("accept", "application/json".into()),
@@ -151,6 +152,7 @@ fn bedrock_runtime(
         ),
         body,
         body_changed,
+        payload_hash: None,
         headers: vec![
             ("content-type", "application/json".into()),
             (
@@ -199,8 +201,10 @@ pub fn bedrock_relay(
             encode_path_segment(model_id),
             op.as_str()
         ),
-        body: body.to_vec(),
+        // The client's bytes go up as they are: no copy, only their hash for the signature.
+        body: Vec::new(),
         body_changed: false,
+        payload_hash: Some(crate::sigv4::sha256_hex(body)),
         headers: vec![
             // Signed as application/json: boto3 sends InvokeModel bodies without a type.
             ("content-type", "application/json".into()),
@@ -232,6 +236,7 @@ pub fn bedrock_count_tokens(
         ),
         body,
         body_changed: true,
+        payload_hash: None,
         headers: vec![
             ("content-type", "application/json".into()),
             ("accept", "application/json".into()),
@@ -270,6 +275,7 @@ fn agent(
         ),
         body,
         body_changed,
+        payload_hash: None,
         headers: vec![
             ("content-type", "application/json".into()),
             ("accept", "application/json".into()),

@@ -75,12 +75,14 @@ impl UpstreamCodec for Anthropic {
             req,
             EncodeOptions {
                 default_max_tokens: ctx.default_max_tokens,
+                raw: ctx.raw,
             },
         )?;
         Ok(Encoded {
             body,
             structured: req.response_format.is_some(),
             notes: Vec::new(),
+            unchanged: false,
         })
     }
 
@@ -114,9 +116,10 @@ impl UpstreamCodec for Anthropic {
             },
         );
         Ok(Encoded {
-            body: super::to_body(obj)?,
+            body: super::to_body(obj, ctx.raw)?,
             structured: false,
             notes,
+            unchanged: false,
         })
     }
 }

@@ -341,9 +341,11 @@ fn file_source_error(path: &dyn std::fmt::Display) -> GatewayError {
 
 /// Options for encoding an Anthropic request that do not come from the client.
 #[derive(Debug, Clone, Copy)]
-pub struct EncodeOptions {
+pub struct EncodeOptions<'a> {
     /// `max_tokens` to send when the client gave none (Anthropic requires it).
     pub default_max_tokens: u32,
+    /// The client's body and its long texts (see [`crate::json::splice`]).
+    pub raw: crate::json::Spliced<'a>,
 }
 
 /// Thinking budget for an OpenAI `reasoning_effort`.
@@ -418,7 +420,7 @@ struct Msg<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum System<'a> {
-    Text(String),
+    Text(std::borrow::Cow<'a, str>),
     Blocks(Vec<Block<'a>>),
 }
 
@@ -447,7 +449,7 @@ struct Body<'a> {
 }
 
 /// Encodes the IR as a Bedrock InvokeModel body (JSON bytes) for an Anthropic Claude model.
-pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Vec<u8>, GatewayError> {
+pub fn encode_request(req: &ChatRequest, opts: EncodeOptions<'_>) -> Result<Vec<u8>, GatewayError> {
     let mut max_tokens = req.max_tokens.unwrap_or(opts.default_max_tokens);
     let budget = match &req.reasoning {
         Some(Reasoning::Effort(e)) => Some(effort_budget(e)),
@@ -593,8 +595,7 @@ pub fn encode_request(req: &ChatRequest, opts: EncodeOptions) -> Result<Vec<u8>,
         tools,
         tool_choice,
     };
-    serde_json::to_vec(&body)
-        .map_err(|e| GatewayError::internal(format!("Could not serialize the upstream body: {e}")))
+    crate::formats::json_body(&body, opts.raw)
 }
 
 fn encode_block<'a>(

@@ -27,11 +27,12 @@ impl UpstreamCodec for Converse {
         req: &ChatRequest,
         ctx: &EncodeContext<'_>,
     ) -> Result<Encoded, GatewayError> {
-        let (body, structured) = encode_request(req, ctx.capabilities)?;
+        let (body, structured) = encode_request(req, ctx.capabilities, ctx.raw)?;
         Ok(Encoded {
             body,
             structured,
             notes: Vec::new(),
+            unchanged: false,
         })
     }
 

@@ -32,6 +32,7 @@ fn json_instruction(rf: &ResponseFormat) -> String {
 pub fn encode_request(
     req: &ChatRequest,
     caps: Capabilities,
+    raw: crate::json::Spliced<'_>,
 ) -> Result<(Vec<u8>, bool), GatewayError> {
     let mut out = Map::new();
     let mut req = std::borrow::Cow::Borrowed(req);
@@ -42,7 +43,7 @@ pub fn encode_request(
     }
     if !caps.system && !req.system.is_empty() {
         // Models without system prompts get the instructions at the top of the first user turn.
-        let text = req.system_text();
+        let text = req.system_text().into_owned();
         let r = req.to_mut();
         r.system.clear();
         match r.messages.iter_mut().find(|m| m.role == Role::User) {
@@ -61,20 +62,18 @@ pub fn encode_request(
     }
     let req: &ChatRequest = &req;
 
-    if !req.system.is_empty() {
-        let mut system = Vec::new();
-        for p in &req.system {
-            if let Part::Text { text, cache } = p {
-                if !text.is_empty() {
-                    system.push(json!({"text": text}));
-                }
-                if *cache {
-                    system.push(json!({"cachePoint": {"type": "default"}}));
-                }
+    let mut system = Vec::new();
+    for p in &req.system {
+        if let Part::Text { text, cache } = p {
+            if !text.is_empty() {
+                system.push(SystemBlock::Text(text));
+            }
+            if *cache {
+                system.push(SystemBlock::CachePoint(CachePoint { kind: "default" }));
             }
         }
-        out.insert("system".into(), Value::Array(system));
     }
+    let system = (!req.system.is_empty()).then_some(system);
 
     let mut history_has_tools = false;
     let mut messages = Vec::with_capacity(req.messages.len());
@@ -212,12 +211,11 @@ pub fn encode_request(
         ));
     }
     let body = Body {
+        system,
         messages,
         rest: out,
     };
-    let bytes = serde_json::to_vec(&body).map_err(|e| {
-        GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-    })?;
+    let bytes = super::super::json_body(&body, raw)?;
     Ok((bytes, force_tool))
 }
 
@@ -268,9 +266,20 @@ fn document_name(name: &str) -> String {
 /// The request body: the messages typed, the rest of the (small) fields as a map.
 #[derive(Serialize)]
 struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<Vec<SystemBlock<'a>>>,
     messages: Vec<Msg<'a>>,
     #[serde(flatten)]
     rest: Map<String, Value>,
+}
+
+/// A block of Converse's `system` (borrowed: a long prompt is not copied).
+#[derive(Serialize)]
+enum SystemBlock<'a> {
+    #[serde(rename = "text")]
+    Text(&'a str),
+    #[serde(rename = "cachePoint")]
+    CachePoint(CachePoint),
 }
 
 #[derive(Serialize)]

@@ -59,11 +59,10 @@ impl UpstreamCodec for OpenaiChat {
     ) -> Result<Encoded, GatewayError> {
         let value = encode_request(req, ctx.model_id)?;
         Ok(Encoded {
-            body: serde_json::to_vec(&value).map_err(|e| {
-                GatewayError::internal(format!("Could not serialize the upstream body: {e}"))
-            })?,
+            body: super::json_body(&value, ctx.raw)?,
             structured: false,
             notes: Vec::new(),
+            unchanged: false,
         })
     }
 
@@ -98,6 +97,6 @@ impl UpstreamCodec for OpenaiChat {
                 None => *opts = serde_json::json!({"include_usage": true}),
             }
         }
-        Ok(Encoded::body(super::to_body(obj)?))
+        Ok(Encoded::body(super::to_body(obj, ctx.raw)?))
     }
 }

@@ -82,6 +82,6 @@ impl UpstreamCodec for Responses {
 
     fn relay(&self, mut obj: Object, ctx: &RelayContext<'_>) -> Result<Encoded, GatewayError> {
         obj.insert("model".into(), serde_json::json!(ctx.model_id));
-        Ok(Encoded::body(super::to_body(obj)?))
+        Ok(Encoded::body(super::to_body(obj, ctx.raw)?))
     }
 }

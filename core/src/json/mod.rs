@@ -4,6 +4,11 @@ use crate::error::GatewayError;
 use serde_json::{Map, Value};
 use std::fmt::Display;
 
+pub mod splice;
+mod tree;
+
+pub use splice::{Spliced, Splices};
+
 /// A JSON object as decoded from a request body.
 pub type Object = Map<String, Value>;
 
@@ -25,9 +30,19 @@ pub fn value_limit(len: usize) -> u64 {
 const TOKEN_IDS: u64 = 302_048;
 
 /// Parses a request body into a JSON object, or explains why it is not one. The tree is built
-/// with a bound on its number of values ([`value_limit`]), and duplicate top-level keys are
-/// refused (which one would an upstream read?).
+/// with bounds on its number of values ([`value_limit`]) and on its bytes ([`tree_limit`]),
+/// and duplicate top-level keys are refused (which one would an upstream read?).
 pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
+    parse(body, None).map(|(obj, _)| obj)
+}
+
+/// [`parse_object`] for a body whose long texts stay in it (see [`splice`]): markers stand
+/// for them in the tree, recorded in the returned [`Splices`] made for request `id`.
+pub fn parse_object_spliced(body: &[u8], id: &str) -> Result<(Object, Splices), GatewayError> {
+    parse(body, Some(Splices::new(id))).map(|(obj, s)| (obj, s.unwrap_or_default()))
+}
+
+fn parse(body: &[u8], splices: Option<Splices>) -> Result<(Object, Option<Splices>), GatewayError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(GatewayError::bad_request(
             "The request body is empty; expected a JSON object.",
@@ -36,46 +51,70 @@ pub fn parse_object(body: &[u8]) -> Result<Object, GatewayError> {
     if body.len() >= SCAN_FROM_BYTES && too_many_values(body, value_limit(body.len())) {
         return Err(too_complex(body.len()));
     }
-    let budget = std::cell::Cell::new(value_limit(body.len()));
-    let duplicate = std::cell::RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde::de::DeserializeSeed::deserialize(
-        bounded::TopLevel {
-            budget: &budget,
-            duplicate: &duplicate,
-        },
-        &mut de,
+    match tree::object(
+        body,
+        value_limit(body.len()),
+        tree_limit(body.len()),
+        splices,
+    ) {
+        Ok((_, 0, _)) | Err(tree::Stop::Budget) => Err(too_complex(body.len())),
+        Ok((map, _, splices)) => Ok((map, splices)),
+        Err(tree::Stop::Duplicate(key)) => Err(duplicate_key(&key)),
+        Err(tree::Stop::Fallback) => Err(not_an_object(body)),
+    }
+}
+
+/// Bytes the value tree of a body of `len` bytes may take: three times the body, and at least
+/// 16 MiB (and what [`TOKEN_IDS`] numbers take). Text costs about its own size; an object
+/// costs a B-tree node of a few hundred bytes, so a long agent conversation of short tool
+/// calls takes a few times its body, and only bodies made of many tiny objects reach this.
+pub fn tree_limit(len: usize) -> usize {
+    let ids = usize::try_from(TOKEN_IDS + 20_000)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2 * tree::VALUE_BYTES);
+    len.saturating_mul(3).max(ids).max(16 << 20)
+}
+
+/// Why `body` (which the tree builder did not take) is not a JSON object: serde_json's own
+/// account of the syntax error, or the type it holds instead.
+fn not_an_object(body: &[u8]) -> GatewayError {
+    let detail = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) if e.is_eof() => "unexpected end of input".to_string(),
+        Err(e) => e.to_string(),
+        Ok(_) => {
+            let kind = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b't' | b'f') => "a boolean",
+                Some(b'n') => "null",
+                Some(b'{') => "an object the gateway cannot read",
+                _ => "a number",
+            };
+            return GatewayError::bad_request(format!(
+                "The request body must be a JSON object, not {kind}."
+            ))
+            .with_code("invalid_json");
+        }
+    };
+    GatewayError::bad_request(format!(
+        "The request body is not valid JSON ({detail}). Expected a JSON object."
+    ))
+    .with_code("invalid_json")
+}
+
+/// The buffer an upstream body is written into for a client body of `len` bytes: the body's
+/// size and a little more, so that it seldom grows (a growing buffer holds its old and new
+/// blocks for a moment).
+pub fn output_capacity(len: usize) -> usize {
+    len.saturating_add(len / 32).saturating_add(4096)
+}
+
+fn duplicate_key(key: &str) -> GatewayError {
+    GatewayError::invalid(
+        key,
+        format!("The key `{key}` appears more than once in the request body."),
     )
-    .and_then(|v| de.end().map(|()| v));
-    if let Some(key) = duplicate.into_inner() {
-        return Err(GatewayError::invalid(
-            &key,
-            format!("The key `{key}` appears more than once in the request body."),
-        )
-        .with_code("duplicate_key"));
-    }
-    if budget.get() == 0 {
-        return Err(too_complex(body.len()));
-    }
-    let value = parsed.map_err(|e| {
-        let detail = if e.is_eof() {
-            "unexpected end of input".to_string()
-        } else {
-            e.to_string()
-        };
-        GatewayError::bad_request(format!(
-            "The request body is not valid JSON ({detail}). Expected a JSON object."
-        ))
-        .with_code("invalid_json")
-    })?;
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(GatewayError::bad_request(format!(
-            "The request body must be a JSON object, not {}.",
-            type_name(&other)
-        ))
-        .with_code("invalid_json")),
-    }
+    .with_code("duplicate_key")
 }
 
 fn too_complex(len: usize) -> GatewayError {
@@ -151,175 +190,6 @@ fn too_many_values(body: &[u8], limit: u64) -> bool {
         i += 1;
     }
     false
-}
-
-/// A value-tree builder that counts what it builds and stops at a budget.
-mod bounded {
-    use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
-    use serde_json::{Map, Number, Value};
-    use std::cell::{Cell, RefCell};
-    use std::fmt;
-
-    /// One value, counted against `budget` (0 = exhausted).
-    #[derive(Clone, Copy)]
-    pub struct Bounded<'b> {
-        pub budget: &'b Cell<u64>,
-    }
-
-    impl Bounded<'_> {
-        fn take<E: Error>(&self) -> Result<(), E> {
-            match self.budget.get() {
-                0 => Err(E::custom("too many values")),
-                n => {
-                    self.budget.set(n - 1);
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
-        type Value = Value;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Bounded<'_> {
-        type Value = Value;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-
-        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Bool(v))
-        }
-
-        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Number(v.into()))
-        }
-
-        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Number(v.into()))
-        }
-
-        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
-            self.take()?;
-            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-        }
-
-        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::String(v.to_string()))
-        }
-
-        fn visit_string<E: Error>(self, v: String) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::String(v))
-        }
-
-        fn visit_unit<E: Error>(self) -> Result<Value, E> {
-            self.take()?;
-            Ok(Value::Null)
-        }
-
-        fn visit_none<E: Error>(self) -> Result<Value, E> {
-            self.visit_unit()
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-            self.take()?;
-            let mut out = Vec::new();
-            while let Some(v) = seq.next_element_seed(self)? {
-                out.push(v);
-            }
-            Ok(Value::Array(out))
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            self.take()?;
-            let mut out = Map::new();
-            while let Some(k) = map.next_key::<String>()? {
-                let v = map.next_value_seed(self)?;
-                out.insert(k, v);
-            }
-            Ok(Value::Object(out))
-        }
-    }
-
-    /// The body's top level: a bounded value whose duplicate keys are noted.
-    pub struct TopLevel<'b> {
-        pub budget: &'b Cell<u64>,
-        pub duplicate: &'b RefCell<Option<String>>,
-    }
-
-    impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
-        type Value = Value;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for TopLevel<'_> {
-        type Value = Value;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-            let inner = Bounded {
-                budget: self.budget,
-            };
-            inner.take()?;
-            let mut out = Map::new();
-            while let Some(k) = map.next_key::<String>()? {
-                if out.contains_key(&k) {
-                    *self.duplicate.borrow_mut() = Some(k);
-                    return Err(A::Error::custom("duplicate key"));
-                }
-                let v = map.next_value_seed(inner)?;
-                out.insert(k, v);
-            }
-            Ok(Value::Object(out))
-        }
-
-        // Anything else parses as a bounded value (and is refused as "not an object").
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-            Bounded {
-                budget: self.budget,
-            }
-            .visit_seq(seq)
-        }
-
-        fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
-            Ok(Value::String(v.to_string()))
-        }
-
-        fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
-            Ok(Value::Bool(v))
-        }
-
-        fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
-            Ok(Value::Number(v.into()))
-        }
-
-        fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
-            Ok(Value::Number(v.into()))
-        }
-
-        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
-            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-        }
-
-        fn visit_unit<E: Error>(self) -> Result<Value, E> {
-            Ok(Value::Null)
-        }
-    }
 }
 
 /// A request-field path rendered only when an error message needs it (building every path
