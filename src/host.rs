@@ -568,6 +568,10 @@ impl Host for EnvoyHost {
         Ok(out)
     }
 
+    fn body_range(&mut self, body: Body, start: usize, len: usize) -> flow::HostResult<Vec<u8>> {
+        Ok(get_buffer(buffer_type(body), start, len)?)
+    }
+
     fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> flow::HostResult<()> {
         Ok(set_buffer(buffer_type(body), 0, replace, data)?)
     }

@@ -195,6 +195,69 @@ def test_a_body_of_millions_of_tiny_values_is_refused_with_bounded_envoy_memory(
         assert hwm * 1024 <= workers * 3 * size, report
 
 
+def prose(n: int) -> str:
+    """Plain prose with the escapes real text carries (newlines, quotes), about n bytes."""
+    unit = 'Lorem ipsum dolor sit amet, "consectetur" adipiscing elit.\n'
+    return unit * (n // len(unit) + 1)
+
+
+def large_prompt(door: str, n: int) -> tuple:
+    """A request whose instructions are n bytes of prose and whose question is short (the
+    fakes echo the question: the answer stays small, so the request's cost is what shows)."""
+    t = prose(n)
+    if door == "chat":
+        return "/v1/chat/completions", {"model": NOVA, "messages": [
+            {"role": "system", "content": t}, {"role": "user", "content": "hi"}]}
+    if door == "messages":
+        return "/v1/messages", {"model": HAIKU, "max_tokens": 16, "system": t,
+                                "messages": [{"role": "user", "content": "hi"}]}
+    return "/v1/responses", {"model": HAIKU, "instructions": t, "input": "hi"}
+
+
+def envoy_growth_for(stack, path: str, body: bytes, timeout: float = 120):
+    """(status, answer, VmHWM growth in bytes) of one request, after both workers' VMs have
+    served a small request."""
+    pid = envoy_pid(stack)
+    for _ in range(6):
+        status, _, answer = post(stack, "/v1/chat/completions", chat_body("gpt-4o"))
+        assert status == 200, answer[:300]
+    base = proc_status_kib(pid)
+    status, _, answer = post(stack, path, body, timeout=timeout)
+    now = proc_status_kib(pid)
+    return status, answer, (now["VmHWM"] - base["VmHWM"]) * 1024
+
+
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+def test_a_20_mb_prompt_costs_envoy_at_most_three_times_its_size(start_stack, fakes, door):
+    """Issue 17's target, for real prompts: Envoy's buffer and the filter's copy, which then
+    holds the body sent upstream; the prompt itself stays in the body (2.4x measured). chat
+    goes to Converse (translated), messages to Claude (relayed), responses to Claude
+    (translated); the fake checks the prompt arrives whole."""
+    stack = start_stack(f"abuse-memory-{door}", provider_env(fakes))
+    path, doc = large_prompt(door, 20_000_000)
+    body = json.dumps(doc).encode()
+    status, answer, grew = envoy_growth_for(stack, path, body)
+    assert status == 200, answer[:300]
+    print(f"{door}: body {len(body) / MIB:.1f} MiB, Envoy peak grew {grew / MIB:.1f} MiB = {grew / len(body):.2f}x")
+    sent = fakes.bedrock.last().body
+    assert len(sent) >= 20_000_000, "the prompt did not reach the upstream whole"
+    assert grew <= 3 * len(body), f"{door}: {grew / len(body):.2f}x"
+
+
+def test_a_body_of_tiny_objects_is_refused_within_its_memory_budget(start_stack, fakes):
+    """Many tiny objects (a few hundred bytes of tree each) under the value limit: refused once
+    the tree would pass twice the body, so Envoy grows by about 3x (3.1x measured)."""
+    stack = start_stack("abuse-memory-objects", provider_env(fakes))
+    part = {"type": "text", "text": "abcdefghijklm"}
+    doc = {"model": HAIKU, "max_tokens": 16, "messages": [{"role": "user", "content": [part] * 500_000}]}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    status, answer, grew = envoy_growth_for(stack, "/v1/messages", body)
+    print(f"tiny objects: body {len(body) / MIB:.1f} MiB, Envoy peak grew {grew / MIB:.1f} MiB = {grew / len(body):.2f}x")
+    e = anthropic_error(status, answer, 400)
+    assert "too many JSON values" in e["message"], e
+    assert grew <= 3.5 * len(body), f"{grew / len(body):.2f}x"
+
+
 def test_a_large_legitimate_body_still_goes_through(mem_stack, fakes):
     text = "lorem ipsum dolor sit amet " * 400_000  # ~10.8 MB of text in one message
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()

@@ -68,6 +68,10 @@ impl Host for Counting {
         self.tick("get_buffer_bytes");
         self.inner.body(body, size)
     }
+    fn body_range(&mut self, body: Body, start: usize, len: usize) -> HostResult<Vec<u8>> {
+        self.tick("get_buffer_bytes");
+        self.inner.body_range(body, start, len)
+    }
     fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> HostResult<()> {
         self.tick("set_buffer_bytes");
         self.inner.set_body(body, replace, data)

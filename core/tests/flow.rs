@@ -1478,3 +1478,55 @@ fn responses_for_openai_models_are_relayed_to_openais_responses_api() {
     assert_eq!(v["output"][0]["content"][0]["text"], "Hello");
     assert_eq!(v["usage"]["total_tokens"], 7);
 }
+
+/// Prose of about `n` bytes with the escapes and characters real text has.
+fn long_text(n: usize, tag: &str) -> String {
+    let unit = format!("{tag} said \"héllo\"\tto 世界 🌍\\n and left.\n");
+    unit.repeat(n / unit.len() + 1)
+}
+
+#[test]
+fn long_prompts_are_put_into_the_upstream_body_from_envoys_buffer() {
+    // Texts of a megabyte or more stay in the client's body and are read from the host while
+    // the upstream body is written (issue 17); one of them gains the file context in front.
+    let system = long_text(1_500_000, "system");
+    let user = long_text(1_200_000, "user");
+    let body = json!({"model": "claude-3-haiku", "max_tokens": 50, "file_ids": ["file-abc"],
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
+    let mut host = post("/v1/chat/completions", &body, &[]);
+    with_credentials(&mut host);
+    let mut flow = HttpFlow::new(9, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Pause);
+    host.callout = (
+        Some(200),
+        serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
+    );
+    let n = host.callout.1.len();
+    flow.on_callout_response(&mut host, 1, 3, n);
+    assert_eq!(host.resumes, 1);
+    let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
+    assert_eq!(sent["system"], system.as_str());
+    let text = sent["messages"][0]["content"][0]["text"]
+        .as_str()
+        .or_else(|| sent["messages"][0]["content"].as_str())
+        .unwrap();
+    assert!(text.starts_with("--- file: notes.txt") || text.contains("--- file: notes.txt"));
+    assert!(
+        text.ends_with(user.as_str()),
+        "the user text arrived changed"
+    );
+    assert!(!String::from_utf8_lossy(&host.request_body).contains("\\u0001"));
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(&host.request_body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        host.request_header("x-amz-content-sha256"),
+        Some(hash.as_str())
+    );
+    assert_eq!(
+        host.request_header("content-length"),
+        Some(host.request_body.len().to_string().as_str())
+    );
+}

@@ -115,7 +115,7 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
                 "signed": plan.upstream.sign_region.is_some(),
                 "response_api": plan.response.upstream.as_str(),
                 "passthrough": plan.response.relay,
-                "body": body_value(&plan.upstream.body),
+                "body": body_value(plan.upstream.sent_body(&body)),
             })
         }
         Err(e) => json!({"error_status": e.status, "error": e.to_value()["error"]}),

@@ -14,6 +14,7 @@ use crate::files::{self, FileContext};
 use crate::formats::Format;
 use crate::ir::Operation;
 use crate::ir::Usage;
+use crate::json;
 use crate::plan::embeddings::{Fanout, Planned};
 use crate::plan::{self, Plan, PlanInput, ResponsePlan, CLUSTER_HEADER, DOOR_HEADER};
 use crate::response::{self, ClientResponse};
@@ -482,6 +483,27 @@ impl HttpFlow {
             .map_or_else(|| "anonymous".to_string(), ClientKey::id)
     }
 
+    /// What planning needs to know of this request besides its body.
+    fn plan_input<'a>(
+        &'a self,
+        body: &'a [u8],
+        accept: Option<&'a str>,
+        files: Option<&'a [FileContext]>,
+        now: u64,
+    ) -> PlanInput<'a> {
+        PlanInput::new(self.door, body)
+            .query(self.query.as_deref())
+            .target_header(self.target_header.as_deref())
+            .request_id(&self.request_id)
+            .session_header(self.session_header.as_deref())
+            .anthropic_beta(self.anthropic_beta.as_deref())
+            .path_model(self.path_model.as_deref())
+            .accept(accept)
+            .client(self.client.as_ref())
+            .files(files)
+            .now(now)
+    }
+
     /// Plans the request and sends it on (or starts the credentials callout).
     fn plan_and_forward<H: Host>(
         &mut self,
@@ -492,20 +514,30 @@ impl HttpFlow {
     ) -> Action {
         let now = host.now_unix();
         let accept = self.request_header("accept");
-        let planned = plan::plan_request(
-            gw,
-            &PlanInput::new(self.door, &body)
-                .query(self.query.as_deref())
-                .target_header(self.target_header.as_deref())
-                .request_id(&self.request_id)
-                .session_header(self.session_header.as_deref())
-                .anthropic_beta(self.anthropic_beta.as_deref())
-                .path_model(self.path_model.as_deref())
-                .accept(accept.as_deref())
-                .client(self.client.as_ref())
-                .files(file_context)
-                .now(now),
-        );
+        let input = self.plan_input(&body, accept.as_deref(), file_context, now);
+        let planned = match self.door {
+            Door::Embeddings | Door::Bedrock(_) => plan::plan_request(gw, &input),
+            _ => match plan::parse(&input) {
+                Err(e) => Err(e),
+                Ok((obj, splices)) => {
+                    // The upstream body is written into the memory of the filter's copy of the
+                    // client's body, and long texts are read from Envoy's buffer: a VM never
+                    // gives memory back, so the copy and the upstream body must not both grow
+                    // it (issue 17).
+                    let input = self.plan_input(&[], accept.as_deref(), file_context, now);
+                    let size = body.len();
+                    let buffer = std::cell::Cell::new(Some(body));
+                    let source = HostBody(std::cell::RefCell::new(&mut *host));
+                    let raw = json::Spliced {
+                        source: json::Source::Host(&source),
+                        size,
+                        splices: Some(&splices),
+                        buffer: Some(&buffer),
+                    };
+                    plan::plan_parsed(gw, &input, obj, raw).map(|p| Planned::Forward(Box::new(p)))
+                }
+            },
+        };
         let planned = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -1311,6 +1343,35 @@ fn dispatch_call<H: Host>(host: &mut H, state: &mut FanoutState) -> Result<(), G
 }
 
 /// The 502 for an upstream answer over [`MAX_RESPONSE_BYTES`].
+/// The client's request body as Envoy holds it, read in pieces.
+struct HostBody<'h, H: Host>(std::cell::RefCell<&'h mut H>);
+
+/// Bytes read from the host at a time.
+const HOST_READ: usize = 64 * 1024;
+
+impl<H: Host> json::BodySource for HostBody<'_, H> {
+    fn copy_range(
+        &self,
+        start: usize,
+        end: usize,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        let mut host = self.0.borrow_mut();
+        let mut at = start;
+        while at < end {
+            let piece = host
+                .body_range(Body::Request, at, HOST_READ.min(end - at))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if piece.is_empty() {
+                return Err(std::io::Error::other("the request body ended early"));
+            }
+            out.write_all(&piece)?;
+            at += piece.len();
+        }
+        Ok(())
+    }
+}
+
 fn response_too_large() -> GatewayError {
     GatewayError::bad_gateway("The upstream response is too large to translate.")
 }

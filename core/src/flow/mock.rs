@@ -189,6 +189,15 @@ impl Host for MockHost {
         Ok(b.get(..size.min(b.len())).unwrap_or_default().to_vec())
     }
 
+    fn body_range(&mut self, body: Body, start: usize, len: usize) -> HostResult<Vec<u8>> {
+        let b = match body {
+            Body::Request => &self.request_body,
+            Body::Response => &self.response_body,
+        };
+        let end = start.saturating_add(len).min(b.len());
+        Ok(b.get(start..end).unwrap_or_default().to_vec())
+    }
+
     fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> HostResult<()> {
         let b = match body {
             Body::Request => &mut self.request_body,

@@ -102,6 +102,8 @@ pub trait Host {
     fn remove_header(&mut self, map: Headers, name: &str) -> HostResult<()>;
     /// The first `size` bytes of a body buffer.
     fn body(&mut self, body: Body, size: usize) -> HostResult<Vec<u8>>;
+    /// Up to `len` bytes of a body buffer from `start`.
+    fn body_range(&mut self, body: Body, start: usize, len: usize) -> HostResult<Vec<u8>>;
     /// Replaces the first `replace` bytes of a body buffer with `data`.
     fn set_body(&mut self, body: Body, replace: usize, data: &[u8]) -> HostResult<()>;
     /// Answers the client locally (the upstream is never called).

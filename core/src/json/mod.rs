@@ -7,7 +7,7 @@ use std::fmt::Display;
 pub mod splice;
 mod tree;
 
-pub use splice::{Spliced, Splices};
+pub use splice::{BodySource, Source, Spliced, Splices};
 
 /// A JSON object as decoded from a request body.
 pub type Object = Map<String, Value>;
@@ -64,7 +64,7 @@ fn parse(body: &[u8], splices: Option<Splices>) -> Result<(Object, Option<Splice
     }
 }
 
-/// Bytes the value tree of a body of `len` bytes may take: three times the body, and at least
+/// Bytes the value tree of a body of `len` bytes may take: twice the body, and at least
 /// 16 MiB (and what [`TOKEN_IDS`] numbers take). Text costs about its own size; an object
 /// costs a B-tree node of a few hundred bytes, so a long agent conversation of short tool
 /// calls takes a few times its body, and only bodies made of many tiny objects reach this.
@@ -72,7 +72,7 @@ pub fn tree_limit(len: usize) -> usize {
     let ids = usize::try_from(TOKEN_IDS + 20_000)
         .unwrap_or(usize::MAX)
         .saturating_mul(2 * tree::VALUE_BYTES);
-    len.saturating_mul(3).max(ids).max(16 << 20)
+    len.saturating_mul(2).max(ids).max(16 << 20)
 }
 
 /// Why `body` (which the tree builder did not take) is not a JSON object: serde_json's own

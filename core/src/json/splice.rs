@@ -69,21 +69,76 @@ impl Splices {
     }
 }
 
+/// Where the client's body can be read from while the upstream body is written: the filter's
+/// copy, or (in the filter) Envoy's buffer itself, so that the copy's memory can hold the
+/// upstream body instead.
+pub trait BodySource {
+    /// Writes bytes `start..end` of the client's body to `out`.
+    fn copy_range(&self, start: usize, end: usize, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// The client's body: bytes at hand, or a [`BodySource`].
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// The body's bytes.
+    Bytes(&'a [u8]),
+    /// Read through the host.
+    Host(&'a dyn BodySource),
+}
+
+impl Source<'_> {
+    fn copy_range(&self, start: usize, end: usize, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Source::Bytes(b) => {
+                let text = b
+                    .get(start..end)
+                    .ok_or_else(|| io::Error::other("a long text is outside the body"))?;
+                out.write_all(text)
+            }
+            Source::Host(h) => h.copy_range(start, end, out),
+        }
+    }
+}
+
 /// A client body and the long texts that stay in it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Spliced<'a> {
     /// The client's body.
-    pub body: &'a [u8],
+    pub source: Source<'a>,
+    /// The client body's size (the upstream body's buffer is sized for it).
+    pub size: usize,
     /// Its texts that stay in it (`None`: none, markers are written as they are).
     pub splices: Option<&'a Splices>,
+    /// A buffer to write the upstream body into (the filter's emptied copy of the client's
+    /// body), taken by the first body written.
+    pub buffer: Option<&'a std::cell::Cell<Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Spliced<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spliced")
+            .field("size", &self.size)
+            .field("splices", &self.splices)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Spliced<'a> {
     /// A body without texts left in it: `body` only sizes the output.
     pub fn plain(body: &'a [u8]) -> Spliced<'a> {
         Spliced {
-            body,
+            source: Source::Bytes(body),
+            size: body.len(),
             splices: None,
+            buffer: None,
+        }
+    }
+
+    /// `body`, with the texts `splices` records left in it.
+    pub fn new(body: &'a [u8], splices: &'a Splices) -> Spliced<'a> {
+        Spliced {
+            splices: Some(splices),
+            ..Spliced::plain(body)
         }
     }
 }
@@ -94,12 +149,20 @@ pub fn write<T: serde::Serialize + ?Sized>(
     value: &T,
     raw: Spliced<'_>,
 ) -> Result<Vec<u8>, GatewayError> {
-    let mut out = Vec::with_capacity(super::output_capacity(raw.body.len()));
+    let mut out = raw
+        .buffer
+        .and_then(std::cell::Cell::take)
+        .map(|mut b| {
+            b.clear();
+            b
+        })
+        .unwrap_or_default();
+    out.reserve(super::output_capacity(raw.size));
     let result = match raw.splices.filter(|s| !s.is_empty()) {
         None => serde_json::to_writer(&mut out, value),
         Some(splices) => {
             let fmt = SpliceFormatter {
-                body: raw.body,
+                body: raw.source,
                 splices,
                 used: vec![false; splices.len()],
                 inside: None,
@@ -118,7 +181,7 @@ pub fn write<T: serde::Serialize + ?Sized>(
 /// a string as runs of plain text and escapes: a marker arrives as the escape of [`OPEN`], one
 /// run (the prefix and the number), and the escape of [`CLOSE`].
 struct SpliceFormatter<'a> {
-    body: &'a [u8],
+    body: Source<'a>,
     splices: &'a Splices,
     used: Vec<bool>,
     /// After an [`OPEN`] escape: the run seen since (a marker's inside, or not a marker).
@@ -136,6 +199,18 @@ impl SpliceFormatter<'_> {
             w.write_all(&held)?;
         }
         Ok(())
+    }
+}
+
+/// A `dyn Write` view of a writer the formatter is handed.
+struct WriteRef<'w, W: ?Sized>(&'w mut W);
+
+impl<W: ?Sized + Write> Write for WriteRef<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -168,12 +243,12 @@ impl Formatter for SpliceFormatter<'_> {
             if let Some(held) = &self.inside {
                 if let Some(i) = self.splices.index(held) {
                     let range = self.splices.ranges.get(i).copied();
-                    let text = range.and_then(|(s, e)| self.body.get(s..e));
-                    match (text, self.used.get_mut(i)) {
-                        (Some(text), Some(used)) if !*used => {
+                    match (range, self.used.get_mut(i)) {
+                        (Some((start, end)), Some(used)) if !*used => {
                             *used = true;
                             self.inside = None;
-                            return w.write_all(text);
+                            let mut w = WriteRef(w);
+                            return self.body.copy_range(start, end, &mut w);
                         }
                         (Some(_), Some(_)) => {
                             return Err(io::Error::other("a long text would be sent twice"));
@@ -220,14 +295,7 @@ mod tests {
             "y": format!("User: {}\n\nok \u{1}not a marker\u{2} \u{1}", s.marker(1)),
             "z": ["\u{1}", "\u{1}ug0123:0\u{2}"],
         });
-        let out = write(
-            &v,
-            Spliced {
-                body,
-                splices: Some(&s),
-            },
-        )
-        .unwrap();
+        let out = write(&v, Spliced::new(body, &s)).unwrap();
         let back: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(back["x"], "line \"one\"\né");
         assert_eq!(back["y"], "User: two\n\nok \u{1}not a marker\u{2} \u{1}");
@@ -239,14 +307,7 @@ mod tests {
         let body = br#"{"a":"long"}"#;
         let s = splices_of(body, &["long"]);
         let twice = json!([s.marker(0), s.marker(0)]);
-        assert!(write(
-            &twice,
-            Spliced {
-                body,
-                splices: Some(&s)
-            }
-        )
-        .is_err());
+        assert!(write(&twice, Spliced::new(body, &s)).is_err());
     }
 
     #[test]

@@ -45,6 +45,9 @@ const TEXT_KEYS: &[&str] = &["text", "content", "output"];
 /// Bytes of one value slot (an array element, a member's value).
 pub const VALUE_BYTES: usize = size_of::<Value>();
 
+/// A built object, the value budget left, and the texts left in the body.
+pub type Built = (Map<String, Value>, u64, Option<Splices>);
+
 /// Builds the object `body` holds, counting each value (the root, every array element and
 /// every member value) against `budget` and the tree's bytes against `bytes`. Returns the
 /// object and the value budget left.
@@ -53,7 +56,7 @@ pub fn object(
     budget: u64,
     bytes: usize,
     splices: Option<Splices>,
-) -> Result<(Map<String, Value>, u64, Option<Splices>), Stop> {
+) -> Result<Built, Stop> {
     let mut b = Builder {
         b: body,
         i: 0,

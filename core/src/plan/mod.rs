@@ -293,10 +293,17 @@ pub fn plan(gw: &Gateway, input: &PlanInput<'_>) -> Result<Plan, GatewayError> {
         return bedrock_runtime(gw, input, op);
     }
     let (obj, splices) = parse(input)?;
-    let raw = json::Spliced {
-        body: input.body,
-        splices: Some(&splices),
-    };
+    plan_parsed(gw, input, obj, json::Spliced::new(input.body, &splices))
+}
+
+/// Plans a body already parsed with [`parse`]; `raw` says where its long texts are read from
+/// (`input.body` is not read: the filter reuses its copy's memory for the upstream body).
+pub fn plan_parsed(
+    gw: &Gateway,
+    input: &PlanInput<'_>,
+    obj: Object,
+    raw: json::Spliced<'_>,
+) -> Result<Plan, GatewayError> {
     let format = input_format(input.door, &obj)?;
     let target = target_format(input)?;
     let (model, route) = route(gw, input.door, &obj, input.client)?;
