@@ -32,7 +32,7 @@ fuzz() {
   done
 }
 
-fuzz core "crash" "" request_plan response_decode stream_decode sigv4_path
+fuzz core "crash" "" request_plan response_decode stream_decode sigv4_path json_tree
 fuzz sidecar "crash timeout oom" "-timeout=10" \
   extract_json extract_csv extract_html extract_xml extract_pdf
 exit $status

@@ -24,6 +24,7 @@ for f in glob.glob(os.path.join(CORE, "tests/golden/request/*.json")) + glob.glo
     door = case.get("door") or ("embeddings" if "/embeddings/" in f else "chat")
     body = json.dumps(case["request"]).encode()
     put("request_plan", bytes([DOOR_SELECTOR[door]]) + body)
+    put("json_tree", body)
     if door == "messages":
         for selector in (5, 6, 12, 13):  # the Bedrock runtime door, several path models
             put("request_plan", bytes([selector]) + body)

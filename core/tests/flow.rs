@@ -1530,3 +1530,27 @@ fn long_prompts_are_put_into_the_upstream_body_from_envoys_buffer() {
         Some(host.request_body.len().to_string().as_str())
     );
 }
+
+#[test]
+fn an_unchanged_body_sent_chunked_goes_up_with_its_own_length() {
+    // The plan does not copy a body that goes up unchanged: its length still comes from it.
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let mut host = MockHost::request(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway"),
+            ("authorization", "Bearer test-key"),
+            ("content-type", "application/json"),
+        ],
+        &bytes,
+    );
+    let mut flow = HttpFlow::new(3, Some(gateway()), None);
+    assert_eq!(send(&mut flow, &mut host), Action::Continue);
+    assert_eq!(host.request_body, bytes);
+    assert_eq!(
+        host.request_header("content-length"),
+        Some(bytes.len().to_string().as_str())
+    );
+}

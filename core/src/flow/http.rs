@@ -697,7 +697,13 @@ impl HttpFlow {
         set(host, ":authority", &up.authority)?;
         // A length-delimited body upstream, also when the client sent it chunked.
         if up.body_changed || self.request_header("content-length").is_none() {
-            set(host, "content-length", &up.body.len().to_string())?;
+            // An unchanged body is the client's, which the plan does not copy.
+            let len = if up.body_changed {
+                up.body.len()
+            } else {
+                self.request_body_size
+            };
+            set(host, "content-length", &len.to_string())?;
         }
         for (name, value) in &up.headers {
             set(host, name, value)?;
