@@ -88,6 +88,12 @@ fn door(case: &Value) -> Door {
 /// Runs one request fixture and returns what the plan produced.
 fn run_request(gw: &Gateway, case: &Value) -> Value {
     let body = serde_json::to_vec(&case["request"]).unwrap();
+    run_request_body(gw, case, &body)
+}
+
+/// Runs one request fixture with `body` as its request.
+fn run_request_body(gw: &Gateway, case: &Value, body: &[u8]) -> Value {
+    let body = body.to_vec();
     let target = case["target_format"]
         .as_str()
         .map(|t| format!("target_format={t}"));
@@ -120,6 +126,61 @@ fn run_request(gw: &Gateway, case: &Value) -> Value {
         }
         Err(e) => json!({"error_status": e.status, "error": e.to_value()["error"]}),
     }
+}
+
+/// Makes every conversation text of `v` (the members the tree builder may leave in the body)
+/// long enough to be left there, with escapes and characters from every plane.
+fn lengthen_texts(v: &mut Value, top: bool, section: bool) {
+    let tail = " — \"quoted\"\n\ttab é 世界 🌍 \\ end ".repeat(8);
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                let text = if top {
+                    ["system", "instructions", "input", "inputText", "prompt"].contains(&k.as_str())
+                } else {
+                    section && ["text", "content", "output"].contains(&k.as_str())
+                };
+                match x {
+                    Value::String(s) if text && !s.starts_with("data:") => s.push_str(&tail),
+                    _ => {
+                        let inner = if top {
+                            ["messages", "input", "system"].contains(&k.as_str())
+                        } else {
+                            section
+                        };
+                        lengthen_texts(x, false, inner);
+                    }
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| lengthen_texts(x, false, section)),
+        _ => {}
+    }
+}
+
+#[test]
+fn texts_left_in_a_large_body_change_nothing_upstream() {
+    // Bodies of 1 MiB or more leave their conversation texts in the body and write them into
+    // the upstream body from there (issue 17): every fixture, its texts lengthened, plans the
+    // same whether its body is small (texts copied) or padded past 1 MiB with whitespace.
+    let mut checked = 0;
+    for path in fixtures("request") {
+        let case = load(&path);
+        let gw = match case.get("config") {
+            Some(extra) => gateway_with(extra),
+            None => gateway(),
+        };
+        let mut request = case["request"].clone();
+        lengthen_texts(&mut request, true, false);
+        let small = serde_json::to_vec(&request).unwrap();
+        let mut large = small.clone();
+        large.resize(1 << 20, b' ');
+        let copied = run_request_body(&gw, &case, &small);
+        let spliced = run_request_body(&gw, &case, &large);
+        assert_eq!(copied, spliced, "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked}");
 }
 
 #[test]

@@ -527,7 +527,7 @@ impl HttpFlow {
                     let input = self.plan_input(&[], accept.as_deref(), file_context, now);
                     let size = body.len();
                     let buffer = std::cell::Cell::new(Some(body));
-                    let source = HostBody(std::cell::RefCell::new(&mut *host));
+                    let source = HostBody::new(&mut *host);
                     let raw = json::Spliced {
                         source: json::Source::Host(&source),
                         size,
@@ -1350,7 +1350,21 @@ fn dispatch_call<H: Host>(host: &mut H, state: &mut FanoutState) -> Result<(), G
 
 /// The 502 for an upstream answer over [`MAX_RESPONSE_BYTES`].
 /// The client's request body as Envoy holds it, read in pieces.
-struct HostBody<'h, H: Host>(std::cell::RefCell<&'h mut H>);
+/// Texts are asked for in body order, many of them short: one read serves all that fall in
+/// its window (the window's start and bytes).
+struct HostBody<'h, H: Host> {
+    host: std::cell::RefCell<&'h mut H>,
+    window: std::cell::RefCell<(usize, Vec<u8>)>,
+}
+
+impl<'h, H: Host> HostBody<'h, H> {
+    fn new(host: &'h mut H) -> Self {
+        HostBody {
+            host: std::cell::RefCell::new(host),
+            window: std::cell::RefCell::new((0, Vec::new())),
+        }
+    }
+}
 
 /// Bytes read from the host at a time.
 const HOST_READ: usize = 64 * 1024;
@@ -1362,17 +1376,29 @@ impl<H: Host> json::BodySource for HostBody<'_, H> {
         end: usize,
         out: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        let mut host = self.0.borrow_mut();
+        let mut window = self.window.borrow_mut();
         let mut at = start;
         while at < end {
-            let piece = host
-                .body_range(Body::Request, at, HOST_READ.min(end - at))
+            let (from, bytes) = &*window;
+            let held = at
+                .checked_sub(*from)
+                .and_then(|off| bytes.get(off..))
+                .filter(|rest| !rest.is_empty());
+            if let Some(rest) = held {
+                let piece = rest.get(..rest.len().min(end - at)).unwrap_or(rest);
+                out.write_all(piece)?;
+                at += piece.len();
+                continue;
+            }
+            let piece = self
+                .host
+                .borrow_mut()
+                .body_range(Body::Request, at, HOST_READ)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             if piece.is_empty() {
                 return Err(std::io::Error::other("the request body ended early"));
             }
-            out.write_all(&piece)?;
-            at += piece.len();
+            *window = (at, piece);
         }
         Ok(())
     }

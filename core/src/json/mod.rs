@@ -64,15 +64,16 @@ fn parse(body: &[u8], splices: Option<Splices>) -> Result<(Object, Option<Splice
     }
 }
 
-/// Bytes the value tree of a body of `len` bytes may take: twice the body, and at least
-/// 16 MiB (and what [`TOKEN_IDS`] numbers take). Text costs about its own size; an object
-/// costs a B-tree node of a few hundred bytes, so a long agent conversation of short tool
-/// calls takes a few times its body, and only bodies made of many tiny objects reach this.
+/// Bytes the value tree of a body of `len` bytes may take: the body's size, and at least
+/// 16 MiB (and what [`TOKEN_IDS`] numbers take). In bodies of 1 MiB or more the conversation's
+/// texts stay in the body (see [`splice`]), so the tree is mostly its objects: a B-tree node of
+/// a few hundred bytes each. Only bodies of many tiny objects reach this; conversations that
+/// large are images and documents, whose trees are small.
 pub fn tree_limit(len: usize) -> usize {
     let ids = usize::try_from(TOKEN_IDS + 20_000)
         .unwrap_or(usize::MAX)
         .saturating_mul(2 * tree::VALUE_BYTES);
-    len.saturating_mul(2).max(ids).max(16 << 20)
+    len.max(ids).max(16 << 20)
 }
 
 /// Why `body` (which the tree builder did not take) is not a JSON object: serde_json's own

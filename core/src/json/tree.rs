@@ -33,13 +33,21 @@ const MAX_DEPTH: u32 = 127;
 /// Bytes of one B-tree node of an object (the standard library's node holds 11 entries).
 const NODE_BYTES: usize = 11 * (size_of::<String>() + size_of::<Value>()) + 16;
 
-/// Texts from this size on stay in the body when splicing (see [`Splices`]).
-const LARGE_STRING: usize = 1 << 20;
+/// Texts stay in the body when splicing (see [`Splices`]) only in bodies from this size on:
+/// smaller bodies cost little memory, and their texts are not worth the host reads.
+const SPLICE_FROM_BODY: usize = 1 << 20;
+
+/// Texts from this size on stay in the body (a marker takes about 40 bytes).
+const SPLICE_MIN: usize = 128;
 
 /// Top-level members whose string value is a prompt text.
 const TOP_TEXT_KEYS: &[&str] = &["system", "instructions", "input", "inputText", "prompt"];
 
-/// Nested members whose string value is a message text or a tool's output.
+/// Top-level members that hold the conversation (only texts in these are left in the body:
+/// nothing else of a request, such as `metadata`, reaches the answer or a check as text).
+const SECTIONS: &[&str] = &["messages", "input", "system"];
+
+/// Members of the conversation whose string value is a message text or a tool's output.
 const TEXT_KEYS: &[&str] = &["text", "content", "output"];
 
 /// Bytes of one value slot (an array element, a member's value).
@@ -62,7 +70,8 @@ pub fn object(
         i: 0,
         budget,
         bytes,
-        splices,
+        splices: splices.filter(|_| body.len() >= SPLICE_FROM_BODY),
+        section: false,
     };
     b.ws();
     if b.peek() != Some(b'{') {
@@ -83,6 +92,8 @@ struct Builder<'a> {
     budget: u64,
     bytes: usize,
     splices: Option<Splices>,
+    /// Inside one of the [`SECTIONS`].
+    section: bool,
 }
 
 impl Builder<'_> {
@@ -165,6 +176,9 @@ impl Builder<'_> {
             self.i += 1;
             if top && map.contains_key(&key) {
                 return Err(Stop::Duplicate(key));
+            }
+            if top {
+                self.section = SECTIONS.contains(&key.as_str());
             }
             let v = match self.spliced(&key, depth)? {
                 Some(v) => v,
@@ -265,8 +279,12 @@ impl Builder<'_> {
         let Some(count) = self.splices.as_ref().map(Splices::len) else {
             return Ok(None);
         };
-        let keys = if depth == 1 { TOP_TEXT_KEYS } else { TEXT_KEYS };
-        if !keys.contains(&key) {
+        let text = if depth == 1 {
+            TOP_TEXT_KEYS.contains(&key)
+        } else {
+            self.section && TEXT_KEYS.contains(&key)
+        };
+        if !text {
             return Ok(None);
         }
         let at = self.i;
@@ -278,7 +296,7 @@ impl Builder<'_> {
         let start = self.i + 1;
         let (end, _) = self.string_end()?;
         let raw = self.b.get(start..end).ok_or(Stop::Fallback)?;
-        if raw.len() < LARGE_STRING || raw.starts_with(b"data:") {
+        if raw.len() < SPLICE_MIN || raw.starts_with(b"data:") {
             self.i = at;
             return Ok(None);
         }
