@@ -286,9 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
                     if p:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
                         sent += p
+                    rec.response_body = bytes(sent)
                     self.wfile.flush()
                     self._abort()
-                    rec.response_body = bytes(sent)
                     return
                 if p:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(p), p))
@@ -296,9 +296,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 if i + 1 < len(data_pieces) and (piece > 0 or steer.get("chunk-delay-ms")):
                     self.owner.sleep(pause)
+            # Recorded before the last chunk: a test reads the record as soon as its client
+            # has the whole stream.
+            rec.response_body = bytes(sent)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-            rec.response_body = bytes(sent)
             return
         body = reply.body
         self.send_header("content-length", str(len(body)))
