@@ -157,7 +157,7 @@ pub struct UpstreamRequest {
     /// The new body (empty when `body_changed` is false: the client's goes up as it is).
     pub body: Vec<u8>,
     /// Whether the body is rewritten. A relayed body is set even when it happens to equal the
-    /// client's: the filter's copy of the client's body is dropped once parsed (issue 17).
+    /// client's: the plan keeps no copy of the client's body to compare with (issue 17).
     pub body_changed: bool,
     /// SHA-256 (hex) of the client's body when it goes up unchanged and signed.
     pub payload_hash: Option<String>,
