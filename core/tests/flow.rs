@@ -79,6 +79,16 @@ fn answer(flow: &mut HttpFlow, host: &mut MockHost, status: u16, body: &Value) -
     flow.on_response_body(host, n, true)
 }
 
+/// The sidecar answers the `file_ids` callout with the text of `file-abc` (notes.txt, "hello").
+fn answer_file_context(flow: &mut HttpFlow, host: &mut MockHost) {
+    host.callout = (
+        Some(200),
+        serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
+    );
+    let n = host.callout.1.len();
+    flow.on_callout_response(host, 1, 3, n);
+}
+
 fn with_credentials(host: &mut MockHost) {
     credentials::store(host, &CredentialsRecord::new(creds(), host.now_unix));
 }
@@ -309,12 +319,7 @@ fn file_ids_are_fetched_for_the_keys_owner_and_put_in_the_prompt() {
         .find(|(k, _)| k == "x-unigate-owner")
         .unwrap();
     assert!(!owner.1.contains(KEY), "the owner is a hash of the key");
-    host.callout = (
-        Some(200),
-        serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
-    );
-    let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 1, 3, n);
+    answer_file_context(&mut flow, &mut host);
     assert_eq!(host.resumes, 1);
     let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
     assert!(sent.get("file_ids").is_none());
@@ -1497,12 +1502,7 @@ fn long_prompts_are_put_into_the_upstream_body_from_envoys_buffer() {
     with_credentials(&mut host);
     let mut flow = HttpFlow::new(9, Some(gateway()), None);
     assert_eq!(send(&mut flow, &mut host), Action::Pause);
-    host.callout = (
-        Some(200),
-        serde_json::to_vec(&json!({"files": [{"id": "file-abc", "filename": "notes.txt", "content_type": "text/plain", "bytes": 5, "text": "hello"}]})).unwrap(),
-    );
-    let n = host.callout.1.len();
-    flow.on_callout_response(&mut host, 1, 3, n);
+    answer_file_context(&mut flow, &mut host);
     assert_eq!(host.resumes, 1);
     let sent: Value = serde_json::from_slice(&host.request_body).unwrap();
     assert_eq!(sent["system"], system.as_str());

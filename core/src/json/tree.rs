@@ -255,6 +255,12 @@ impl Builder<'_> {
     fn string(&mut self) -> Result<String, Stop> {
         let start = self.i + 1;
         let (end, escaped) = self.string_end()?;
+        self.string_between(start, end, escaped)
+    }
+
+    /// The string whose text is `start..end` of the body ([`Self::string_end`]); the builder
+    /// moves past its closing quote.
+    fn string_between(&mut self, start: usize, end: usize, escaped: bool) -> Result<String, Stop> {
         let raw = self.b.get(start..end).ok_or(Stop::Fallback)?;
         self.i = end + 1;
         self.spend(raw.len())?;
@@ -294,23 +300,24 @@ impl Builder<'_> {
             return Ok(None);
         }
         let start = self.i + 1;
-        let (end, _) = self.string_end()?;
+        let (end, escaped) = self.string_end()?;
         let raw = self.b.get(start..end).ok_or(Stop::Fallback)?;
+        self.take()?;
         if raw.len() < SPLICE_MIN || raw.starts_with(b"data:") {
-            self.i = at;
-            return Ok(None);
+            return self
+                .string_between(start, end, escaped)
+                .map(|s| Some(Value::String(s)));
         }
         // Checked as the tree builder checks every string, without building it.
         if raw.iter().any(|&c| c < 0x20) || std::str::from_utf8(raw).is_err() {
             return Err(Stop::Fallback);
         }
-        check_escapes(raw)?;
+        escapes(raw, |_| {})?;
         let marker = self
             .splices
             .as_ref()
             .map(|s| s.marker(count))
             .unwrap_or_default();
-        self.take()?;
         self.spend(marker.len())?;
         if let Some(s) = &mut self.splices {
             s.push(start, end);
@@ -343,50 +350,41 @@ impl Builder<'_> {
     }
 }
 
-/// Whether every escape in `raw` is one JSON allows (what [`unescape`] would accept).
-fn check_escapes(raw: &[u8]) -> Result<(), Stop> {
+/// Walks `raw` (a string's text between its quotes, with escapes), handing `out` the bytes
+/// it stands for, run by run; fails on an escape JSON does not allow.
+fn escapes(raw: &[u8], mut out: impl FnMut(&[u8])) -> Result<(), Stop> {
     let mut rest = raw;
     while let Some(k) = memchr::memchr(b'\\', rest) {
-        let esc = rest.get(k..).ok_or(Stop::Fallback)?;
-        let used = match esc.get(1) {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
-            Some(b'u') => code_point(esc)?.0,
+        let (plain, esc) = rest.split_at(k);
+        out(plain);
+        let byte = match esc.get(1) {
+            Some(b'"') => b'"',
+            Some(b'\\') => b'\\',
+            Some(b'/') => b'/',
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0c,
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'u') => {
+                let (used, c) = code_point(esc)?;
+                out(c.encode_utf8(&mut [0u8; 4]).as_bytes());
+                rest = esc.get(used..).ok_or(Stop::Fallback)?;
+                continue;
+            }
             _ => return Err(Stop::Fallback),
         };
-        rest = esc.get(used..).ok_or(Stop::Fallback)?;
+        out(&[byte]);
+        rest = esc.get(2..).ok_or(Stop::Fallback)?;
     }
+    out(rest);
     Ok(())
 }
 
 /// The bytes `raw` (a string's text between its quotes, with escapes) stands for.
 fn unescape(raw: &[u8]) -> Result<Vec<u8>, Stop> {
     let mut out = Vec::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(k) = memchr::memchr(b'\\', rest) {
-        let (plain, esc) = rest.split_at(k);
-        out.extend_from_slice(plain);
-        let (used, byte) = match esc.get(1) {
-            Some(b'"') => (2, b'"'),
-            Some(b'\\') => (2, b'\\'),
-            Some(b'/') => (2, b'/'),
-            Some(b'b') => (2, 0x08),
-            Some(b'f') => (2, 0x0c),
-            Some(b'n') => (2, b'\n'),
-            Some(b'r') => (2, b'\r'),
-            Some(b't') => (2, b'\t'),
-            Some(b'u') => {
-                let (used, c) = code_point(esc)?;
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                rest = esc.get(used..).ok_or(Stop::Fallback)?;
-                continue;
-            }
-            _ => return Err(Stop::Fallback),
-        };
-        out.push(byte);
-        rest = esc.get(used..).ok_or(Stop::Fallback)?;
-    }
-    out.extend_from_slice(rest);
+    escapes(raw, |piece| out.extend_from_slice(piece))?;
     Ok(out)
 }
 

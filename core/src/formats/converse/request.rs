@@ -66,10 +66,10 @@ pub fn encode_request(
     for p in &req.system {
         if let Part::Text { text, cache } = p {
             if !text.is_empty() {
-                system.push(SystemBlock::Text(text));
+                system.push(Block::Text(text));
             }
             if *cache {
-                system.push(SystemBlock::CachePoint(CachePoint { kind: "default" }));
+                system.push(Block::CachePoint(CachePoint { kind: "default" }));
             }
         }
     }
@@ -267,19 +267,10 @@ fn document_name(name: &str) -> String {
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<Vec<SystemBlock<'a>>>,
+    system: Option<Vec<Block<'a>>>,
     messages: Vec<Msg<'a>>,
     #[serde(flatten)]
     rest: Map<String, Value>,
-}
-
-/// A block of Converse's `system` (borrowed: a long prompt is not copied).
-#[derive(Serialize)]
-enum SystemBlock<'a> {
-    #[serde(rename = "text")]
-    Text(&'a str),
-    #[serde(rename = "cachePoint")]
-    CachePoint(CachePoint),
 }
 
 #[derive(Serialize)]
